@@ -1,0 +1,3 @@
+from edgecap.cli import main
+
+raise SystemExit(main())
