@@ -1,0 +1,122 @@
+"""Small PCM helpers shared by the sources: sample decoding, channel pick/mix, int16 output.
+
+Everything works on numpy arrays shaped ``(frames, channels)`` so that one vectorised call
+handles a whole block. The pipeline inside every source is::
+
+    bytes --decode_samples--> int16 (frames, channels) --to_mono--> int16 (frames,)
+          --StreamResampler--> int16 at 16 kHz --> Frame
+
+Integer conversions round to nearest instead of truncating: truncation would add a constant
+-0.5 LSB bias, a DC offset that some speech engines' energy-based endpointers notice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+INT16_MIN = -32768
+INT16_MAX = 32767
+
+
+@dataclass(frozen=True, slots=True)
+class SampleFormat:
+    """How one sample is stored: ``kind`` "int" (8 bit unsigned, else signed) or "float",
+    ``bits`` the container size (8/16/24/32 for int, 32/64 for float), little-endian."""
+
+    kind: Literal["int", "float"]
+    bits: int
+
+    @property
+    def width(self) -> int:
+        """Bytes per sample."""
+        return self.bits // 8
+
+    def __str__(self) -> str:
+        if self.kind == "float":
+            return f"{self.bits}-bit float"
+        return "8-bit unsigned" if self.bits == 8 else f"{self.bits}-bit signed"
+
+
+S16LE = SampleFormat("int", 16)
+SUPPORTED_FORMATS = frozenset(
+    {SampleFormat("int", b) for b in (8, 16, 24, 32)} | {SampleFormat("float", b) for b in (32, 64)}
+)
+
+
+def float_to_int16(x: np.ndarray) -> np.ndarray:
+    """Float samples on the int16 scale (±32768) → int16, rounded to nearest and clipped."""
+    y = np.rint(x)
+    np.clip(y, INT16_MIN, INT16_MAX, out=y)
+    return y.astype(np.int16)
+
+
+def decode_samples(
+    data: bytes | bytearray | memoryview, fmt: SampleFormat, channels: int
+) -> np.ndarray:
+    """Little-endian interleaved samples → int16 array of shape ``(frames, channels)``.
+
+    ``data`` must hold a whole number of frames. Wider integers are rounded to 16 bits; floats
+    (full scale ±1.0) are scaled by 32768, clipped, and NaN becomes 0.
+    """
+    if fmt not in SUPPORTED_FORMATS:
+        raise ValueError(f"unsupported sample format {fmt}")
+    if channels < 1:
+        raise ValueError("channels must be ≥ 1")
+    frame_bytes = fmt.width * channels
+    if len(data) % frame_bytes:
+        raise ValueError(f"{len(data)} bytes is not a whole number of {frame_bytes}-byte frames")
+    raw = np.frombuffer(data, dtype=np.uint8)
+    if fmt.kind == "float":
+        f = np.frombuffer(data, dtype="<f4" if fmt.bits == 32 else "<f8").astype(np.float64)
+        f = np.nan_to_num(f, nan=0.0, posinf=1.0, neginf=-1.0)
+        out = float_to_int16(f * 32768.0)
+    elif fmt.bits == 8:
+        out = ((raw.astype(np.int16) - 128) << 8).astype(np.int16)
+    elif fmt.bits == 16:
+        out = np.frombuffer(data, dtype="<i2").astype(np.int16, copy=True)
+    elif fmt.bits == 24:
+        b = raw.reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        v = np.where(v & 0x800000, v - 0x1000000, v)
+        out = _round_shift_to_int16(v.astype(np.int64), 8)
+    else:  # 32-bit int
+        v = np.frombuffer(data, dtype="<i4").astype(np.int64)
+        out = _round_shift_to_int16(v, 16)
+    return out.reshape(-1, channels)
+
+
+def _round_shift_to_int16(v: np.ndarray, shift: int) -> np.ndarray:
+    v = (v + (1 << (shift - 1))) >> shift  # round half up
+    np.clip(v, INT16_MIN, INT16_MAX, out=v)
+    return v.astype(np.int16)
+
+
+def to_mono(samples: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """``(frames, channels)`` int16 → ``(frames,)`` int16.
+
+    ``channel=None`` averages all channels (rounded to nearest); an int picks that channel.
+    A 1-D array is taken as mono already.
+    """
+    if samples.ndim == 1:
+        if channel not in (None, 0):
+            raise ValueError(f"channel {channel} requested from a mono signal")
+        return samples.astype(np.int16, copy=False)
+    channels = samples.shape[1]
+    if channel is not None:
+        if not 0 <= channel < channels:
+            raise ValueError(f"channel {channel} out of range for {channels} channel(s)")
+        return np.ascontiguousarray(samples[:, channel], dtype=np.int16)
+    if channels == 1:
+        return np.ascontiguousarray(samples[:, 0], dtype=np.int16)
+    total = samples.sum(axis=1, dtype=np.int64)
+    # floor((total + n/2) / n): round half up, correct for negative sums too.
+    mono = np.floor_divide(total + channels // 2, channels)
+    return mono.astype(np.int16)
+
+
+def int16_to_bytes(samples: np.ndarray) -> bytes:
+    """int16 samples → s16le bytes (explicit byte order, so big-endian hosts are right too)."""
+    return samples.astype("<i2", copy=False).tobytes()

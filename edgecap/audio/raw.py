@@ -1,0 +1,178 @@
+"""Raw PCM from a stream: stdin, a pipe, a FIFO or a file.
+
+Made for ``arecord -f S16_LE -r 16000 -c 1 -t raw | edgecap run --source raw``: s16le, 16 kHz,
+mono by default (other rates and channel counts are converted like any source).
+
+``read(timeout)`` must return within about ``timeout`` even when the pipe is silent, so the
+descriptor is watched with ``select()`` and read with ``os.read()``, which returns whatever
+part of a frame has arrived; partial reads accumulate until a frame is whole. The descriptor's
+blocking mode is never changed: stdin is usually shared with the parent shell, and setting
+O_NONBLOCK on it would leak into other processes reading the same pipe or terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import select
+import sys
+import time
+from typing import BinaryIO
+
+import numpy as np
+
+from edgecap.audio.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.audio.pcm import S16LE, decode_samples, int16_to_bytes, to_mono
+from edgecap.audio.resample import StreamResampler
+from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+
+
+class RawSource:
+    """Frames from raw s16le PCM.
+
+    stream: an open binary stream (not closed by this source: the caller owns it), ``"-"``
+        for stdin, or a path (opened on ``open()`` and closed on ``close()``).
+    rate/channels: what the stream carries; converted to 16 kHz mono (``channel`` picks one
+        channel instead of mixing).
+    At end of input the last partial frame is zero-padded, then ``read()`` returns None.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO | str | os.PathLike[str],
+        frame_ms: int,
+        *,
+        rate: int = SAMPLE_RATE,
+        channels: int = 1,
+        channel: int | None = None,
+    ) -> None:
+        if channels < 1:
+            raise SourceConfigError(f"raw input: channels must be ≥ 1, not {channels}")
+        if channel is not None and not 0 <= channel < channels:
+            raise SourceConfigError(
+                f"raw input: channel {channel} out of range for {channels} channel(s)"
+            )
+        self._spec = stream
+        self.frame_samples = frame_samples(frame_ms)
+        self.rate = rate
+        self.channels = channels
+        self.channel = channel
+        self._frame_bytes = S16LE.width * channels
+        if isinstance(stream, str | os.PathLike):
+            self.name = "raw:stdin" if str(stream) == "-" else f"raw:{os.fspath(stream)}"
+        else:
+            self.name = f"raw:{getattr(stream, 'name', type(stream).__name__)}"
+        self._fd: int | None = None  # descriptor watched with select(), if any
+        self._stream: BinaryIO | None = None  # fallback for objects without a descriptor
+        self._owns_fd = False
+        self._inbuf = bytearray()
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._resampler = StreamResampler(rate, SAMPLE_RATE)
+        self._eof = False
+        self._next_start = 0
+
+    def open(self) -> None:
+        self.close()
+        spec = self._spec
+        if isinstance(spec, str | os.PathLike):
+            if str(spec) == "-":
+                self._fd = sys.stdin.fileno()
+            else:
+                try:
+                    # O_NONBLOCK so that opening a FIFO with no writer does not hang; reads
+                    # still go through select(), and EAGAIN is handled.
+                    self._fd = os.open(spec, os.O_RDONLY | os.O_NONBLOCK)
+                except FileNotFoundError:
+                    raise SourceConfigError(f"raw input not found: {os.fspath(spec)}") from None
+                except OSError as e:
+                    raise SourceConfigError(
+                        f"cannot open raw input {os.fspath(spec)}: {e.strerror or e}"
+                    ) from None
+                self._owns_fd = True
+        else:
+            try:
+                self._fd = spec.fileno()
+            except (AttributeError, OSError, io.UnsupportedOperation):
+                self._stream = spec  # e.g. BytesIO: in memory, reads never block
+        self._inbuf = bytearray()
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._resampler.reset()
+        self._eof = False
+
+    def read(self, timeout: float) -> Frame | _NotReady | None:
+        if self._fd is None and self._stream is None:
+            raise RuntimeError(f"{self.name}: read() before open()")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while len(self._pending) < self.frame_samples and not self._eof:
+            if not self._read_some(deadline):
+                return NOT_READY
+        if len(self._pending) == 0:
+            return None
+        chunk = self._pending[: self.frame_samples]
+        self._pending = self._pending[self.frame_samples :]
+        if len(chunk) < self.frame_samples:
+            chunk = np.concatenate((chunk, np.zeros(self.frame_samples - len(chunk), np.int16)))
+        frame = Frame(int16_to_bytes(chunk), self._next_start, time.monotonic())
+        self._next_start += self.frame_samples
+        return frame
+
+    def _read_some(self, deadline: float) -> bool:
+        """Read what has arrived; False if nothing came before ``deadline``."""
+        if self._stream is not None:
+            data = self._stream.read(READ_SIZE)
+        else:
+            assert self._fd is not None
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                ready, _, _ = select.select([self._fd], [], [], remaining)
+            except InterruptedError:
+                ready = []
+            if not ready:
+                return False
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except BlockingIOError:
+                return time.monotonic() < deadline
+            except OSError as e:
+                raise SourceLost(f"read error on {self.name}: {e.strerror or e}") from e
+        if data:
+            self._inbuf += data
+            self._convert()
+        else:
+            self._finish()
+        return True
+
+    def _convert(self) -> None:
+        usable = len(self._inbuf) - len(self._inbuf) % self._frame_bytes
+        if not usable:
+            return
+        samples = decode_samples(bytes(self._inbuf[:usable]), S16LE, self.channels)
+        del self._inbuf[:usable]
+        out = self._resampler.process(to_mono(samples, self.channel))
+        if out.size:
+            self._pending = np.concatenate((self._pending, out))
+
+    def _finish(self) -> None:
+        if self._inbuf:
+            # A trailing incomplete sample frame: pad it with zeros rather than drop it.
+            self._inbuf += bytes(self._frame_bytes - len(self._inbuf) % self._frame_bytes)
+            self._convert()
+        tail = self._resampler.flush()
+        if tail.size:
+            self._pending = np.concatenate((self._pending, tail))
+        self._eof = True
+        log.info("%s: end of input", self.name)
+
+    def close(self) -> None:
+        if self._fd is not None and self._owns_fd:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._stream = None
+        self._owns_fd = False

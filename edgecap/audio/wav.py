@@ -1,0 +1,387 @@
+"""WAV file source, with its own RIFF/WAVE parser.
+
+Python 3.11's ``wave`` module only reads integer PCM with a plain ``fmt`` chunk: it rejects
+WAVE_FORMAT_EXTENSIBLE (what most recorders and DAWs write for 24-bit or multichannel audio)
+and IEEE float. This parser accepts:
+
+- integer PCM 8 (unsigned), 16, 24 and 32 bit; IEEE float 32 and 64 bit; both also inside
+  WAVE_FORMAT_EXTENSIBLE;
+- any channel count (mixed to mono, or one channel picked) and any sample rate (resampled);
+- odd-sized chunks (RIFF pads them to even length), LIST/fact/bext/JUNK chunks (skipped);
+- a data chunk size of 0 or 0xFFFFFFFF, as written by tools that stream to a pipe and cannot
+  seek back to patch the header (read to end of file), and RF64/BW64 with a ds64 chunk;
+- a data chunk that claims more bytes than the file holds (a recorder that crashed): read to
+  end of file.
+
+Everything that cannot work raises ``SourceConfigError`` with a message that says what is
+wrong with which file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from edgecap.audio.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.audio.pcm import SampleFormat, decode_samples, int16_to_bytes, to_mono
+from edgecap.audio.resample import StreamResampler
+from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+
+log = logging.getLogger(__name__)
+
+WAVE_FORMAT_PCM = 0x0001
+WAVE_FORMAT_IEEE_FLOAT = 0x0003
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+# The 12 bytes after the format code in a KSDATAFORMAT_SUBTYPE_* GUID (little-endian layout).
+_GUID_TAIL = bytes.fromhex("000010008000 00aa00389b71".replace(" ", ""))
+_STREAMING_SIZES = (0, 0xFFFFFFFF)
+MAX_HEADER_CHUNK = 1 << 16
+
+# Format codes people actually meet, so that the error names the encoding.
+KNOWN_ENCODINGS = {
+    0x0002: "Microsoft ADPCM",
+    0x0006: "A-law",
+    0x0007: "mu-law",
+    0x0011: "IMA ADPCM",
+    0x0031: "GSM 6.10",
+    0x0050: "MPEG audio",
+    0x0055: "MP3",
+    0x0161: "Windows Media Audio",
+    0x1610: "AAC",
+    0xF1AC: "FLAC",
+}
+
+_CONVERT_HINT = "convert it with e.g. `sox in.wav -e signed-integer -b 16 out.wav`"
+
+
+@dataclass(frozen=True, slots=True)
+class WavInfo:
+    """What the header says. ``data_size`` is None when the data runs to end of file."""
+
+    path: str
+    sample_format: SampleFormat
+    channels: int
+    rate: int
+    data_offset: int
+    data_size: int | None
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.sample_format.width * self.channels
+
+    @property
+    def frames(self) -> int | None:
+        return None if self.data_size is None else self.data_size // self.frame_bytes
+
+    def describe(self) -> str:
+        return f"{self.sample_format}, {self.channels} ch, {self.rate} Hz"
+
+
+def _truncated(path: str, what: str) -> SourceConfigError:
+    return SourceConfigError(f"truncated WAV header in {path}: {what}")
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    data = f.read(n)
+    return data if data is not None else b""
+
+
+def read_wav_header(f: BinaryIO, path: str) -> WavInfo:
+    """Parse the header of an open WAV file and leave ``f`` at the first data byte.
+
+    Raises ``SourceConfigError`` for anything that is not a readable WAV.
+    """
+    head = _read_exact(f, 12)
+    if len(head) == 0:
+        raise SourceConfigError(f"{path} is empty, not a WAV file")
+    riff_id = head[:4]
+    if riff_id == b"RIFX":
+        raise SourceConfigError(f"{path} is a big-endian (RIFX) WAV file, which is not supported")
+    if riff_id not in (b"RIFF", b"RF64", b"BW64"):
+        raise SourceConfigError(f"{path} is not a WAV file (no RIFF header)")
+    if len(head) < 12:
+        raise _truncated(path, "file ends inside the RIFF header")
+    if head[8:12] != b"WAVE":
+        kind = head[8:12].decode("latin-1", "replace")
+        raise SourceConfigError(f"{path} is a RIFF file of type {kind!r}, not a WAV file")
+
+    fmt: tuple[SampleFormat, int, int] | None = None
+    ds64_data_size: int | None = None
+    while True:
+        header = _read_exact(f, 8)
+        if len(header) < 8:
+            if fmt is None:
+                raise _truncated(path, "no fmt chunk before end of file")
+            raise _truncated(path, "no data chunk before end of file")
+        chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
+        if chunk_id in (b"fmt ", b"ds64") and size > MAX_HEADER_CHUNK:
+            # Real ones are tens of bytes; this is a corrupt header, not something to load.
+            raise SourceConfigError(
+                f"{path}: implausible {chunk_id.decode()!r} chunk of {size} bytes"
+            )
+        if chunk_id == b"fmt ":
+            body = _read_exact(f, size)
+            if len(body) < size:
+                raise _truncated(path, "file ends inside the fmt chunk")
+            fmt = _parse_fmt(body, path)
+            if size & 1:
+                f.read(1)
+        elif chunk_id == b"ds64":
+            if size < 16:
+                raise SourceConfigError(f"{path}: ds64 chunk is {size} bytes, needs at least 16")
+            body = _read_exact(f, size)
+            if len(body) < size:
+                raise _truncated(path, "file ends inside the ds64 chunk")
+            ds64_data_size = struct.unpack("<Q", body[8:16])[0]
+            if size & 1:
+                f.read(1)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise SourceConfigError(f"{path}: data chunk comes before the fmt chunk")
+            sample_format, channels, rate = fmt
+            data_size: int | None = size
+            if riff_id != b"RIFF" and size == 0xFFFFFFFF and ds64_data_size is not None:
+                data_size = ds64_data_size
+            elif size in _STREAMING_SIZES:
+                data_size = None  # a streaming writer never patched the size: read to EOF
+            return WavInfo(path, sample_format, channels, rate, f.tell(), data_size)
+        else:
+            # LIST, fact, cue, bext, JUNK, PAD, ...: skip, including the pad byte of odd sizes.
+            skip = size + (size & 1)
+            try:
+                f.seek(skip, os.SEEK_CUR)
+            except (OSError, ValueError):
+                _read_exact(f, skip)
+
+
+def _parse_fmt(body: bytes, path: str) -> tuple[SampleFormat, int, int]:
+    if len(body) < 16:
+        raise _truncated(path, f"fmt chunk is {len(body)} bytes, needs at least 16")
+    tag, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+    if tag == WAVE_FORMAT_EXTENSIBLE:
+        if len(body) < 40:
+            raise _truncated(path, "WAVE_FORMAT_EXTENSIBLE fmt chunk shorter than 40 bytes")
+        # wValidBitsPerSample may be less than the container (24 valid in 32): samples are
+        # left-justified, so decoding the whole container is right either way.
+        sub = body[24:40]
+        if sub[4:] != _GUID_TAIL:
+            raise SourceConfigError(
+                f"unsupported WAV encoding in {path}: extensible sub-format {sub.hex()}; "
+                + _CONVERT_HINT
+            )
+        tag = struct.unpack("<I", sub[:4])[0]
+    if tag not in (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT):
+        name = KNOWN_ENCODINGS.get(tag, "unknown encoding")
+        raise SourceConfigError(
+            f"unsupported WAV encoding in {path}: {name} (format 0x{tag:04X}); "
+            "only integer PCM and IEEE float are read; " + _CONVERT_HINT
+        )
+    if channels == 0:
+        raise SourceConfigError(f"{path}: fmt chunk says 0 channels")
+    if rate == 0:
+        raise SourceConfigError(f"{path}: fmt chunk says 0 Hz")
+    if block_align == 0 or block_align % channels:
+        raise SourceConfigError(
+            f"{path}: inconsistent fmt chunk (block align {block_align} for {channels} channels)"
+        )
+    # The container (bytes per sample) is what block_align says; bits may be fewer (a 12-bit
+    # sample in 16 bits), always left-justified.
+    container_bits = (block_align // channels) * 8
+    if bits > container_bits or bits == 0:
+        raise SourceConfigError(
+            f"{path}: inconsistent fmt chunk ({bits} bits per sample, block align {block_align})"
+        )
+    kind = "float" if tag == WAVE_FORMAT_IEEE_FLOAT else "int"
+    sample_format = SampleFormat(kind, container_bits)
+    allowed = (32, 64) if kind == "float" else (8, 16, 24, 32)
+    if container_bits not in allowed:
+        raise SourceConfigError(
+            f"unsupported WAV encoding in {path}: {container_bits}-bit "
+            f"{'float' if kind == 'float' else 'integer'} samples; " + _CONVERT_HINT
+        )
+    return sample_format, channels, rate
+
+
+def _open_checked(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")  # the caller owns and closes it
+    except FileNotFoundError:
+        raise SourceConfigError(f"WAV file not found: {path}") from None
+    except IsADirectoryError:
+        raise SourceConfigError(f"{path} is a directory, not a WAV file") from None
+    except OSError as e:
+        raise SourceConfigError(f"cannot read WAV file {path}: {e.strerror or e}") from None
+
+
+def read_wav(path: str | os.PathLike[str]) -> tuple[WavInfo, np.ndarray]:
+    """Read a whole WAV file: (header, int16 samples shaped ``(frames, channels)``) at the
+    file's own rate. Raises ``SourceConfigError`` like :class:`WavSource`."""
+    p = Path(path)
+    with _open_checked(p) as f:
+        info = read_wav_header(f, str(p))
+        data = f.read() if info.data_size is None else f.read(info.data_size)
+    usable = len(data) - len(data) % info.frame_bytes
+    return info, decode_samples(memoryview(data)[:usable], info.sample_format, info.channels)
+
+
+class WavSource:
+    """Frames from a WAV file: mono 16 kHz whatever the file's format.
+
+    realtime: deliver frame ``n`` no earlier than ``open time + (n+1) * frame length`` (an
+        absolute schedule, so pacing never drifts, like a microphone); otherwise as fast as
+        ``read()`` is called.
+    loop: start again at the end of the file instead of ending; ``Frame.start`` keeps counting.
+    channel: None mixes all channels; an int picks that channel (0 = first/left).
+    """
+
+    READ_CHUNK = 4096  # input frames decoded per step at most
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        frame_ms: int,
+        realtime: bool,
+        loop: bool = False,
+        channel: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.frame_ms = frame_ms
+        self.frame_samples = frame_samples(frame_ms)
+        self.realtime = realtime
+        self.loop = loop
+        self.channel = channel
+        self.name = f"wav:{self.path}"
+        self._f: BinaryIO | None = None
+        self._info: WavInfo | None = None
+        self._resampler: StreamResampler | None = None
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._remaining: int | None = None  # data bytes left in this pass (None: to EOF)
+        self._pass_frames = 0  # input frames read in the current pass
+        self._eof = False
+        self._next_start = 0
+        self._emitted = 0  # frames emitted since open (for the realtime schedule)
+        self._t0 = 0.0
+
+    @property
+    def info(self) -> WavInfo | None:
+        return self._info
+
+    def open(self) -> None:
+        self.close()
+        f = _open_checked(self.path)
+        try:
+            info = read_wav_header(f, str(self.path))
+            if self.channel is not None and not 0 <= self.channel < info.channels:
+                raise SourceConfigError(
+                    f"channel {self.channel} requested but {self.path} has "
+                    f"{info.channels} channel(s) (channels count from 0)"
+                )
+        except BaseException:
+            f.close()
+            raise
+        self._f = f
+        self._info = info
+        self._resampler = StreamResampler(info.rate, SAMPLE_RATE)
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._remaining = self._clamped_size(info)
+        self._pass_frames = 0
+        self._eof = False
+        self._emitted = 0
+        self._t0 = time.monotonic()
+        log.info("opened %s (%s)", self.name, info.describe())
+
+    def _clamped_size(self, info: WavInfo) -> int | None:
+        if info.data_size is None or self._f is None:
+            return info.data_size
+        try:
+            available = os.fstat(self._f.fileno()).st_size - info.data_offset
+        except OSError:
+            return info.data_size
+        if info.data_size > available:
+            log.warning(
+                "%s: data chunk claims %d bytes but the file holds %d: reading to end of file",
+                self.path,
+                info.data_size,
+                available,
+            )
+            return max(0, available)
+        return info.data_size
+
+    def read(self, timeout: float) -> Frame | _NotReady | None:
+        if self._f is None or self._info is None:
+            raise RuntimeError(f"{self.name}: read() before open()")
+        while len(self._pending) < self.frame_samples and not self._eof:
+            self._fill()
+        if len(self._pending) == 0:
+            return None
+        if self.realtime:
+            due = self._t0 + (self._emitted + 1) * self.frame_ms / 1000
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, max(timeout, 0.0)))
+                if time.monotonic() < due:
+                    return NOT_READY
+        chunk = self._pending[: self.frame_samples]
+        self._pending = self._pending[self.frame_samples :]
+        if len(chunk) < self.frame_samples:  # last partial frame: zero-padded
+            chunk = np.concatenate((chunk, np.zeros(self.frame_samples - len(chunk), np.int16)))
+        frame = Frame(int16_to_bytes(chunk), self._next_start, time.monotonic())
+        self._next_start += self.frame_samples
+        self._emitted += 1
+        return frame
+
+    def _fill(self) -> None:
+        """Decode one chunk of input into ``_pending`` (handles EOF and looping)."""
+        assert self._f is not None and self._info is not None and self._resampler is not None
+        info = self._info
+        need_out = self.frame_samples - len(self._pending)
+        n_frames = min(max(self._resampler.input_needed(need_out), 1), self.READ_CHUNK)
+        n_bytes = n_frames * info.frame_bytes
+        if self._remaining is not None:
+            n_bytes = min(n_bytes, self._remaining)
+        try:
+            data = self._f.read(n_bytes) if n_bytes else b""
+        except OSError as e:
+            raise SourceLost(f"read error on {self.path}: {e.strerror or e}") from e
+        usable = len(data) - len(data) % info.frame_bytes
+        if self._remaining is not None:
+            self._remaining -= len(data)
+        if usable:
+            samples = decode_samples(memoryview(data)[:usable], info.sample_format, info.channels)
+            self._pass_frames += len(samples)
+            mono = to_mono(samples, self.channel)
+            self._append(self._resampler.process(mono))
+        if len(data) != usable:
+            log.debug("%s: dropped a partial sample frame at the end of the data", self.path)
+        if len(data) < n_bytes or self._remaining == 0:
+            self._end_of_pass()
+
+    def _end_of_pass(self) -> None:
+        assert self._f is not None and self._info is not None and self._resampler is not None
+        if self.loop:
+            if self._pass_frames == 0:
+                raise SourceConfigError(f"{self.path} holds no audio to loop over")
+            self._f.seek(self._info.data_offset)
+            self._remaining = self._clamped_size(self._info)
+            self._pass_frames = 0
+            return  # the resampler carries on across the seam: no gap, no click of silence
+        self._append(self._resampler.flush())
+        self._eof = True
+
+    def _append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self._pending = np.concatenate((self._pending, samples))
+
+    def close(self) -> None:
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.close()
+            self._f = None
