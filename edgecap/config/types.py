@@ -168,6 +168,8 @@ class Duration:
 
     def parse(self, raw: str, base_dir: Path) -> float:
         text = raw.strip().lower().replace(" ", "")
+        if re.fullmatch(r"0+(\.0*)?", text):
+            text = "0s"  # zero needs no unit: it is the same in every unit
         match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|sec|m|min|h)", text)
         if match is None:
             if re.fullmatch(r"\d+(\.\d+)?", text):
