@@ -19,7 +19,15 @@ BASE = Path("/etc/edgecap")
 
 @pytest.mark.parametrize(
     ("raw", "seconds"),
-    [("0", 0), ("500ms", 0.5), ("30s", 30), ("2m", 120), ("1h", 3600), ("1.5s", 1.5), (" 20 ms ", 0.02)],
+    [
+        ("0", 0),
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("2m", 120),
+        ("1h", 3600),
+        ("1.5s", 1.5),
+        (" 20 ms ", 0.02),
+    ],
 )
 def test_duration_units(raw, seconds):
     assert Duration().parse(raw, BASE) == pytest.approx(seconds)
