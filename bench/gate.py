@@ -1,0 +1,262 @@
+"""Benchmark of the speech gate on the shared corpus (not a test): prints tables.
+
+    .venv/bin/python bench/gate.py [--runs N]
+
+Accuracy: every clip is fed on its own (as the capture thread would, frame by frame) between
+1 s of digital silence before and 2 s after, so the gate starts listening and can close.
+- sent %: share of the clip's audio forwarded (pauses and the clip's own leading and
+  trailing room sound included);
+- GT sent %: share of the ground-truth speech (bench.corpus: energy-based, independent of
+  webrtcvad) that was forwarded;
+- onset delay: from the true speech onset to the frame on which SpeechStart was decided
+  (negative: the gate opened on sound before the speech, which the pre-roll then covers);
+- release: from the true end of speech to the frame on which SpeechEnd was decided (the
+  hang-over is part of it by design).
+CPU: the whole corpus back to back (no padding) through one gate, frames built beforehand,
+``time.process_time()`` around the feed loop, median of N runs, extrapolated to one hour of
+audio; the bare webrtcvad calls on the same frames are timed in alternation with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import webrtcvad
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.corpus import (
+    CORPUS_DIR,
+    GT_FRAME,
+    Clip,
+    clips,
+    corpus_available,
+    digital_silence,
+    frames_of,
+    speech_bounds,
+    speech_mask,
+)
+from edgecap.audio.frames import SAMPLE_RATE, Frame
+from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.gate.speech_gate import GateSettings, SpeechGate
+
+LEAD = SAMPLE_RATE  # digital silence before each clip
+TAIL = 2 * SAMPLE_RATE  # and after it
+CATEGORY_ORDER = ["speech", "hum", "music", "kitchen"]
+
+
+@dataclass
+class ClipResult:
+    clip: Clip
+    samples: int
+    sent: int = 0  # samples forwarded inside the clip
+    gt_speech: int = 0  # ground-truth speech samples
+    gt_sent: int = 0  # of those, forwarded
+    utterances: int = 0
+    onset_ms: float | None = None
+    release_ms: float | None = None
+
+
+@dataclass
+class Category:
+    results: list[ClipResult] = field(default_factory=list)
+
+    def add(self, r: ClipResult) -> None:
+        self.results.append(r)
+
+    @property
+    def audio_s(self) -> float:
+        return sum(r.samples for r in self.results) / SAMPLE_RATE
+
+    @property
+    def sent_pct(self) -> float:
+        return 100.0 * sum(r.sent for r in self.results) / sum(r.samples for r in self.results)
+
+    @property
+    def gt_sent_pct(self) -> float | None:
+        gt = sum(r.gt_speech for r in self.results)
+        return 100.0 * sum(r.gt_sent for r in self.results) / gt if gt else None
+
+    def values(self, name: str) -> list[float]:
+        return [v for r in self.results if (v := getattr(r, name)) is not None]
+
+
+def run_clip(c: Clip, pcm: bytes, settings: GateSettings) -> ClipResult:
+    n = len(pcm) // 2
+    result = ClipResult(c, n)
+    gate = SpeechGate(settings)
+    stream = digital_silence(LEAD) + pcm + digital_silence(TAIL)
+    sent = np.zeros(LEAD + n + TAIL, dtype=bool)
+    starts: list[int] = []  # sample (relative to the clip) at which each start was decided
+    ends: list[int] = []
+    for frame in frames_of(stream, settings.frame_ms):
+        for e in gate.feed(frame):
+            if isinstance(e, SpeechAudio):
+                sent[e.frame.start : e.frame.end] = True
+            elif isinstance(e, SpeechStart):
+                starts.append(frame.end - LEAD)
+            elif isinstance(e, SpeechEnd):
+                ends.append(frame.end - LEAD)
+    for _ in gate.flush("end_of_input"):
+        ends.append(len(stream) - LEAD)
+    in_clip = sent[LEAD : LEAD + n]
+    result.sent = int(in_clip.sum())
+    result.utterances = len(starts)
+    if c.category == "speech":
+        onset, end = speech_bounds(pcm)
+        mask = np.repeat(speech_mask(pcm), GT_FRAME)
+        result.gt_speech = int(mask.sum())
+        result.gt_sent = int((mask & in_clip[: len(mask)]).sum())
+        if starts:
+            result.onset_ms = (starts[0] - onset) * 1000 / SAMPLE_RATE
+        if ends:
+            result.release_ms = (ends[-1] - end) * 1000 / SAMPLE_RATE
+    return result
+
+
+def accuracy(corpus: list[tuple[Clip, bytes]], settings: GateSettings) -> dict[str, Category]:
+    cats = {name: Category() for name in CATEGORY_ORDER}
+    for c, pcm in corpus:
+        cats[c.category].add(run_clip(c, pcm, settings))
+    return cats
+
+
+def _time_gate(frames: list[Frame], settings: GateSettings) -> float:
+    gate = SpeechGate(settings)
+    feed = gate.feed
+    t0 = time.process_time()
+    for f in frames:
+        feed(f)
+    gate.flush("end_of_input")
+    return time.process_time() - t0
+
+
+def _time_vad(frames: list[Frame], mode: int) -> float:
+    is_speech = webrtcvad.Vad(mode).is_speech
+    t0 = time.process_time()
+    for f in frames:
+        is_speech(f.pcm, SAMPLE_RATE)
+    return time.process_time() - t0
+
+
+def cpu_per_hour(frames: list[Frame], settings: GateSettings, runs: int) -> tuple[float, float]:
+    """CPU seconds per audio-hour of the gate and of the bare webrtcvad calls, timed in
+    alternation (the machine is shared and noisy), medians of ``runs``, after a warm-up."""
+    audio_s = len(frames) * settings.frame_ms / 1000
+    _time_gate(frames, settings)
+    gate_t, vad_t = [], []
+    for _ in range(runs):
+        gate_t.append(_time_gate(frames, settings))
+        vad_t.append(_time_vad(frames, settings.aggressiveness))
+    per_hour = 3600 / audio_s
+    return statistics.median(gate_t) * per_hour, statistics.median(vad_t) * per_hour
+
+
+def pct(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q):6.0f}" if values else "     -"
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "-".rjust(len(format(0.0, spec)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9, help="CPU runs (median)")
+    args = parser.parse_args()
+    if not corpus_available():
+        print(f"corpus not found at {CORPUS_DIR} (set EDGECAP_CORPUS)", file=sys.stderr)
+        return 2
+    wall = time.monotonic()
+    corpus = [(c, c.pcm()) for c in clips()]
+    base = GateSettings()
+    print(
+        f"speech gate on {len(corpus)} corpus clips; settings: aggressiveness "
+        f"{base.aggressiveness}, {base.frame_ms} ms frames, pre-roll {base.preroll_ms} ms, "
+        f"hang-over {base.hangover_ms} ms, min speech {base.min_speech_ms} ms"
+    )
+    print()
+
+    # Per category, default settings.
+    cats = accuracy(corpus, base)
+    print(
+        f"{'category':9s} {'clips':>5s} {'audio s':>8s} {'sent %':>7s} {'GT sent %':>9s} "
+        f"{'utts':>5s} | {'onset delay ms':^23s} | {'release ms':^23s}"
+    )
+    print(
+        f"{'':9s} {'':5s} {'':8s} {'':7s} {'':9s} {'':5s} | {'p50':>6s} {'p90':>6s} {'max':>6s}   "
+        f" | {'p50':>6s} {'p90':>6s} {'max':>6s}"
+    )
+    for name in CATEGORY_ORDER:
+        cat = cats[name]
+        on, rel = cat.values("onset_ms"), cat.values("release_ms")
+        print(
+            f"{name:9s} {len(cat.results):5d} {cat.audio_s:8.1f} {cat.sent_pct:7.1f} "
+            f"{fmt(cat.gt_sent_pct, '9.2f')} {sum(r.utterances for r in cat.results):5d} | "
+            f"{pct(on, 50)} {pct(on, 90)} {pct(on, 100)}    | "
+            f"{pct(rel, 50)} {pct(rel, 90)} {pct(rel, 100)}"
+        )
+    speech = cats["speech"]
+    early = [r for r in speech.results if r.onset_ms is not None and r.onset_ms < 0]
+    print(
+        f"onset delay min {min(speech.values('onset_ms')):.0f} ms; opened before the "
+        f"energy onset (on pre-speech room sound) in {len(early)} of "
+        f"{len(speech.results)} speech clips: " + ", ".join(r.clip.base for r in early)
+    )
+    by_lang: dict[str, list[float]] = {}
+    for r in speech.results:
+        if r.onset_ms is not None:
+            by_lang.setdefault(r.clip.lang, []).append(r.onset_ms)
+    print(
+        "onset delay p50 by language (ms): "
+        + ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in sorted(by_lang.items()))
+    )
+    print()
+
+    # CPU, default settings, side by side with the bare detector.
+    frames: list[Frame] = []
+    start = 0
+    for _, pcm in corpus:
+        frames.extend(frames_of(pcm, base.frame_ms, start))
+        start = frames[-1].end
+    audio_s = len(frames) * base.frame_ms / 1000
+    gate_cpu, vad_cpu = cpu_per_hour(frames, base, args.runs)
+    us_per_frame = gate_cpu / 3600 * base.frame_ms / 1000 * 1e6
+    print(
+        f"CPU, median of {args.runs} runs over the whole corpus back to back ({audio_s:.0f} s, "
+        f"{len(frames)} frames):\n  gate {gate_cpu:.2f} CPU-s per audio-hour "
+        f"({us_per_frame:.1f} us/frame); bare webrtcvad calls {vad_cpu:.2f}; "
+        f"gate/webrtcvad {gate_cpu / vad_cpu:.2f}"
+    )
+    print()
+
+    # Per aggressiveness, compact.
+    print(
+        f"{'aggr':>4s} {'speech sent %':>13s} {'GT sent %':>9s} {'onset p50':>9s} "
+        f"{'onset p90':>9s} {'release p50':>11s} {'hum %':>6s} {'music %':>7s} "
+        f"{'kitchen %':>9s} {'CPU s/h':>7s} {'vad s/h':>7s}"
+    )
+    for a in range(4):
+        s = GateSettings(aggressiveness=a)
+        c = accuracy(corpus, s)
+        on, rel = c["speech"].values("onset_ms"), c["speech"].values("release_ms")
+        cpu, vad = cpu_per_hour(frames, s, args.runs)
+        print(
+            f"{a:4d} {c['speech'].sent_pct:13.1f} {fmt(c['speech'].gt_sent_pct, '9.2f')} "
+            f"{np.percentile(on, 50):9.0f} {np.percentile(on, 90):9.0f} "
+            f"{np.percentile(rel, 50):11.0f} {c['hum'].sent_pct:6.1f} {c['music'].sent_pct:7.1f} "
+            f"{c['kitchen'].sent_pct:9.1f} {cpu:7.2f} {vad:7.2f}"
+        )
+    print()
+    print(f"(benchmark ran in {time.monotonic() - wall:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
