@@ -8,6 +8,7 @@ so that ``edgecap config`` prints something that loads again.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -219,9 +220,7 @@ class PathValue:
             return Path("-")
         if "\x00" in text:
             raise ValueError("must be a path (it contains a NUL character)")
-        path = Path(text).expanduser()
-        if not path.is_absolute():
-            path = base_dir / path
+        path = Path(os.path.normpath(base_dir.absolute() / Path(text).expanduser()))
         if self.must_exist and not path.exists():
             raise ValueError(f"no such file: {path}")
         return path
@@ -309,7 +308,7 @@ class Secret:
                 )
             kind, name = match.groups()
             if kind == "file" and not name.startswith("/"):
-                name = str(base_dir / name)
+                name = os.path.normpath(base_dir.absolute() / name)
             sources.append(f"{kind}:{name}")
         return SecretRef(tuple(sources))
 

@@ -1,0 +1,157 @@
+"""The ``edgecap`` command: run, check, config, devices.
+
+Exit status: 0 success; 78 (EX_CONFIG) for any config error — the systemd unit lists it in
+RestartPreventExitStatus= so a broken config does not restart-loop; 70 when a worker failed.
+This is the one module that writes to stdout/stderr directly: it is the user's terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edgecap import __version__
+from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig, load
+from edgecap.config.render import render_defaults, render_effective
+
+log = logging.getLogger("edgecap")
+
+
+def _config_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="config file (repeatable; its FILE.d/*.ini drop-ins are read too); "
+        "default /etc/edgecap/edgecap.ini",
+    )
+    common.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key (repeatable)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _config_options()
+    parser = argparse.ArgumentParser(
+        prog="edgecap", description="Live captions from a microphone, on the box."
+    )
+    parser.add_argument("--version", action="version", version=f"edgecap {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument("--source", choices=("alsa", "wav", "raw"), help="= --set audio.source=")
+    run.add_argument("--device", help="= --set audio.device= (alsa)")
+    run.add_argument("--file", help="= --set audio.source=wav --set audio.file=")
+    run.add_argument("--fast", action="store_true", help="wav: as fast as possible")
+    run.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    run.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+    sub.add_parser("check", parents=[common], help="validate the config; exit 0 or 78")
+    config = sub.add_parser(
+        "config", parents=[common], help="print the effective config (keys masked)"
+    )
+    config.add_argument(
+        "--defaults", action="store_true", help="print the documented default config instead"
+    )
+    sub.add_parser("devices", help="list capture devices")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    out: list[str] = []
+    if getattr(args, "file", None):
+        out += ["audio.source=wav", f"audio.file={Path(args.file).resolve()}"]
+    if getattr(args, "source", None):
+        out.append(f"audio.source={args.source}")
+    if getattr(args, "device", None):
+        out.append(f"audio.device={args.device}")
+    if getattr(args, "fast", False):
+        out.append("audio.realtime=no")
+    if getattr(args, "json", False):
+        out += ["stdout.enabled=yes", "stdout.format=json"]
+    return out + list(args.set)
+
+
+def _load(args: argparse.Namespace) -> LoadedConfig:
+    return load(args.config, _overrides(args))
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    count = len(exc.errors)
+    sys.stderr.write(f"edgecap: {count} config error{'s' if count != 1 else ''}:\n")
+    for line in exc.errors:
+        sys.stderr.write(f"  {line}\n")
+    return EX_CONFIG
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args)  # before importing the daemon: a config error needs none of it
+    from edgecap.daemon.supervisor import Daemon
+    from edgecap.logsetup import setup_logging
+
+    lc = loaded.config.log
+    setup_logging("debug" if args.verbose else lc.level, lc.target, lc.repeat_interval)
+    daemon = Daemon(loaded)
+    daemon.install_signal_handlers()
+    code = daemon.run()
+    if daemon.hung:
+        logging.shutdown()
+        os._exit(code)  # a thread that will not stop must not keep the process alive
+    return code
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    files = ", ".join(str(p) for p in loaded.files) or "no file, built-in defaults"
+    sys.stdout.write(f"config OK ({files})\n")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        sys.stdout.write(render_defaults())
+        return 0
+    sys.stdout.write(render_effective(_load(args)))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from edgecap.audio.devices import list_capture_devices
+
+    devices = list_capture_devices()
+    if not devices:
+        sys.stdout.write("no capture devices found\n")
+        return 0
+    sys.stdout.write(f"{'index':>5}  {'channels':>8}  {'rate':>6}  name\n")
+    for d in devices:
+        mark = "  (default)" if d.is_default else ""
+        sys.stdout.write(
+            f"{d.index:>5}  {d.max_input_channels:>8}  {int(d.default_rate):>6}  {d.name}{mark}\n"
+        )
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "config": cmd_config, "devices": cmd_devices}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,138 @@
+"""The capture worker: source → speech gate → speech queue, on one thread.
+
+It owns the source's whole life: open, read, and — when the device is missing, busy or
+vanishes — close, report, wait (capped exponential backoff, interrupted at once by a stop
+request), reopen. It never crash-loops on a missing microphone and never spams the log: a
+state change is logged once, repeats only through the rate-limited logger. On stop or end of
+input it ends the open utterance, so nothing already captured is lost in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from edgecap.audio.frames import SAMPLE_RATE, Frame
+from edgecap.audio.source import (
+    NOT_READY,
+    AudioSource,
+    SourceConfigError,
+    SourceLost,
+    SourceUnavailable,
+)
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.daemon.status import StatusBoard
+from edgecap.daemon.worker import Worker
+from edgecap.gate.events import EndReason, GateEvent, SpeechEnd, SpeechStart
+from edgecap.gate.speech_gate import SpeechGate
+from edgecap.util.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT = 0.25  # how quickly a stop request is noticed
+
+
+class CaptureWorker(Worker):
+    expected_errors = (SourceConfigError,)  # reported by the supervisor, no traceback
+
+    def __init__(
+        self,
+        source: AudioSource,
+        gate: SpeechGate,
+        queue: SpeechQueue,
+        status: StatusBoard,
+        *,
+        retry_first: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        super().__init__("capture")
+        self.source = source
+        self.gate = gate
+        self.queue = queue
+        self.status = status
+        self.backoff = Backoff(first=retry_first, cap=retry_max, healthy_after=10.0)
+        self.end_of_input = False  # set when a wav/raw source ran out
+        self.frames_read = 0
+        self.last_frame_at = 0.0  # monotonic; the supervisor's proof that capture progresses
+        self.open_attempts = 0
+
+    def run(self) -> None:
+        opened = False
+        reason: EndReason = "stop"
+        try:
+            while not self.stopping:
+                if not opened:
+                    opened = self._open()
+                    continue
+                try:
+                    item = self.source.read(READ_TIMEOUT)
+                except SourceLost as exc:
+                    self._push(self.gate.flush("source_lost"))
+                    self._close()
+                    opened = False
+                    self._unavailable("device_missing", f"lost: {exc}")
+                    continue
+                self.beat()
+                if item is NOT_READY:
+                    continue
+                if item is None:
+                    self.end_of_input = True
+                    reason = "end_of_input"
+                    self._push(self.gate.flush(reason))
+                    self.status.set("audio", "ended", self.source.name)
+                    log.info("end of input from %s", self.source.name)
+                    break
+                assert isinstance(item, Frame)
+                self._frame(item)
+        finally:
+            # Also on an exception: end the utterance so the consumer sees it closed.
+            self._push(self.gate.flush(reason))
+            self.queue.close()
+            if opened:
+                self._close()
+
+    def _frame(self, frame: Frame) -> None:
+        self.frames_read += 1
+        self.last_frame_at = time.monotonic()
+        self.backoff.reset_if_healthy()
+        self._push(self.gate.feed(frame))
+
+    def _push(self, events: list[GateEvent]) -> None:
+        for event in events:
+            self.queue.put(event)
+            if isinstance(event, SpeechStart):
+                self.status.set("audio", "speech")
+            elif isinstance(event, SpeechEnd):
+                self.status.set("audio", "listening")
+        dropped = self.queue.dropped_samples
+        if dropped:
+            self.status.put("audio_dropped_s", dropped / SAMPLE_RATE)
+
+    def _open(self) -> bool:
+        self.open_attempts += 1
+        self.status.add("audio_open_attempts")
+        try:
+            self.source.open()
+        except SourceUnavailable as exc:
+            self._unavailable(exc.state, str(exc))
+            return False
+        except SourceConfigError:
+            self.status.set("audio", "failed", self.source.name)
+            raise
+        self.backoff.succeeded()
+        self.status.set("audio", "listening", self.source.name)
+        log.info("capturing from %s", self.source.name)
+        return True
+
+    def _unavailable(self, state: str, detail: str) -> None:
+        if self.status.set("audio", state, detail):
+            log.warning("audio %s: %s", state.replace("_", " "), detail)
+        delay = self.backoff.next_delay()
+        log.debug("reopening %s in %.1f s", self.source.name, delay)
+        self.wait(delay)
+
+    def _close(self) -> None:
+        try:
+            self.source.close()
+        except Exception:  # closing a vanished device may fail; it is gone either way
+            log.debug("closing %s failed", self.source.name, exc_info=True)

@@ -1,0 +1,95 @@
+"""The bounded hand-off from the capture thread to the speech consumer.
+
+The capture thread must never block (a blocked capture thread is audio lost at the device,
+unnoticed), so ``put`` never waits. The queue is bounded by the audio it holds; past the
+bound the *oldest audio frame* is dropped — utterance start/end markers are kept, so every
+utterance stays well-formed — and the loss is counted exactly, in samples.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from edgecap.gate.events import GateEvent, SpeechAudio
+
+MAX_MARKERS = 10_000  # start/end markers are tiny, but even they are bounded
+
+
+class SpeechQueue:
+    def __init__(self, max_samples: int) -> None:
+        if max_samples <= 0:
+            raise ValueError("max_samples must be positive")
+        self.max_samples = max_samples
+        self._items: deque[GateEvent] = deque()
+        self._held_samples = 0
+        self._markers = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.dropped_samples = 0
+        self.dropped_frames = 0
+        self.dropped_markers = 0
+
+    def put(self, event: GateEvent) -> None:
+        """Append without ever blocking; drop the oldest audio when over the bound."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("put() on a closed SpeechQueue")
+            self._items.append(event)
+            if isinstance(event, SpeechAudio):
+                self._held_samples += event.frame.samples
+            else:
+                self._markers += 1
+            while self._held_samples > self.max_samples:
+                self._drop_oldest_audio()
+            while self._markers > MAX_MARKERS:
+                self._drop_oldest_marker()
+            self._cond.notify()
+
+    def close(self) -> None:
+        """No more events will come; ``get`` returns None once the queue is drained."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> GateEvent | None:
+        """The next event; None when closed and drained. Raises TimeoutError if none came."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if self._items:
+                event = self._items.popleft()
+                if isinstance(event, SpeechAudio):
+                    self._held_samples -= event.frame.samples
+                else:
+                    self._markers -= 1
+                return event
+            if self._closed:
+                return None
+            raise TimeoutError
+
+    @property
+    def held_samples(self) -> int:
+        with self._cond:
+            return self._held_samples
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def _drop_oldest_audio(self) -> None:
+        for index, item in enumerate(self._items):
+            if isinstance(item, SpeechAudio):
+                del self._items[index]
+                self._held_samples -= item.frame.samples
+                self.dropped_samples += item.frame.samples
+                self.dropped_frames += 1
+                return
+
+    def _drop_oldest_marker(self) -> None:
+        for index, item in enumerate(self._items):
+            if not isinstance(item, SpeechAudio):
+                del self._items[index]
+                self._markers -= 1
+                self.dropped_markers += 1
+                return

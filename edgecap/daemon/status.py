@@ -1,0 +1,110 @@
+"""The status model: what each part of edgecap is doing, and counters.
+
+Parts report into one StatusBoard ("audio": listening / speech / device_missing …; later
+"link" and each output). Readers take immutable snapshots; listeners are called after every
+change, outside the lock, and must not block (outputs put the snapshot in their own queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+log = logging.getLogger(__name__)
+
+# Audio states, in the words shown to people by the outputs.
+AUDIO_STATES = {
+    "starting": "Starting…",
+    "listening": "Listening…",
+    "speech": "Hearing speech",
+    "device_missing": "No microphone",
+    "device_busy": "Microphone busy",
+    "ended": "End of input",
+    "failed": "Audio failed",
+}
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    state: str
+    detail: str = ""
+    since: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    parts: Mapping[str, PartStatus]
+    counters: Mapping[str, float]
+    taken_at: float
+
+    def state_of(self, part: str) -> str | None:
+        p = self.parts.get(part)
+        return p.state if p else None
+
+    def summary(self) -> str:
+        """One short human sentence, e.g. for systemd STATUS= and a screen's status line."""
+        audio = self.parts.get("audio")
+        if audio is None:
+            return "Starting…"
+        text = AUDIO_STATES.get(audio.state, audio.state)
+        if audio.detail and audio.state not in ("listening", "speech"):
+            text = f"{text}: {audio.detail}"
+        lost = self.counters.get("audio_dropped_s", 0.0)
+        if lost:
+            text += f" · {lost:.1f} s lost"
+        return text
+
+
+Listener = Callable[[StatusSnapshot], None]
+
+
+class StatusBoard:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: dict[str, PartStatus] = {}
+        self._counters: dict[str, float] = {}
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def set(self, part: str, state: str, detail: str = "") -> bool:
+        """Set a part's state; returns True when it changed (listeners are then told)."""
+        with self._lock:
+            old = self._parts.get(part)
+            if old is not None and old.state == state and old.detail == detail:
+                return False
+            self._parts[part] = PartStatus(state, detail)
+        self._notify()
+        return True
+
+    def add(self, counter: str, amount: float = 1) -> None:
+        with self._lock:
+            self._counters[counter] = self._counters.get(counter, 0) + amount
+
+    def put(self, counter: str, value: float) -> None:
+        with self._lock:
+            self._counters[counter] = value
+
+    def snapshot(self) -> StatusSnapshot:
+        with self._lock:
+            return StatusSnapshot(
+                MappingProxyType(dict(self._parts)),
+                MappingProxyType(dict(self._counters)),
+                time.time(),
+            )
+
+    def _notify(self) -> None:
+        snap = self.snapshot()
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(snap)
+            except Exception:
+                log.exception("status listener failed")

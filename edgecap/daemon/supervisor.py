@@ -1,0 +1,185 @@
+"""The daemon: builds the pipeline from the config, owns every worker, stops it in time.
+
+    source ─▶ CaptureWorker (gate) ─▶ SpeechQueue ─▶ speech consumer ─▶ outputs
+
+The supervisor's loop wakes on a signal, a worker's exit or every half second. Stopping is
+ordered so nothing in flight is lost: capture stops first (ending the open utterance and
+closing the queue), then the consumer drains the queue, then the outputs close. Each join
+has a deadline; a worker that misses it is named, and the caller exits hard rather than
+hang (a non-daemon thread would otherwise keep the process alive forever).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import TextIO
+
+from edgecap.audio.factory import make_source
+from edgecap.audio.frames import SAMPLE_RATE, frame_samples
+from edgecap.audio.source import AudioSource, SourceConfigError
+from edgecap.config.loader import EX_CONFIG, LoadedConfig
+from edgecap.daemon.activity import ActivityWorker
+from edgecap.daemon.capture import CaptureWorker
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.daemon.status import StatusBoard
+from edgecap.daemon.worker import Worker
+from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.logsetup import under_journal
+from edgecap.outputs.stdout import StdoutOutput
+
+log = logging.getLogger(__name__)
+
+EX_OK = 0
+EX_SOFTWARE = 70  # a worker failed: systemd restarts the service
+QUEUE_SECONDS = 30  # speech held between capture and the consumer before the oldest is dropped
+
+
+def gate_settings(loaded: LoadedConfig) -> GateSettings:
+    g = loaded.config.gate
+    return GateSettings(
+        enabled=g.enabled,
+        aggressiveness=g.aggressiveness,
+        frame_ms=loaded.config.audio.frame_ms,
+        preroll_ms=round(g.preroll * 1000),
+        hangover_ms=round(g.hangover * 1000),
+        min_speech_ms=round(g.min_speech * 1000),
+        max_utterance_s=g.max_utterance,
+    )
+
+
+class Daemon:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        stdout: TextIO | None = None,
+        source: AudioSource | None = None,
+        stop_timeout: float = 2.0,
+    ) -> None:
+        self.loaded = loaded
+        self.stop_timeout = stop_timeout
+        self.status = StatusBoard()
+        self.status.set("audio", "starting")
+        cfg = loaded.config
+        self.source = source if source is not None else make_source(cfg.audio)
+        self.gate = SpeechGate(gate_settings(loaded))
+        self.queue = SpeechQueue(QUEUE_SECONDS * SAMPLE_RATE)
+        self.stdout = self._make_stdout(stdout)
+        self.capture = CaptureWorker(
+            self.source,
+            self.gate,
+            self.queue,
+            self.status,
+            retry_first=min(0.5, cfg.audio.retry_max),
+            retry_max=cfg.audio.retry_max,
+        )
+        self.consumer = ActivityWorker(self.queue, self._publish_activity)
+        self.workers: list[Worker] = [self.consumer, self.capture]
+        if self.stdout is not None:
+            self.status.subscribe(self.stdout.status)
+        self._wake = threading.Event()
+        self._stop_reason: str | None = None
+        self.hung: list[str] = []
+        self.exit_code: int | None = None
+
+    def _make_stdout(self, stream: TextIO | None) -> StdoutOutput | None:
+        sc = self.loaded.config.stdout
+        enabled = sc.enabled == "yes" or (sc.enabled == "auto" and not under_journal())
+        if not enabled:
+            return None
+        return StdoutOutput(stream if stream is not None else sys.stdout, fmt=sc.format)
+
+    def _publish_activity(self, activity):  # type: ignore[no-untyped-def]
+        if self.stdout is not None:
+            self.stdout.activity(activity)
+
+    # --- control ------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._wake.set()
+
+    def _on_worker_exit(self, worker: Worker) -> None:
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        def on_stop(signum: int, frame: object) -> None:
+            self.request_stop(signal.Signals(signum).name)
+
+        def on_hup(signum: int, frame: object) -> None:
+            log.warning("SIGHUP received: live reload is not available in this version")
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # --- run ----------------------------------------------------------------------------
+    def run(self) -> int:
+        cfg = self.loaded.config
+        log.info(
+            "edgecap starting: service %s, audio %s, gate %s",
+            cfg.daemon.service,
+            self.source.name,
+            "on" if cfg.gate.enabled else "off",
+        )
+        started = time.monotonic()
+        for worker in self.workers:
+            worker.start(self._on_worker_exit)
+        code = EX_OK
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._stop_reason is not None:
+                log.info("stopping (%s)", self._stop_reason)
+                break
+            failed = [w for w in self.workers if w.finished.is_set() and w.error is not None]
+            if failed:
+                code = self._failure_code(failed[0])
+                break
+            if self.capture.finished.is_set():
+                break  # end of input: the consumer drains what is left
+        code = self._stop(code)
+        frames = self.capture.frames_read
+        log.info(
+            "edgecap stopped after %.1f s: %d frames captured (%.1f s); gate forwarded %d "
+            "frames in %d utterances; consumer received %d frames in %d utterances; "
+            "%d frames dropped",
+            time.monotonic() - started,
+            frames,
+            frames * frame_samples(cfg.audio.frame_ms) / SAMPLE_RATE,
+            self.gate.frames_forwarded,
+            self.gate.utterances,
+            self.consumer.frames,
+            self.consumer.utterances,
+            self.queue.dropped_frames,
+        )
+        self.exit_code = code
+        return code
+
+    def _failure_code(self, worker: Worker) -> int:
+        if isinstance(worker.error, SourceConfigError):
+            log.error("audio source cannot be used: %s", worker.error)
+            return EX_CONFIG
+        return EX_SOFTWARE
+
+    def _stop(self, code: int) -> int:
+        deadline = time.monotonic() + self.stop_timeout
+        # Order matters: capture closes the queue, then the consumer drains it.
+        for worker in (self.capture, self.consumer):
+            worker.request_stop()
+            if not worker.join(deadline - time.monotonic()):
+                self.hung.append(worker.name)
+            elif worker.error is not None and code == EX_OK:
+                code = self._failure_code(worker)
+        if self.stdout is not None:
+            self.stdout.close()
+        if self.hung:
+            log.critical(
+                "worker(s) %s did not stop within %.1f s", ", ".join(self.hung), self.stop_timeout
+            )
+            return EX_SOFTWARE
+        return code

@@ -1,0 +1,1 @@
+"""Where captions go: stdout now; the screen, serial displays, the socket and files later."""

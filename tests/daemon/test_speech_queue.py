@@ -1,0 +1,65 @@
+import threading
+
+import pytest
+
+from edgecap.audio.frames import Frame
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+
+N = 320
+
+
+def audio(u: int, i: int) -> SpeechAudio:
+    return SpeechAudio(u, Frame(bytes([i % 251 + 1]) * (2 * N), i * N, 0.0))
+
+
+def drain(q: SpeechQueue) -> list:
+    out = []
+    while (ev := q.get(timeout=0.01)) is not None:
+        out.append(ev)
+    return out
+
+
+def test_fifo_and_close():
+    q = SpeechQueue(max_samples=100 * N)
+    events = [SpeechStart(1, 0, 0, 0.0), audio(1, 0), audio(1, 1), SpeechEnd(1, 2 * N, "stop", 0)]
+    for ev in events:
+        q.put(ev)
+    q.close()
+    assert drain(q) == events
+
+
+def test_over_the_bound_the_oldest_audio_goes_markers_stay_and_loss_is_exact():
+    q = SpeechQueue(max_samples=3 * N)
+    q.put(SpeechStart(1, 0, 0, 0.0))
+    frames = [audio(1, i) for i in range(10)]
+    for f in frames:
+        q.put(f)
+    q.put(SpeechEnd(1, 10 * N, "silence", 0.0))
+    q.close()
+    got = drain(q)
+    assert isinstance(got[0], SpeechStart) and isinstance(got[-1], SpeechEnd)
+    assert got[1:-1] == frames[-3:]  # the newest audio is kept
+    assert (q.dropped_frames, q.dropped_samples) == (7, 7 * N)
+    assert q.held_samples == 0
+
+
+def test_put_never_blocks_and_get_times_out():
+    q = SpeechQueue(max_samples=N)
+    with pytest.raises(TimeoutError):
+        q.get(timeout=0.01)
+    for i in range(1000):
+        q.put(audio(1, i))  # would block forever if put() waited for a reader
+    assert len(q) == 1
+
+
+def test_closed_queue_refuses_puts_and_wakes_a_waiting_reader():
+    q = SpeechQueue(max_samples=N)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    reader.start()
+    q.close()
+    reader.join(2)
+    assert got == [None]
+    with pytest.raises(RuntimeError):
+        q.put(audio(1, 0))
