@@ -17,18 +17,23 @@ from edgecap.config.types import (
     Choice,
     Duration,
     FieldType,
+    Float,
     Int,
     IntChoice,
+    LanguageCode,
+    ListOf,
+    Pair,
     PathValue,
     Secret,
     SecretRef,
     Str,
+    Url,
 )
 
 SERVICES = ("soniox", "azure", "sarvam", "local")
 # Services whose code has landed. The others are accepted by the schema (so a config written
 # for a newer edgecap still parses) but refused by the cross-check with a clear message.
-AVAILABLE_SERVICES = ("local",)
+AVAILABLE_SERVICES = ("soniox", "local")
 
 
 def key(type_: FieldType, default: Any, doc: str) -> Any:
@@ -136,6 +141,76 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class LinkConfig:
+    """The connection to a cloud speech service (any of them): reconnects, buffering, TLS."""
+
+    connect: str = key(
+        Choice("on_demand", "warm"),
+        "on_demand",
+        "on_demand = connect when speech starts, close after idle_close of quiet (services "
+        "bill connected time); warm = stay connected, keepalives while quiet",
+    )
+    idle_close: float = key(
+        Duration(min=1, max=86400),
+        60.0,
+        "on_demand: close the session after this long without speech",
+    )
+    buffer: float = key(
+        Duration(min=1, max=600),
+        30.0,
+        "speech kept while the service cannot be reached, replayed on reconnect; "
+        "older speech is dropped and reported",
+    )
+    replay_speed: float = key(
+        Float(min=1.0, max=10.0),
+        1.5,
+        "buffered speech is replayed at most this many times faster than real time",
+    )
+    retry_first: float = key(
+        Duration(min=0.05, max=60), 1.0, "longest wait before the first reconnect attempt"
+    )
+    retry_max: float = key(
+        Duration(min=1, max=3600), 30.0, "longest wait between reconnect attempts"
+    )
+    fatal_retry: float = key(
+        Duration(min=60, max=604800),
+        3600.0,
+        "after the service refused the key, account or config: wait this long before "
+        "trying again (or until 'systemctl reload edgecap')",
+    )
+    connect_timeout: float = key(
+        Duration(min=0.5, max=60), 5.0, "a connection attempt (TCP, TLS, upgrade) gives up"
+    )
+    dead_after: float = key(
+        Duration(min=1, max=300),
+        10.0,
+        "a connection that answers nothing this long — not audio, not a ping — is dead",
+    )
+    finish_timeout: float = key(
+        Duration(min=0.1, max=30),
+        3.0,
+        "at stop or session rollover: wait this long for the last captions",
+    )
+    ca_file: Any = key(
+        PathValue(),
+        None,
+        "extra CA certificates (PEM) to trust, for an on-premises server; the system's "
+        "CAs are always trusted too",
+    )
+    proxy: str | None = key(
+        Url(("http",), optional=True), None, "HTTP proxy for the connection, http://host:port"
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.ca_file is not None and not self.ca_file.is_file():
+            return [("ca_file", f"no such file: {self.ca_file}")]
+        return []
+
+
+SONIOX_URL = "wss://stt-rt.soniox.com/transcribe-websocket"
+
+
+@dataclass(frozen=True)
 class SonioxConfig:
     """Soniox real-time speech-to-text and translation."""
 
@@ -144,9 +219,75 @@ class SonioxConfig:
         SecretRef(("credential:soniox_api_key", "env:SONIOX_API_KEY")),
         "where the API key is read from (never the key itself)",
     )
+    url: str = key(Url(("wss",)), SONIOX_URL, "the real-time WebSocket endpoint")
+    model: str = key(
+        Str(allow_empty=False, max_len=100),
+        "stt-rt-v5",
+        "real-time model (stt-rt-v5; stt-rt-v4 is its alias)",
+    )
+    language_hints: tuple[str, ...] = key(
+        ListOf(LanguageCode()), (), "languages expected in the room, e.g. en, hi (empty = any)"
+    )
+    language_hints_strict: bool = key(Bool(), False, "yes = only transcribe the hinted languages")
+    language_identification: bool = key(
+        Bool(), True, "tag each word with its language (shown beside the caption)"
+    )
+    diarization: bool = key(Bool(), False, "tell speakers apart (Speaker 1, Speaker 2 …)")
+    endpoint_detection: bool = key(
+        Bool(), True, "the service ends a caption line when a speaker finishes a sentence"
+    )
+    max_endpoint_delay: float = key(
+        Duration(min=0, max=3),
+        0.0,
+        "endpoint detection: longest wait before a line is ended, 500ms-3s; 0 = service default",
+    )
+    context_general: tuple[tuple[str, str], ...] = key(
+        ListOf(Pair("key=value"), commas_only=True),
+        (),
+        "what the talk is about, e.g. domain=medicine, topic=council meeting",
+    )
+    context_text: str = key(
+        Str(max_len=10_000), "", "free text about the setting (names, agenda) to help recognition"
+    )
+    context_terms: tuple[str, ...] = key(
+        ListOf(Str(allow_empty=False, max_len=200), max_items=1000, commas_only=True),
+        (),
+        "words and names to recognise, comma-separated",
+    )
+    translation: str = key(
+        Choice("none", "one_way", "two_way"),
+        "none",
+        "none; one_way = translate everything to target_language; two_way = between "
+        "language_a and language_b",
+    )
+    target_language: str = key(
+        LanguageCode(), "en", "one_way: the language captions are translated to"
+    )
+    language_a: str = key(LanguageCode(), "en", "two_way: the first language")
+    language_b: str = key(LanguageCode(), "es", "two_way: the second language")
+    translation_terms: tuple[tuple[str, str], ...] = key(
+        ListOf(Pair("source=target"), max_items=1000, commas_only=True),
+        (),
+        "fixed translations, e.g. Pi=Pi, council=consejo",
+    )
+    keepalive: float = key(
+        Duration(min=1, max=19),
+        5.0,
+        "while nobody speaks, a keepalive is sent this often (the service closes after 20 s)",
+    )
+    session_max: float = key(
+        Duration(min=1, max=18000),
+        17400.0,
+        "a session is renewed after this long, at a pause (the service ends it at 300 min)",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
-        return []
+        out = []
+        if self.max_endpoint_delay and not 0.5 <= self.max_endpoint_delay <= 3:
+            out.append(("max_endpoint_delay", "must be 0 or between 500ms and 3s"))
+        if self.translation == "two_way" and self.language_a == self.language_b:
+            out.append(("language_b", "two_way translation needs two different languages"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -219,6 +360,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
     soniox: SonioxConfig = field(default_factory=SonioxConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
     sarvam: SarvamConfig = field(default_factory=SarvamConfig)

@@ -238,9 +238,11 @@ class ListOf:
 
     item: FieldType
     max_items: int = 64
+    commas_only: bool = False  # items may contain spaces ("Acme Cloud, Pi Zero")
 
     def parse(self, raw: str, base_dir: Path) -> tuple[Any, ...]:
-        parts = [p for p in re.split(r"[,\s]+", raw.strip()) if p]
+        pattern = r"\s*,\s*" if self.commas_only else r"[,\s]+"
+        parts = [p for p in re.split(pattern, raw.strip()) if p]
         if len(parts) > self.max_items:
             raise ValueError(f"has {len(parts)} items, at most {self.max_items}")
         out = []
@@ -256,6 +258,80 @@ class ListOf:
 
     def describe(self) -> str:
         return f"list of {self.item.describe()}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """``left=right``, e.g. a context entry ``domain=medicine`` or a term ``hello=hola``."""
+
+    what: str = "key=value"
+
+    def parse(self, raw: str, base_dir: Path) -> tuple[str, str]:
+        left, sep, right = raw.partition("=")
+        if not sep or not left.strip() or not right.strip():
+            raise ValueError(f"must be written {self.what}")
+        return (left.strip(), right.strip())
+
+    def format(self, value: Any) -> str:
+        return f"{value[0]}={value[1]}"
+
+    def describe(self) -> str:
+        return self.what
+
+
+_LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+
+
+@dataclass(frozen=True)
+class LanguageCode:
+    """An ISO 639 language code, optionally with a region or script: ``en``, ``pt-BR``."""
+
+    def parse(self, raw: str, base_dir: Path) -> str:
+        text = raw.strip()
+        if not _LANG_RE.fullmatch(text):
+            raise ValueError(
+                f"must be a language code such as en, hi or pt-BR, not '{_short(text)}'"
+            )
+        return text
+
+    def format(self, value: Any) -> str:
+        return str(value)
+
+    def describe(self) -> str:
+        return "language code (en, hi, pt-BR …)"
+
+
+@dataclass(frozen=True)
+class Url:
+    """An absolute URL with one of ``schemes``; credentials inside the URL are refused."""
+
+    schemes: tuple[str, ...]
+    optional: bool = False  # empty = none
+
+    def parse(self, raw: str, base_dir: Path) -> str | None:
+        from urllib.parse import urlsplit
+
+        text = raw.strip()
+        if not text and self.optional:
+            return None
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme not in self.schemes or not parts.hostname:
+            raise ValueError(f"must be a {' or '.join(s + '://' for s in self.schemes)} URL")
+        if parts.username or parts.password:
+            # Do not echo it: a password in a URL is a secret.
+            raise ValueError("must not contain a user name or password")
+        return text
+
+    def format(self, value: Any) -> str:
+        return "" if value is None else str(value)
+
+    def describe(self) -> str:
+        text = " or ".join(s + "://…" for s in self.schemes) + " URL"
+        return text + (", or empty for none" if self.optional else "")
 
 
 @dataclass(frozen=True)

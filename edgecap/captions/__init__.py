@@ -1,0 +1,1 @@
+"""Captions: what the speech services say, as tokens, lines and events for the outputs."""
