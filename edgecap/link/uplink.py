@@ -1,0 +1,171 @@
+"""The uplink buffer: speech between the gate and the service, kept until the service has it.
+
+Every gate event enters the buffer and stays until the service *confirmed* it — for audio,
+until the service reports that its recognition is final up to a point past it; for a speech
+end, once it was answered. Sending does not remove anything: items move from ``pending``
+(not yet sent in the current session) to ``sent`` (sent, not yet confirmed). When a session
+ends before confirming, everything unconfirmed goes back to ``pending`` and is replayed on
+the next session — so a connection cut mid-utterance loses nothing, and because only
+unconfirmed audio is replayed, no caption is finalized twice.
+
+The buffer holds at most ``max_samples`` of audio. Past that the oldest audio is dropped —
+utterance markers stay, so every utterance remains well formed — and each dropped stretch
+is recorded exactly (seconds, capture time), for status and for every output.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from edgecap.audio.frames import SAMPLE_RATE
+from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
+
+
+@dataclass(slots=True)
+class Item:
+    event: GateEvent
+    session_pos: int = -1  # samples of this session's audio sent before it; -1: unsent
+
+    @property
+    def samples(self) -> int:
+        return self.event.frame.samples if isinstance(self.event, SpeechAudio) else 0
+
+
+@dataclass
+class Loss:
+    """A stretch of speech dropped before it could be sent (capture time, seconds)."""
+
+    samples: int = 0
+    first: float | None = None
+    last: float | None = None
+    frames: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def add(self, start_sample: int, samples: int) -> None:
+        start = start_sample / SAMPLE_RATE
+        self.first = start if self.first is None else min(self.first, start)
+        end = (start_sample + samples) / SAMPLE_RATE
+        self.last = end if self.last is None else max(self.last, end)
+        self.samples += samples
+        self.frames += 1
+
+
+@dataclass
+class UplinkBuffer:
+    max_samples: int
+    sent: deque[Item] = field(default_factory=deque)
+    pending: deque[Item] = field(default_factory=deque)
+    held_samples: int = 0
+    session_samples: int = 0  # audio sent in the current session
+    # totals
+    pushed_samples: int = 0
+    confirmed_samples: int = 0
+    replayed_samples: int = 0
+    dropped: Loss = field(default_factory=Loss)  # since the daemon started
+    _unreported: Loss = field(default_factory=Loss)
+    unconfirmed_dropped_samples: int = 0  # sent, then dropped before the service confirmed
+
+    def __post_init__(self) -> None:
+        if self.max_samples <= 0:
+            raise ValueError("max_samples must be positive")
+
+    # --- input --------------------------------------------------------------------
+    def push(self, event: GateEvent) -> None:
+        item = Item(event)
+        self.pending.append(item)
+        if isinstance(event, SpeechAudio):
+            self.held_samples += item.samples
+            self.pushed_samples += item.samples
+            while self.held_samples > self.max_samples:
+                self._drop_oldest_audio()
+
+    # --- sending ------------------------------------------------------------------
+    def peek(self) -> Item | None:
+        return self.pending[0] if self.pending else None
+
+    def mark_sent(self) -> Item:
+        """The first pending item was sent on the current session."""
+        item = self.pending.popleft()
+        item.session_pos = self.session_samples
+        self.session_samples += item.samples
+        self.sent.append(item)
+        return item
+
+    def new_session(self) -> None:
+        """A session ended: everything it did not confirm is sent again on the next one."""
+        while self.sent:
+            item = self.sent.pop()
+            if item.session_pos >= 0 and isinstance(item.event, SpeechAudio):
+                self.replayed_samples += item.samples
+            item.session_pos = -1
+            self.pending.appendleft(item)
+        self.session_samples = 0
+
+    # --- confirmation -------------------------------------------------------------
+    def confirm_audio(self, session_samples: int) -> int:
+        """The service's recognition is final up to ``session_samples`` of this session's
+        audio: drop every sent item before that point. Returns the samples confirmed."""
+        done = 0
+        while self.sent:
+            item = self.sent[0]
+            if isinstance(item.event, SpeechAudio):
+                if item.session_pos + item.samples > session_samples:
+                    break
+                done += item.samples
+            elif isinstance(item.event, SpeechStart):
+                if item.session_pos >= session_samples and not self._only_markers_follow():
+                    break
+            elif isinstance(item.event, SpeechEnd) and item.session_pos > session_samples:
+                break
+            self.sent.popleft()
+        self.held_samples -= done
+        self.confirmed_samples += done
+        return done
+
+    def confirm_all_sent(self) -> int:
+        """Everything sent so far in this session is final (e.g. the answer to finalize)."""
+        return self.confirm_audio(self.session_samples)
+
+    def _only_markers_follow(self) -> bool:
+        return all(not isinstance(i.event, SpeechAudio) for i in self.sent)
+
+    # --- state --------------------------------------------------------------------
+    @property
+    def pending_samples(self) -> int:
+        return sum(i.samples for i in self.pending)
+
+    @property
+    def unconfirmed(self) -> bool:
+        return bool(self.sent)
+
+    @property
+    def empty(self) -> bool:
+        return not self.sent and not self.pending
+
+    def take_loss(self) -> Loss | None:
+        """The speech dropped since the last call, or None."""
+        if not self._unreported.samples:
+            return None
+        loss, self._unreported = self._unreported, Loss()
+        return loss
+
+    # --- bound --------------------------------------------------------------------
+    def _drop_oldest_audio(self) -> None:
+        for queue_ in (self.sent, self.pending):
+            for index, item in enumerate(queue_):
+                if isinstance(item.event, SpeechAudio):
+                    del queue_[index]
+                    self.held_samples -= item.samples
+                    frame = item.event.frame
+                    if queue_ is self.sent:
+                        # The service had it but had not confirmed it: it may well be
+                        # recognised; it is counted apart, not as lost.
+                        self.unconfirmed_dropped_samples += item.samples
+                    else:
+                        self.dropped.add(frame.start, item.samples)
+                        self._unreported.add(frame.start, item.samples)
+                    return
