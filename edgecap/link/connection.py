@@ -1,0 +1,254 @@
+"""One WebSocket connection to a speech service: TLS, optional proxy, one reader thread.
+
+The Connection is owned by the LinkWorker, which opens it, sends on it (every send goes
+through one lock: websocket-client sockets are not safe for concurrent sends, and the
+library itself answers pings from the reader thread) and closes it. The reader thread turns
+every message into the codec's events and posts them, tagged with the connection's number,
+into the link's bounded inbox; the end of the connection — a close frame, a reset, a
+protocol error — is posted as a ``Closed`` event, so the link learns of every ending in one
+place and in order with the messages before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import websocket
+
+from edgecap.daemon.worker import Worker
+from edgecap.link.codec import Codec, Handshake, Outgoing, ProtocolError, Retry, ServiceError
+
+log = logging.getLogger(__name__)
+
+READ_POLL = 0.25  # the reader wakes this often to see whether it should stop
+
+
+@dataclass(frozen=True)
+class Message:
+    """Service events parsed from one message of connection ``conn``."""
+
+    conn: int
+    events: list
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Connection ``conn`` ended. ``code`` is the close code (None: no close frame)."""
+
+    conn: int
+    code: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    conn: int
+    problem: str
+
+
+InboxItem = Message | Closed | BadMessage
+
+
+class ConnectFailed(Exception):
+    """The connection could not be opened; ``error`` says why and whether to retry."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.describe())
+        self.error = error
+
+
+class SendFailed(Exception):
+    """A send did not go through: the connection is gone (its reader posts the ending)."""
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The system's CAs, plus ``ca_file`` if given. Verification is never switched off."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file is not None:
+        ctx.load_verify_locations(cafile=str(ca_file))
+    return ctx
+
+
+def proxy_options(proxy: str | None) -> dict:
+    if not proxy:
+        return {}
+    parts = urlsplit(proxy)
+    return {
+        "http_proxy_host": parts.hostname,
+        "http_proxy_port": parts.port or 80,
+        "proxy_type": "http",
+    }
+
+
+class Connection:
+    def __init__(
+        self,
+        number: int,
+        handshake: Handshake,
+        codec: Codec,
+        inbox: queue.Queue[InboxItem],
+        *,
+        tls: ssl.SSLContext,
+        proxy: str | None = None,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.number = number
+        self._handshake = handshake
+        self._codec = codec
+        self._inbox = inbox
+        self._tls = tls
+        self._proxy = proxy
+        self._connect_timeout = connect_timeout
+        self._ws: websocket.WebSocket | None = None
+        self._send_lock = threading.Lock()
+        self._reader: _Reader | None = None
+        self.opened_at = 0.0
+        self.last_received = 0.0  # any frame, pongs included
+        self.last_message = 0.0  # a service message
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect, TLS-verify and upgrade; raise ConnectFailed with the classified reason."""
+        ws = websocket.WebSocket(sslopt={"context": self._tls}, enable_multithread=True)
+        try:
+            ws.connect(
+                self._handshake.url,
+                header=list(self._handshake.headers),
+                subprotocols=list(self._handshake.subprotocols) or None,
+                timeout=self._connect_timeout,
+                suppress_origin=True,
+                **proxy_options(self._proxy),
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            ws.shutdown()
+            raise ConnectFailed(self._codec.handshake_refused(exc.status_code)) from None
+        except ssl.SSLCertVerificationError as exc:
+            ws.shutdown()
+            raise ConnectFailed(
+                ServiceError(None, "tls_untrusted", exc.verify_message or "certificate", Retry.SLOW)
+            ) from None
+        except (OSError, websocket.WebSocketException) as exc:
+            ws.shutdown()
+            raise ConnectFailed(
+                ServiceError(None, "connect_failed", _short(exc), Retry.BACKOFF)
+            ) from None
+        ws.settimeout(READ_POLL)
+        self._ws = ws
+        self.opened_at = self.last_received = self.last_message = time.monotonic()
+        self._reader = _Reader(self, ws)
+        self._reader.start()
+
+    def close(self, timeout: float = 1.0) -> bool:
+        """Tear the connection down now; True if the reader thread ended in time."""
+        ws = self._ws
+        if ws is None:
+            return True
+        if self._reader is not None:
+            self._reader.request_stop()
+        ws.abort()  # wakes the reader; no close handshake (the link decided it is over)
+        ok = self._reader.join(timeout) if self._reader else True
+        ws.shutdown()
+        return ok
+
+    @property
+    def reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.alive
+
+    # --- sending ----------------------------------------------------------------------
+    def send(self, out: Outgoing) -> None:
+        ws = self._ws
+        if ws is None:
+            raise SendFailed("not connected")
+        opcode = websocket.ABNF.OPCODE_TEXT
+        if isinstance(out.payload, bytes):
+            opcode = websocket.ABNF.OPCODE_BINARY
+        with self._send_lock:
+            try:
+                ws.send(out.payload, opcode=opcode)
+            except (OSError, websocket.WebSocketException) as exc:
+                raise SendFailed(_short(exc)) from None
+        self.bytes_sent += len(out.payload)
+        self.messages_sent += 1
+
+    def ping(self) -> None:
+        ws = self._ws
+        if ws is None:
+            raise SendFailed("not connected")
+        with self._send_lock:
+            try:
+                ws.ping(b"edgecap")
+            except (OSError, websocket.WebSocketException) as exc:
+                raise SendFailed(_short(exc)) from None
+
+    # --- reader side ------------------------------------------------------------------
+    def _post(self, item: InboxItem, stop: threading.Event) -> bool:
+        """Hand an item to the link; waits while the inbox is full, gives up on stop."""
+        while not stop.is_set():
+            try:
+                self._inbox.put(item, timeout=READ_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+class _Reader(Worker):
+    def __init__(self, conn: Connection, ws: websocket.WebSocket) -> None:
+        super().__init__(f"link-reader-{conn.number}")
+        self.conn = conn
+        self.ws = ws
+
+    def run(self) -> None:
+        conn, ws, stop = self.conn, self.ws, self._stop
+        ending = Closed(conn.number, None, "")
+        try:
+            while not stop.is_set():
+                try:
+                    opcode, frame = ws.recv_data_frame(control_frame=True)
+                except websocket.WebSocketTimeoutException:
+                    continue
+                now = time.monotonic()
+                conn.last_received = now
+                data = frame.data if frame is not None else b""
+                conn.bytes_received += len(data)
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+                    reason = data[2:].decode("utf-8", "replace")
+                    ending = Closed(conn.number, code, reason)
+                    return
+                if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+                    continue
+                conn.last_message = now
+                message: str | bytes = data
+                if opcode == websocket.ABNF.OPCODE_TEXT and isinstance(data, bytes):
+                    message = data.decode("utf-8", "replace")
+                try:
+                    events = conn._codec.parse(message)
+                except ProtocolError as exc:
+                    conn._post(BadMessage(conn.number, str(exc)), stop)
+                    continue
+                if events:
+                    conn._post(Message(conn.number, events), stop)
+        except (OSError, websocket.WebSocketException, AttributeError) as exc:
+            # AttributeError: websocket-client after abort() (its socket is gone).
+            ending = Closed(conn.number, None, _short(exc))
+        finally:
+            conn._post(ending, stop)
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, socket.timeout):
+        text = "timed out"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

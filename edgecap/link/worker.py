@@ -1,0 +1,633 @@
+"""The Link: the one owner of the connection to a cloud speech service.
+
+It takes the gate's speech from the speech queue, keeps it in the uplink buffer until the
+service confirmed it, and runs the session on one thread (its own), with a reader thread per
+connection (``connection.py``). Everything a service does differently is in its codec; the
+Link decides *when*:
+
+- connect on demand at speech start (and close after ``idle_close`` of quiet), or stay warm;
+- send audio in chunks of ``codec.audio_chunk_ms``, buffered speech no faster than
+  ``replay_speed`` × real time (a token bucket with a one-second burst);
+- keepalive while no audio flows, finalize at every speech end;
+- notice a dead connection: nothing received — not even a pong — for ``dead_after``, or
+  audio sent and no answer for ``dead_after``;
+- reconnect with exponential backoff and full jitter; a retry class decided by the codec:
+  now (503), once, slow (rate limits), or never until a reload or ``fatal_retry`` (a refused
+  key, account or config — the state says so, and nothing hammers the service);
+- renew the session before the service's limit, at a pause if there is one, and end it
+  gracefully (end of stream, wait for ``finished``) at stop, so the last words arrive.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecap.audio.frames import SAMPLE_RATE
+from edgecap.captions.tokens import TokenUpdate
+from edgecap.config.secrets import SecretValue
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.daemon.status import StatusBoard
+from edgecap.daemon.worker import Worker
+from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.link.codec import Codec, Retry, ServiceError, SessionFinished
+from edgecap.link.connection import (
+    BadMessage,
+    Closed,
+    ConnectFailed,
+    Connection,
+    InboxItem,
+    Message,
+    SendFailed,
+    tls_context,
+)
+from edgecap.link.uplink import Loss, UplinkBuffer
+from edgecap.util.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+POLL = 0.02  # the link wakes at least this often while it has something to do
+INBOX_SIZE = 256  # parsed service messages waiting for the link thread
+PACE_BURST = 1.0  # seconds of audio that may go at once above the replay speed
+ROLLOVER_GRACE = 30.0  # past session_max, renew even in the middle of an utterance
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    connect: str = "on_demand"  # or "warm"
+    idle_close: float = 60.0
+    buffer: float = 30.0
+    retry_first: float = 1.0
+    retry_max: float = 30.0
+    fatal_retry: float = 3600.0
+    connect_timeout: float = 5.0
+    dead_after: float = 10.0
+    finish_timeout: float = 3.0
+    ca_file: Path | None = None
+    proxy: str | None = None
+    healthy_after: float = 30.0
+
+
+class CaptionSink:
+    """Where recognised tokens go (the CaptionBoard implements this)."""
+
+    def update(self, u: TokenUpdate, clock: Callable[[int], float | None]) -> None: ...
+
+    def session_ended(self) -> None: ...
+
+    def loss(self, seconds: float, start: float | None, end: float | None, reason: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LinkWorker(Worker):
+    def __init__(
+        self,
+        speech: SpeechQueue,
+        codec: Codec,
+        key: Callable[[], SecretValue | None],
+        settings: LinkSettings,
+        status: StatusBoard,
+        sink: CaptionSink,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__("link")
+        self.speech = speech
+        self.codec = codec
+        self._key_source = key
+        self._key: SecretValue | None = None
+        self.settings = settings
+        self.status = status
+        self.sink = sink
+        self._clock = clock
+        self._tls = tls_context(settings.ca_file)
+        self.buffer = UplinkBuffer(round(settings.buffer * SAMPLE_RATE))
+        self.backoff = Backoff(
+            first=settings.retry_first,
+            cap=settings.retry_max,
+            healthy_after=settings.healthy_after,
+            clock=clock,
+        )
+        self._inbox: queue.Queue[InboxItem] = queue.Queue(INBOX_SIZE)
+        self._conn: Connection | None = None
+        self._conn_no = 0
+        self._reload = threading.Event()
+        # session state
+        self._finishing_since: float | None = None
+        self._finished = False
+        self._session_started = 0.0
+        self._last_sent = 0.0
+        self._unanswered_since: float | None = None  # first send not yet answered
+        self._ping_sent_at: float | None = None
+        self._tokens = PACE_BURST
+        self._tokens_at = 0.0
+        self._finalize_marks: deque[int] = deque(maxlen=1000)
+        self._map_pos: list[int] = []  # session audio position → capture sample
+        self._map_capture: list[int] = []
+        self._in_utterance = False  # the last item sent is inside an utterance
+        # link state
+        self._input_closed = False
+        self._stop_attempted = False
+        self._retry_at = 0.0
+        self._rejected: ServiceError | None = None
+        self._last_error: ServiceError | None = None
+        self._now_retries = 0
+        self._last_speech = clock()
+        self._losing = False
+        # figures
+        self.frames = 0  # gate frames received from the speech queue
+        self.utterances = 0
+        self.attempts = 0
+        self.sessions = 0
+        self.failures = 0
+        self.bad_messages = 0
+        self.dead_detected = 0
+        self.bytes_sent = 0
+        self.resumed_at: list[float] = []  # when sending resumed after an outage (monotonic)
+        self.lost_total = Loss()
+
+    # --- owner side -------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """Read the key again and retry now, even after the service refused it."""
+        self._reload.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        self._set_state("idle")
+        try:
+            while True:
+                self._pull()
+                self._drain_inbox()
+                now = self._clock()
+                if self._reload.is_set():
+                    self._do_reload(now)
+                if self._conn is None:
+                    if self._input_closed or self.stopping:
+                        if not self._last_chance(now):
+                            break
+                        continue
+                    if self._wants_connection(now) and now >= self._retry_at:
+                        self._connect(now)
+                else:
+                    if self._finishing_since is not None:
+                        self._check_finishing(now)
+                    else:
+                        self._pump(now, flush=False)
+                        self._housekeeping(now)
+                    if (self._input_closed or self.stopping) and self._finishing_since is None:
+                        self._pump(now, flush=True)
+                        self._finish(now, "stop")
+                self.beat()
+            self._shutdown()
+        finally:
+            if self._conn is not None:
+                self._conn.close(1.0)
+                self._conn = None
+
+    def _last_chance(self, now: float) -> bool:
+        """Stopping while unconnected with speech unsent: one attempt, if not backing off
+        (a session just ended for a renewal, or the link was idle)."""
+        if self._stop_attempted or not self.buffer.pending or self._rejected is not None:
+            return False
+        self._stop_attempted = True
+        if now < self._retry_at:
+            return False
+        self._connect(now)
+        return self._conn is not None
+
+    def _shutdown(self) -> None:
+        self._flush_loss_report("service unreachable")
+        if self.buffer.pending_samples:
+            loss = Loss()
+            for item in self.buffer.pending:
+                if isinstance(item.event, SpeechAudio):
+                    loss.add(item.event.frame.start, item.samples)
+            self._report_loss(loss, "not sent before stop")
+        self.sink.close()
+        self._set_state("stopped")
+
+    # --- input ------------------------------------------------------------------------
+    def _pull(self) -> None:
+        """Move the gate's events into the uplink buffer; wait a little if there is none."""
+        if self._input_closed:
+            if self._conn is not None:
+                time.sleep(POLL / 2)  # only the session's end is awaited now
+            return
+        # Idle and unconnected, a longer wait is fine: get() returns as soon as speech comes.
+        timeout = POLL if self._conn is not None or self.buffer.pending else 0.25
+        while True:
+            try:
+                event = self.speech.get(timeout=timeout)
+            except TimeoutError:
+                return
+            if event is None:
+                self._input_closed = True
+                return
+            self.buffer.push(event)
+            if isinstance(event, SpeechAudio):
+                self.frames += 1
+            elif isinstance(event, SpeechEnd):
+                self.utterances += 1
+            self._last_speech = self._clock()  # the gate emits nothing while it is quiet
+            timeout = 0.0
+            if self.buffer.dropped.samples != self.lost_total.samples:
+                self._note_dropping()
+
+    def _note_dropping(self) -> None:
+        self.status.put("uplink_lost_s", round(self.buffer.dropped.seconds, 3))
+        if not self._losing:
+            self._losing = True
+            log.warning(
+                "speech buffer full (%.0f s held while the service is unreachable): "
+                "dropping the oldest speech",
+                self.settings.buffer,
+            )
+        self.lost_total = Loss(
+            self.buffer.dropped.samples,
+            self.buffer.dropped.first,
+            self.buffer.dropped.last,
+            self.buffer.dropped.frames,
+        )
+
+    def _flush_loss_report(self, reason: str) -> None:
+        loss = self.buffer.take_loss()
+        if loss is not None:
+            self._report_loss(loss, reason)
+        self._losing = False
+
+    def _report_loss(self, loss: Loss, reason: str) -> None:
+        log.warning(
+            "%.1f s of speech lost (%s), captured between %.2f s and %.2f s",
+            loss.seconds,
+            reason,
+            loss.first or 0.0,
+            loss.last or 0.0,
+        )
+        self.status.add("speech_lost_reports")
+        self.sink.loss(loss.seconds, loss.first, loss.last, reason)
+
+    # --- connecting -------------------------------------------------------------------
+    def _wants_connection(self, now: float) -> bool:
+        if self._rejected is not None:
+            if now < self._retry_at:
+                return False  # until a reload, or fatal_retry has passed
+            log.info(
+                "trying %s again %.0f s after it refused",
+                self.codec.name,
+                self.settings.fatal_retry,
+            )
+            self._rejected = None
+        if self.settings.connect == "warm":
+            return True
+        return bool(self.buffer.pending) or self.buffer.unconfirmed
+
+    def _connect(self, now: float) -> None:
+        if self._key is None:
+            self._key = self._key_source()
+        self._conn_no += 1
+        self.attempts += 1
+        self.status.put("link_attempts", self.attempts)
+        self._set_state("connecting")
+        self.codec.reset()
+        conn = Connection(
+            self._conn_no,
+            self.codec.handshake(self._key),
+            self.codec,
+            self._inbox,
+            tls=self._tls,
+            proxy=self.settings.proxy,
+            connect_timeout=self.settings.connect_timeout,
+        )
+        try:
+            conn.open()
+            for out in self.codec.start():
+                conn.send(out)
+        except ConnectFailed as exc:
+            self._session_failed(exc.error)
+            return
+        except SendFailed as exc:
+            conn.close(1.0)
+            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            return
+        now = self._clock()
+        self._conn = conn
+        self.sessions += 1
+        self.status.put("link_sessions", self.sessions)
+        self._session_started = self._last_sent = self._tokens_at = now
+        self._tokens = PACE_BURST
+        self._finished = False
+        self._finishing_since = None
+        self._unanswered_since = None
+        self._ping_sent_at = None
+        self._finalize_marks.clear()
+        self._map_pos.clear()
+        self._map_capture.clear()
+        self._in_utterance = False
+        self.backoff.succeeded()
+        replay = self.buffer.pending_samples / SAMPLE_RATE
+        log.info(
+            "connected to %s (session %d)%s",
+            self.codec.name,
+            self.sessions,
+            f", replaying {replay:.1f} s of buffered speech" if replay >= 0.5 else "",
+        )
+        self.resumed_at.append(now)
+        self._flush_loss_report("service unreachable")
+        self._set_state("connected")
+
+    def _session_failed(self, error: ServiceError) -> None:
+        """The session ended badly (or never began): tear down, decide when to retry."""
+        now = self._clock()
+        self.failures += 1
+        self.status.put("link_failures", self.failures)
+        self._teardown()
+        repeat = self._last_error is not None and self._last_error.kind == error.kind
+        self._last_error = error
+        if error.retry is Retry.FATAL:
+            self._rejected = error
+            self._retry_at = now + self.settings.fatal_retry
+            log.error(
+                "%s refused the session: %s — not retrying until 'systemctl reload edgecap' "
+                "or %.0f s from now",
+                self.codec.name,
+                error.describe(),
+                self.settings.fatal_retry,
+            )
+            self._set_state("rejected", error.describe())
+            return
+        if error.retry is Retry.NOW and self._now_retries < 1:
+            self._now_retries += 1
+            delay = 0.0
+        elif error.retry is Retry.ONCE and not repeat:
+            delay = 0.0
+        else:
+            delay = self.backoff.next_delay()
+            if error.retry is Retry.SLOW:
+                delay = max(delay, self.codec.slow_retry_min)
+        self._retry_at = now + delay
+        log.warning(
+            "%s session ended: %s; retrying in %.1f s", self.codec.name, error.describe(), delay
+        )
+        self._set_state("retrying", error.describe())
+
+    def _teardown(self) -> None:
+        if self._conn is not None:
+            if not self._conn.close(1.0):
+                log.error("reader of connection %d did not stop", self._conn.number)
+            self._conn = None
+        self._finishing_since = None
+        self.buffer.new_session()
+        self.sink.session_ended()
+        self._drop_stale_inbox()
+        self.status.put("uplink_replayed_s", round(self.buffer.replayed_samples / SAMPLE_RATE, 3))
+
+    def _drop_stale_inbox(self) -> None:
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _do_reload(self, now: float) -> None:
+        self._reload.clear()
+        self._key = None  # read again at the next connection
+        if self._rejected is not None:
+            log.info("reload: trying %s again", self.codec.name)
+            self._rejected = None
+            self._set_state("idle")
+        self.backoff.reset()
+        self._retry_at = now
+
+    # --- the inbox --------------------------------------------------------------------
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if self._conn is None or item.conn != self._conn.number:
+                continue  # from a connection already torn down
+            if isinstance(item, Message):
+                for event in item.events:
+                    if self._conn is None:
+                        break
+                    self._on_event(event)
+            elif isinstance(item, BadMessage):
+                self.bad_messages += 1
+                self.status.put("link_bad_messages", self.bad_messages)
+                log.warning(
+                    "ignored a malformed message from %s: %s", self.codec.name, item.problem
+                )
+            elif isinstance(item, Closed):
+                self._on_closed(item)
+
+    def _on_event(self, event: object) -> None:
+        self._unanswered_since = None
+        if isinstance(event, TokenUpdate):
+            self._now_retries = 0
+            if event.final_audio_ms is not None:
+                self.buffer.confirm_audio(event.final_audio_ms * SAMPLE_RATE // 1000)
+            if event.finalized and self._finalize_marks:
+                self.buffer.confirm_audio(self._finalize_marks.popleft())
+            self.sink.update(event, self._capture_seconds)
+        elif isinstance(event, SessionFinished):
+            self._finished = True
+            self.buffer.confirm_all_sent()
+        elif isinstance(event, ServiceError):
+            self._session_failed(event)
+
+    def _on_closed(self, item: Closed) -> None:
+        error = self.codec.closed(item.code, item.reason, self._finished)
+        if error is None:
+            log.info("%s session %d ended", self.codec.name, self.sessions)
+            self._teardown()
+            self._retry_at = self._clock()
+            self._set_state("idle")
+        else:
+            self._session_failed(error)
+
+    # --- sending ----------------------------------------------------------------------
+    def _pump(self, now: float, flush: bool) -> None:
+        """Send pending items, paced; ``flush`` sends everything now (stopping)."""
+        conn = self._conn
+        speed = self.codec.replay_speed
+        self._tokens = min(PACE_BURST, self._tokens + (now - self._tokens_at) * speed)
+        self._tokens_at = now
+        chunk_samples = self.codec.audio_chunk_ms * SAMPLE_RATE // 1000
+        try:
+            while conn is not None and self._conn is conn:
+                item = self.buffer.peek()
+                if item is None:
+                    return
+                event = item.event
+                if isinstance(event, SpeechStart):
+                    self.buffer.mark_sent()
+                    self._in_utterance = True
+                    continue
+                if isinstance(event, SpeechEnd):
+                    self.buffer.mark_sent()
+                    self._in_utterance = False
+                    out = self.codec.finalize()
+                    if out is not None:
+                        self._send(out, now)
+                        self._finalize_marks.append(self.buffer.session_samples)
+                    continue
+                run = self._audio_run(chunk_samples)
+                if run < chunk_samples and not flush and not self._run_complete(run):
+                    return  # wait for a full chunk
+                seconds = run / SAMPLE_RATE
+                if not flush and self._tokens < seconds:
+                    return  # paced: buffered speech goes no faster than replay_speed
+                self._tokens -= seconds
+                self._send_audio(run, now)
+        except SendFailed as exc:
+            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+
+    def _audio_run(self, limit: int) -> int:
+        """Samples of consecutive pending audio at the head, up to ``limit``."""
+        total = 0
+        for item in self.buffer.pending:
+            if not isinstance(item.event, SpeechAudio) or total >= limit:
+                break
+            total += item.samples
+        return total
+
+    def _run_complete(self, run: int) -> bool:
+        """True when the pending audio run is followed by a marker (send it now)."""
+        seen = 0
+        for item in self.buffer.pending:
+            if not isinstance(item.event, SpeechAudio):
+                return True
+            seen += item.samples
+            if seen > run:
+                return False
+        return False
+
+    def _send_audio(self, samples: int, now: float) -> None:
+        parts: list[bytes] = []
+        taken = 0
+        while taken < samples:
+            item = self.buffer.mark_sent()
+            frame = item.event.frame  # type: ignore[union-attr]
+            self._map_pos.append(item.session_pos)
+            self._map_capture.append(frame.start)
+            parts.append(frame.pcm)
+            taken += item.samples
+        self._send(self.codec.audio(b"".join(parts)), now)
+        if len(self._map_pos) > 20_000:
+            del self._map_pos[:10_000]
+            del self._map_capture[:10_000]
+
+    def _send(self, out, now: float) -> None:  # type: ignore[no-untyped-def]
+        assert self._conn is not None
+        self._conn.send(out)
+        self.bytes_sent += len(out.payload)
+        self._last_sent = now
+        if out.what in ("audio", "finalize") and self._unanswered_since is None:
+            self._unanswered_since = now
+
+    def _capture_seconds(self, session_ms: int) -> float | None:
+        """Capture time (seconds since the source opened) of a point of this session."""
+        pos = session_ms * SAMPLE_RATE // 1000
+        i = bisect.bisect_right(self._map_pos, pos) - 1
+        if i < 0:
+            return None
+        return (self._map_capture[i] + pos - self._map_pos[i]) / SAMPLE_RATE
+
+    # --- timers -----------------------------------------------------------------------
+    def _housekeeping(self, now: float) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self.backoff.reset_if_healthy()
+        dead = self.settings.dead_after
+        try:
+            if (
+                self.codec.keepalive_interval is not None
+                and now - self._last_sent >= self.codec.keepalive_interval
+            ):
+                out = self.codec.keepalive()
+                if out is not None:
+                    self._conn.send(out)
+                    self._last_sent = now
+            quiet = now - conn.last_received
+            if quiet >= dead / 2 and (
+                self._ping_sent_at is None or self._ping_sent_at < conn.last_received
+            ):
+                conn.ping()
+                self._ping_sent_at = now
+        except SendFailed as exc:
+            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            return
+        if quiet >= dead:
+            self._dead(f"nothing received for {quiet:.1f} s")
+            return
+        if self._unanswered_since is not None and now - self._unanswered_since >= dead:
+            self._dead(f"no answer to audio for {now - self._unanswered_since:.1f} s")
+            return
+        age = now - self._session_started
+        if age >= self.codec.session_max and (
+            not self._in_utterance or age >= self.codec.session_max + ROLLOVER_GRACE
+        ):
+            log.info("renewing the %s session after %.0f s", self.codec.name, age)
+            self._pump(now, flush=True)
+            self._finish(now, "rollover")
+            return
+        if (
+            self.settings.connect == "on_demand"
+            and not self._in_utterance
+            and self.buffer.empty
+            and now - max(self._last_speech, self._session_started) >= self.settings.idle_close
+        ):
+            log.info("no speech for %.0f s: closing the session", self.settings.idle_close)
+            self._finish(now, "idle")
+
+    def _dead(self, why: str) -> None:
+        self.dead_detected += 1
+        self.status.put("link_dead_detected", self.dead_detected)
+        self._session_failed(ServiceError(None, "no_response", why, Retry.BACKOFF))
+
+    def _finish(self, now: float, why: str) -> None:
+        """End the session gracefully: end of stream, then wait for ``finished``."""
+        if self._conn is None:
+            return
+        try:
+            self._send(self.codec.end_of_stream(), now)
+        except SendFailed as exc:
+            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            return
+        self._finishing_since = now
+        self._set_state("finishing", why)
+
+    def _check_finishing(self, now: float) -> None:
+        if self._finishing_since is None or self._conn is None:
+            return
+        if self._finished:
+            # Everything was answered; the service closes by itself, but need not be waited for.
+            log.info("%s session %d finished", self.codec.name, self.sessions)
+            self._teardown()
+            self._retry_at = now
+            self._set_state("idle")
+            return
+        if now - self._finishing_since > self.settings.finish_timeout:
+            self._abandon("no end of stream within finish_timeout")
+
+    def _abandon(self, why: str) -> None:
+        log.warning("%s session: %s", self.codec.name, why)
+        self._session_failed(ServiceError(None, "finish_timeout", why, Retry.NOW))
+
+    # --- status -----------------------------------------------------------------------
+    def _set_state(self, state: str, detail: str = "") -> None:
+        self.status.set("link", state, detail)

@@ -1,0 +1,208 @@
+"""Drive a real LinkWorker against the Soniox emulator: gate events in, captions out.
+
+The speech fed in is what a gate would forward: utterances of 20 ms frames with sample
+positions. What the service should say about it is known independently of edgecap: the
+emulator's words are a function of the audio bytes alone (``expected_words``), so a test
+compares the captions with the words of the audio the gate forwarded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from edgecap.audio.frames import Frame
+from edgecap.captions.tokens import TokenUpdate
+from edgecap.config.schema import SonioxConfig
+from edgecap.config.secrets import SecretValue
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.daemon.status import StatusBoard
+from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.link.soniox import SonioxCodec
+from edgecap.link.worker import LinkSettings, LinkWorker
+from tests.emulators.soniox import SonioxEmulator, noise_pcm
+
+FRAME_BYTES = 640  # 20 ms
+FRAME = 320
+
+
+def utterances(lengths_ms: list[int], gap_ms: int = 1000, seed: int = 1) -> list[GateEvent]:
+    """Gate events for utterances of word-bearing audio separated by gaps (not forwarded)."""
+    events: list[GateEvent] = []
+    sample = 16_000  # capture starts 1 s before the first utterance
+    for n, ms in enumerate(lengths_ms, start=1):
+        pcm = noise_pcm(ms, seed=seed + n)
+        events.append(SpeechStart(n, sample, sample, 0.0))
+        for k in range(len(pcm) // FRAME_BYTES):
+            chunk = pcm[k * FRAME_BYTES : (k + 1) * FRAME_BYTES]
+            events.append(SpeechAudio(n, Frame(chunk, sample, 0.0)))
+            sample += FRAME
+        events.append(SpeechEnd(n, sample, "silence", 0.0))
+        sample += gap_ms * 16
+    return events
+
+
+def forwarded_pcm(events: list[GateEvent]) -> bytes:
+    return b"".join(e.frame.pcm for e in events if isinstance(e, SpeechAudio))
+
+
+@dataclass
+class RecordingSink:
+    """A CaptionSink that records what the link delivered."""
+
+    finals: list[str] = field(default_factory=list)  # spoken final token texts, in order
+    translations: list[str] = field(default_factory=list)
+    speakers: set[str] = field(default_factory=set)
+    starts: list[float | None] = field(default_factory=list)
+    updates: int = 0
+    session_ends: int = 0
+    losses: list[tuple[float, float | None, float | None, str]] = field(default_factory=list)
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update(self, u: TokenUpdate, clock) -> None:  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.updates += 1
+            for t in u.final:
+                if t.spoken:
+                    self.finals.append(t.text)
+                    self.starts.append(clock(t.start_ms) if t.start_ms is not None else None)
+                else:
+                    self.translations.append(t.text)
+                if t.speaker:
+                    self.speakers.add(t.speaker)
+
+    def session_ended(self) -> None:
+        with self.lock:
+            self.session_ends += 1
+
+    def loss(self, seconds: float, start: float | None, end: float | None, reason: str) -> None:
+        with self.lock:
+            self.losses.append((seconds, start, end, reason))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def soniox_config(url: str, **changes: object) -> SonioxConfig:
+    return replace(SonioxConfig(), url=url, **changes)  # type: ignore[arg-type]
+
+
+class LinkRun:
+    """A LinkWorker with its speech queue, fed by a feeder thread the test owns."""
+
+    def __init__(
+        self,
+        emu: SonioxEmulator,
+        *,
+        url: str | None = None,
+        key: str = "test-key",
+        ca_file: str | None = None,
+        soniox: dict | None = None,
+        replay_speed: float = 10.0,
+        **settings: object,
+    ) -> None:
+        cfg = soniox_config(url or emu.url, **(soniox or {}))
+        self.codec = SonioxCodec(cfg, replay_speed=replay_speed)
+        defaults: dict = dict(
+            retry_first=0.1, retry_max=0.5, connect_timeout=2.0, dead_after=2.0, finish_timeout=2.0
+        )
+        defaults.update(settings)
+        self.settings = LinkSettings(ca_file=Path(ca_file or emu.ca_file), **defaults)
+        self.queue = SpeechQueue(600 * 16_000)
+        self.status = StatusBoard()
+        self.sink = RecordingSink()
+        self.key = SecretValue("test", key)
+        self.link = LinkWorker(
+            self.queue, self.codec, lambda: self.key, self.settings, self.status, self.sink
+        )
+        self._feeder: threading.Thread | None = None
+        self._feed_stop = threading.Event()
+
+    def start(self) -> LinkRun:
+        self.link.start()
+        return self
+
+    def feed(self, events: list[GateEvent], realtime: float | None = None) -> None:
+        """Put events into the speech queue; ``realtime``: frames per second factor of
+        real time (1.0 = live), None = all at once."""
+        if realtime is None:
+            for e in events:
+                self.queue.put(e)
+            return
+
+        def run() -> None:
+            # Paced by capture time: frames at their real rate, pauses as long as they were.
+            t0 = time.monotonic()
+            first: int | None = None
+            for e in events:
+                if self._feed_stop.is_set():
+                    return
+                sample = e.frame.end if isinstance(e, SpeechAudio) else e.sample
+                first = sample if first is None else first
+                delay = t0 + (sample - first) / 16_000 / realtime - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self.queue.put(e)
+
+        self._feeder = threading.Thread(target=run, name="test-feeder")
+        self._feeder.start()
+
+    def wait_fed(self, timeout: float = 30.0) -> None:
+        if self._feeder is not None:
+            self._feeder.join(timeout)
+            assert not self._feeder.is_alive(), "feeder did not finish"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the input (as capture does at stop) and wait for the link to end."""
+        self._feed_stop.set()
+        self.wait_fed()
+        self.queue.close()
+        self.link.request_stop()
+        assert self.link.join(timeout), "link did not stop in time"
+        assert self.link.error is None, f"link failed: {self.link.error!r}"
+
+    def state(self) -> str | None:
+        return self.status.snapshot().state_of("link")
+
+    def detail(self) -> str:
+        part = self.status.snapshot().parts.get("link")
+        return part.detail if part else ""
+
+
+def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def coverage_gaps(forwarded: bytes, received: list[bytes]) -> list[tuple[int, int]]:
+    """Stretches (byte offsets) of ``forwarded`` that no session received.
+
+    Each session's audio must be one contiguous, frame-aligned piece of the forwarded
+    stream (replay starts at a frame); anything else is an error, not a gap.
+    """
+    covered: list[tuple[int, int]] = []
+    for audio in received:
+        if not audio:
+            continue
+        at = forwarded.find(audio)
+        while at >= 0 and at % FRAME_BYTES:
+            at = forwarded.find(audio, at + 1)
+        assert at >= 0, f"a session received {len(audio)} bytes that are not a piece of the input"
+        covered.append((at, at + len(audio)))
+    covered.sort()
+    gaps = []
+    pos = 0
+    for a, b in covered:
+        if a > pos:
+            gaps.append((pos, a))
+        pos = max(pos, b)
+    if pos < len(forwarded):
+        gaps.append((pos, len(forwarded)))
+    return gaps
