@@ -1,0 +1,48 @@
+"""Caption events: what the CaptionBoard publishes and every output consumes.
+
+An output keys lines by ``seq``. A line is published again each time it changes; the flags
+say what may still change:
+
+- ``final`` False: the text is provisional and may still change (or vanish: empty text).
+- ``final`` True: the text never changes again; the translation may still grow.
+- ``translation_final`` True (only ever together with ``final``): the line is done and is
+  never published again.
+
+A final line with empty text withdraws a line that was only ever shown provisionally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionLine:
+    seq: int  # 1, 2, 3 … for the daemon's life
+    text: str
+    translation: str
+    speaker: str | None
+    language: str | None
+    translation_language: str | None
+    start: float | None  # seconds of capture time; None when unknown
+    end: float | None
+    final: bool
+    translation_final: bool
+
+    @property
+    def done(self) -> bool:
+        """True for the last event of this seq."""
+        return self.final and self.translation_final
+
+
+@dataclass(frozen=True, slots=True)
+class AudioLoss:
+    """Speech that was captured but never reached the service (the link reports it)."""
+
+    seconds: float
+    start: float | None  # seconds of capture time
+    end: float | None
+    reason: str  # for people: "network down", "buffer full" …
+
+
+CaptionEvent = CaptionLine | AudioLoss

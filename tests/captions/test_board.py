@@ -1,0 +1,560 @@
+"""CaptionBoard: tokens in, caption lines out — rule by rule, then a property over random
+streams shaped the way a service sends them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecap.captions.board import CaptionBoard
+from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine
+from edgecap.captions.tokens import Token, TokenKind, TokenUpdate
+
+
+def tok(
+    text: str,
+    final: bool = True,
+    kind: TokenKind = "none",
+    speaker: str | None = None,
+    language: str | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> Token:
+    return Token(text, final, kind, start_ms, end_ms, speaker, language)
+
+
+def words(text: str, final: bool = True, **kw) -> tuple[Token, ...]:
+    """' hello world' → (' hello', ' world'), every word a token."""
+    return tuple(tok(" " + w, final, **kw) for w in text.split())
+
+
+def line(
+    seq: int,
+    text: str,
+    final: bool = False,
+    translation: str = "",
+    translation_final: bool = False,
+    **kw,
+) -> CaptionLine:
+    fields: dict = {
+        "speaker": None,
+        "language": None,
+        "translation_language": None,
+        "start": None,
+        "end": None,
+    }
+    fields.update(kw)
+    return CaptionLine(
+        seq=seq,
+        text=text,
+        translation=translation,
+        final=final,
+        translation_final=translation_final,
+        **fields,
+    )
+
+
+def make(**kw) -> tuple[CaptionBoard, list[CaptionEvent]]:
+    events: list[CaptionEvent] = []
+    return CaptionBoard(events.append, **kw), events
+
+
+def U(*final: Token, provisional: tuple[Token, ...] = (), **flags) -> TokenUpdate:
+    return TokenUpdate(final=final, provisional=provisional, **flags)
+
+
+# --- spoken text ---------------------------------------------------------------------------
+
+
+def test_finals_append_and_the_provisional_tail_is_replaced():
+    board, events = make()
+    board.update(U(provisional=(tok(" hel", False),)))
+    board.update(U(tok(" hel"), tok("lo"), provisional=(tok(" wor", False),)))
+    board.update(U(tok(" world"), provisional=()))
+    assert events == [line(1, "hel"), line(1, "hello wor"), line(1, "hello world")]
+
+
+def test_an_unchanged_line_and_an_empty_update_publish_nothing():
+    board, events = make()
+    board.update(U(tok(" hi"), provisional=(tok(" there", False),)))
+    board.update(U(provisional=(tok(" there", False),)))
+    board.update(TokenUpdate())
+    assert events == [line(1, "hi there")]
+
+
+def test_endpoint_closes_the_line_after_appending_the_finals():
+    board, events = make()
+    board.update(U(tok(" good"), provisional=(tok(" morn", False),)))
+    board.update(U(tok(" morning"), endpoint=True))
+    board.update(U(tok(" again")))
+    assert events == [
+        line(1, "good morn"),
+        line(1, "good morning", final=True, translation_final=True),
+        line(2, "again"),
+    ]
+
+
+def test_a_finalize_reply_closes_the_line():
+    board, events = make()
+    board.update(U(*words("one two")))
+    board.update(U(finalized=True))
+    board.update(U(finalized=True))  # nothing left to close
+    assert events == [line(1, "one two"), line(1, "one two", final=True, translation_final=True)]
+
+
+def test_a_provisional_tail_after_an_endpoint_opens_the_next_line():
+    board, events = make()
+    board.update(U(*words("yes"), endpoint=True, provisional=(tok(" and", False),)))
+    assert events == [line(1, "yes", final=True, translation_final=True), line(2, "and")]
+
+
+def test_a_speaker_change_starts_a_new_line():
+    board, events = make()
+    board.update(U(tok(" hi", speaker="1"), tok(" you", speaker="2"), tok(" there", speaker="2")))
+    board.update(U(endpoint=True))
+    assert events == [
+        line(1, "hi", final=True, translation_final=True, speaker="1"),
+        line(2, "you there", speaker="2"),
+        line(2, "you there", final=True, translation_final=True, speaker="2"),
+    ]
+
+
+def test_a_token_without_a_speaker_is_not_a_speaker_change():
+    board, events = make()
+    board.update(U(tok(" hel", speaker="1"), tok("lo"), tok(" you", speaker="1")))
+    board.update(U(tok(" all", speaker=None), tok(" there", speaker="2")))
+    assert events == [
+        line(1, "hello you", speaker="1"),
+        line(1, "hello you all", final=True, translation_final=True, speaker="1"),
+        line(2, "there", speaker="2"),
+    ]
+
+
+def test_a_language_change_is_not_a_break_and_the_majority_language_wins():
+    board, events = make()
+    board.update(
+        U(tok(" hola", language="es"), tok(" my", language="en"), tok(" friend", language="en"))
+    )
+    assert events == [line(1, "hola my friend", language="en")]
+
+
+def test_max_line_chars_breaks_before_the_word_that_would_overflow():
+    board, events = make(max_line_chars=12)
+    # " hel" "lo" is one word: the break comes before it, not inside it
+    board.update(U(tok(" one"), tok(" two"), tok(" hel"), tok("lo"), tok(" x")))
+    assert events == [
+        line(1, "one two", final=True, translation_final=True),
+        line(2, "hello x"),
+    ]
+
+
+def test_a_word_too_long_for_any_line_is_broken_at_the_hard_limit():
+    board, events = make(max_line_chars=8)  # hard limit 10
+    board.update(U(tok(" abc"), *(tok("defg") for _ in range(3))))
+    assert events == [
+        line(1, "abcdefg", final=True, translation_final=True),
+        line(2, "defgdefg"),
+    ]
+
+
+def test_bare_space_tokens_mark_word_boundaries():
+    board, events = make(max_line_chars=11)
+    board.update(U(tok("How"), tok(" "), tok("are"), tok(" "), tok("you"), tok(" "), tok("doing")))
+    assert events == [
+        line(1, "How are you", final=True, translation_final=True),
+        line(2, "doing"),
+    ]
+
+
+def test_a_sentence_end_breaks_a_long_enough_line_before_the_next_word():
+    board, events = make()
+    long = "this sentence is long enough to stand alone."
+    board.update(U(*words(long)))
+    assert events == [line(1, long)]  # the next word may still continue it ("3." "14")
+    board.update(U(tok(" Next")))
+    assert events[1:] == [line(1, long, final=True, translation_final=True), line(2, "Next")]
+
+
+def test_a_sentence_end_does_not_break_a_short_line_or_a_number():
+    board, events = make()
+    board.update(U(*words("Short. Still one line."), tok(" the"), tok(" value"), tok(" is")))
+    board.update(U(*words("roughly three point one four or"), tok(" 3."), tok("14")))
+    assert [e.text for e in events] == [
+        "Short. Still one line. the value is",
+        "Short. Still one line. the value is roughly three point one four or 3.14",
+    ]
+    assert not any(e.final for e in events if isinstance(e, CaptionLine))
+
+
+def test_cjk_sentences_break_without_spaces():
+    board, events = make(max_line_chars=10)
+    board.update(U(*(tok(c, language="zh") for c in "今天天气很好。我们去公园吧")))
+    assert events == [
+        line(1, "今天天气很好。我们去", final=True, translation_final=True, language="zh"),
+        line(2, "公园吧", language="zh"),
+    ]
+
+
+def test_cjk_sentence_end_at_forty_chars():
+    board, events = make()
+    first = "一" * 39 + "。"
+    board.update(U(*(tok(c) for c in first + "好")))
+    assert events == [line(1, first, final=True, translation_final=True), line(2, "好")]
+
+
+def test_capture_times_come_from_the_clock():
+    board, events = make()
+    clock = {0: 10.0, 300: 10.3, 400: 10.4, 800: 10.8}.get
+    board.update(
+        U(
+            tok(" hi", start_ms=0, end_ms=300),
+            provisional=(tok(" yo", False, start_ms=400, end_ms=800),),
+        ),
+        clock,
+    )
+    board.update(U(endpoint=True))
+    assert events == [
+        line(1, "hi yo", start=10.0, end=10.8),
+        line(1, "hi", final=True, translation_final=True, start=10.0, end=10.3),
+    ]
+
+
+def test_a_clock_that_says_zero_is_a_time():
+    board, events = make()
+    board.update(U(provisional=(tok(" a", False, start_ms=0, end_ms=0),)), lambda ms: 0.0)
+    assert events == [line(1, "a", start=0.0, end=0.0)]
+
+
+def test_session_ended_drops_the_tail_and_keeps_the_line_open():
+    board, events = make()
+    board.update(U(tok(" we"), tok(" said"), provisional=(tok(" some", False),)))
+    board.session_ended()
+    board.session_ended()  # nothing changed: nothing published
+    board.update(U(tok(" something")))
+    assert events == [line(1, "we said some"), line(1, "we said"), line(1, "we said something")]
+
+
+def test_session_ended_withdraws_a_tail_only_line_and_close_ends_it():
+    board, events = make()
+    board.update(U(provisional=(tok(" maybe", False),)))
+    board.session_ended()
+    board.close()
+    assert events == [
+        line(1, "maybe"),
+        line(1, ""),
+        line(1, "", final=True, translation_final=True),
+    ]
+
+
+def test_a_tail_only_line_takes_the_next_finals_even_from_another_speaker():
+    board, events = make()
+    board.update(U(provisional=(tok(" ok", False, speaker="1"),)))
+    board.update(U(tok(" okay", speaker="2")))
+    assert events == [line(1, "ok", speaker="1"), line(1, "okay", speaker="2")]
+
+
+def test_close_finalises_the_open_line_without_its_tail():
+    board, events = make()
+    board.update(U(tok(" last"), tok(" words"), provisional=(tok(" unfinished", False),)))
+    board.close()
+    board.close()
+    assert events == [
+        line(1, "last words unfinished"),
+        line(1, "last words", final=True, translation_final=True),
+    ]
+
+
+def test_loss_is_published():
+    board, events = make()
+    board.loss(12.4, 10.0, 22.4, "network down")
+    assert events == [AudioLoss(12.4, 10.0, 22.4, "network down")]
+
+
+def test_a_failing_listener_does_not_break_the_board():
+    seen: list[CaptionEvent] = []
+
+    def publish(event: CaptionEvent) -> None:
+        seen.append(event)
+        raise RuntimeError("output broke")
+
+    board = CaptionBoard(publish)
+    board.update(U(tok(" a")))
+    board.update(U(tok(" b"), endpoint=True))
+    assert [e.text for e in seen if isinstance(e, CaptionLine)] == ["a", "a b"]
+
+
+# --- translation ---------------------------------------------------------------------------
+
+
+def orig(text: str, final: bool = True, **kw) -> tuple[Token, ...]:
+    return words(text, final, kind="original", **kw)
+
+
+def trans(text: str, final: bool = True, language: str = "es", **kw) -> tuple[Token, ...]:
+    return words(text, final, kind="translation", language=language, **kw)
+
+
+def test_one_way_translation_with_a_provisional_tail():
+    board, events = make(translation=True)
+    board.update(U(*orig("hello"), provisional=orig("every", False) + trans("hola", False)))
+    board.update(U(*orig("everyone"), *trans("hola a"), provisional=trans("todos", False)))
+    board.update(U(*trans("todos"), endpoint=True))
+    es = {"translation_language": "es"}
+    assert events == [
+        line(1, "hello every", translation="hola", **es),
+        line(1, "hello everyone", translation="hola a todos", **es),
+        line(1, "hello everyone", True, "hola a todos", True, **es),
+    ]
+
+
+def test_two_way_translation_pairs_each_line_with_its_own_translation():
+    board, events = make(translation=True)
+    en, es = {"speaker": "1", "language": "en"}, {"speaker": "2", "language": "es"}
+    board.update(U(*orig("how are you", **en), *trans("cómo estás", speaker="1")))
+    board.update(U(*orig("muy bien", **es), *trans("very well", language="en", speaker="2")))
+    board.update(U(endpoint=True))
+    assert events == [
+        line(1, "how are you", translation="cómo estás", translation_language="es", **en),
+        line(1, "how are you", True, "cómo estás", True, translation_language="es", **en),
+        line(2, "muy bien", translation="very well", translation_language="en", **es),
+        line(2, "muy bien", True, "very well", True, translation_language="en", **es),
+    ]
+
+
+def test_a_translation_arriving_after_the_next_line_started_goes_to_its_line():
+    board, events = make(translation=True)
+    board.update(U(*orig("first", speaker="1")))
+    board.update(U(*orig("second", speaker="2")))  # line 1 closes, no translation yet
+    board.update(U(*trans("primero")))
+    board.update(U(*orig("line", speaker="2"), *trans("segunda línea")))
+    board.update(U(endpoint=True))
+    s1, s2, es = {"speaker": "1"}, {"speaker": "2"}, {"translation_language": "es"}
+    assert events == [
+        line(1, "first", **s1),
+        line(1, "first", final=True, **s1),
+        line(2, "second", **s2),
+        line(1, "first", True, "primero", **s1, **es),
+        # a spoken token of a later line after the translation: line 1's is final
+        line(1, "first", True, "primero", True, **s1, **es),
+        line(2, "second line", translation="segunda línea", **s2, **es),
+        line(2, "second line", True, "segunda línea", True, **s2, **es),
+    ]
+
+
+def test_translation_grows_on_a_closed_line_until_a_later_line_speaks():
+    board, events = make(translation=True, max_line_chars=12)
+    board.update(U(*orig("one two three")))  # "one two" | "three"
+    board.update(U(*trans("uno dos"), provisional=trans("tres", False)))
+    board.update(U(*trans("tres"), *orig("four")))
+    board.update(U(endpoint=True))
+    es = {"translation_language": "es"}
+    assert events == [
+        line(1, "one two", final=True),
+        line(2, "three"),
+        line(1, "one two", True, "uno dos tres", **es),
+        line(1, "one two", True, "uno dos tres", True, **es),
+        line(2, "three four"),
+        line(2, "three four", final=True),
+    ]
+    board.close()
+    assert events[-1] == line(2, "three four", True, "", True)
+
+
+def test_untranslated_lines_never_wait_for_a_translation():
+    board, events = make(translation=True)
+    board.update(U(tok(" bonjour", speaker="3", language="fr"), *orig("hi", speaker="1")))
+    board.update(U(*trans("hola", speaker="1")))
+    board.update(U(endpoint=True))
+    assert events == [
+        line(1, "bonjour", True, "", True, speaker="3", language="fr"),
+        line(2, "hi", speaker="1"),
+        line(2, "hi", translation="hola", speaker="1", translation_language="es"),
+        line(2, "hi", True, "hola", True, speaker="1", translation_language="es"),
+    ]
+
+
+def test_untranslated_words_do_not_end_the_wait_of_an_older_line():
+    board, events = make(translation=True)
+    board.update(U(*orig("one two", speaker="1"), *trans("uno", speaker="1")))
+    board.update(U(tok(" bonjour", speaker="3")))  # a third language, not translated
+    board.update(U(*trans("dos", speaker="1"), endpoint=True))
+    done = [e for e in events if isinstance(e, CaptionLine) and e.done]
+    assert [(e.seq, e.text, e.translation) for e in done] == [
+        (1, "one two", "uno dos"),
+        (2, "bonjour", ""),
+    ]
+
+
+def test_without_translation_translation_tokens_are_ignored():
+    board, events = make(translation=False)
+    board.update(U(*orig("hello"), *trans("hola"), endpoint=True))
+    assert events == [line(1, "hello", final=True, translation_final=True)]
+
+
+def test_a_line_never_translated_does_not_shift_later_translations():
+    board, events = make(translation=True)
+    board.update(U(*orig("ahem"), endpoint=True))  # the service never translates it
+    board.update(U(*orig("good night"), *trans("buenas noches"), endpoint=True))
+    done = [e for e in events if isinstance(e, CaptionLine) and e.done]
+    assert [(e.text, e.translation) for e in done] == [
+        ("ahem", ""),
+        ("good night", "buenas noches"),
+    ]
+
+
+def test_a_translation_right_after_an_endpoint_still_reaches_its_line():
+    board, events = make(translation=True)
+    board.update(U(*orig("see you"), endpoint=True))
+    assert events == [line(1, "see you", final=True)]  # the translation may still come
+    board.update(U(*trans("hasta luego")))
+    board.update(U(endpoint=True))
+    assert events[1:] == [
+        line(1, "see you", True, "hasta luego", translation_language="es"),
+        line(1, "see you", True, "hasta luego", True, translation_language="es"),
+    ]
+
+
+def test_session_ended_ends_the_wait_of_closed_lines():
+    board, events = make(translation=True)
+    board.update(U(*orig("closed", speaker="1"), *orig("open", speaker="2")))
+    board.session_ended()
+    assert events[-1] == line(1, "closed", True, "", True, speaker="1")
+    board.update(U(*orig("more", speaker="2"), *trans("abierto más", speaker="2")))
+    board.close()
+    assert events[-1] == line(
+        2, "open more", True, "abierto más", True, speaker="2", translation_language="es"
+    )
+
+
+def test_close_makes_every_translation_final():
+    board, events = make(translation=True)
+    board.update(U(*orig("a b"), provisional=trans("x", False)))
+    board.close()
+    assert events == [
+        line(1, "a b", translation="x", translation_language="es"),
+        line(1, "a b", True, "", True),
+    ]
+
+
+# --- the property --------------------------------------------------------------------------
+
+WORDS = ["a", "hello", "world.", "ok?", "3.", "14", "x" * 12, "yes!", "是", "好。"]
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[object], set[int], bool, int]:
+    """A service's final token stream as items (tokens and "END" markers), then the updates.
+
+    Chunks of speech, each by one speaker, either translated ("original") or not ("none");
+    a translated chunk's translation follows it, at once or only after later chunks'
+    originals (translation lag). An endpoint comes only when no translation is pending; so
+    does a session end (``safe``: the item counts after which one may come).
+    """
+    translated = draw(st.booleans())
+    items: list[object] = []
+    safe: set[int] = set()
+    pending: list[Token] = []
+    for _ in range(draw(st.integers(1, 8))):
+        speaker = draw(st.sampled_from(["1", "2", None]))
+        kind: TokenKind = "original" if translated and draw(st.booleans()) else "none"
+        for word in draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=6)):
+            split = draw(st.integers(0, 2))
+            if split == 1 and len(word) > 1:  # " hel" "lo"
+                pieces = [" " + word[:1], word[1:]]
+            elif split == 2:  # " " "hello"
+                pieces = [" ", word]
+            else:
+                pieces = [" " + word]
+            language = draw(st.sampled_from(["en", "es", None]))
+            items += [tok(p, kind=kind, speaker=speaker, language=language) for p in pieces]
+        # translations may lag: any number of chunks later, but always after their originals
+        if pending and draw(st.booleans()):
+            items += pending
+            pending = []
+        if kind == "original":
+            n = draw(st.integers(1, 3))
+            pending += [tok(f" t{len(items)}.{i}", kind="translation") for i in range(n)]
+        if pending and draw(st.booleans()):
+            items += pending
+            pending = []
+        if not pending:
+            if draw(st.booleans()):
+                items.append("END")
+            safe.add(len(items))
+    items += pending
+    return items, safe, translated, draw(st.sampled_from([20, 40, 120]))
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> tuple[list[object], bool, int]:
+    """The stream cut into updates with provisional tails, and some session ends."""
+    items, safe, translated, max_chars = draw(streams())
+    script: list[object] = []
+    i = 0
+    while i < len(items):
+        n = draw(st.integers(1, 5))
+        chunk = items[i : i + n]
+        if "END" in chunk:
+            chunk = chunk[: chunk.index("END") + 1]
+        i += len(chunk)
+        finals = tuple(t for t in chunk if isinstance(t, Token))
+        upcoming = [t for t in items[i : i + draw(st.integers(0, 4))] if isinstance(t, Token)]
+        tail = tuple(
+            replace(t, is_final=False, text=t.text + draw(st.sampled_from(["", "zz"])))
+            for t in upcoming
+        )
+        script.append(TokenUpdate(final=finals, provisional=tail, endpoint="END" in chunk))
+        if i in safe and draw(st.integers(0, 3)) == 0:
+            script.append("SESSION_END")
+    return script, translated, max_chars
+
+
+def squash(text: str) -> str:
+    return "".join(text.split())
+
+
+@settings(max_examples=400, deadline=None)
+@given(scripts())
+def test_property_finals_are_emitted_once_and_nothing_is_lost(case):
+    script, translated, max_chars = case
+    board, events = make(translation=translated, max_line_chars=max_chars)
+    for step in script:
+        if step == "SESSION_END":
+            board.session_ended()
+        else:
+            board.update(step)
+    board.close()
+
+    lines = [e for e in events if isinstance(e, CaptionLine)]
+    first_seen: list[int] = []
+    final_text: dict[int, str] = {}
+    final_translation: dict[int, str] = {}
+    done: set[int] = set()
+    for e in lines:
+        assert e.seq not in done, "a line was emitted after it was done"
+        if e.seq not in first_seen:
+            first_seen.append(e.seq)
+        if e.seq in final_text:
+            assert e.final, "a final line became provisional again"
+            assert e.text == final_text[e.seq], "a final line's text changed"
+        elif e.final:
+            final_text[e.seq] = e.text
+        if e.translation_final:
+            assert e.final
+            final_translation[e.seq] = e.translation
+        if e.done:
+            done.add(e.seq)
+        assert e.text == e.text.strip() and e.translation == e.translation.strip()
+        assert len(e.text) <= max_chars + max_chars // 4 or not e.final
+    assert first_seen == list(range(1, len(first_seen) + 1))
+    assert done == set(first_seen), "close() leaves every line done"
+
+    updates = [s for s in script if isinstance(s, TokenUpdate)]
+    spoken = "".join(t.text for u in updates for t in u.final if t.spoken)
+    assert squash("".join(final_text[s] for s in first_seen)) == squash(spoken)
+    translations = "".join(t.text for u in updates for t in u.final if not t.spoken)
+    expected = translations if translated else ""
+    assert squash("".join(final_translation[s] for s in first_seen)) == squash(expected)
+    assert board.orphan_translations == 0
