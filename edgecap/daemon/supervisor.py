@@ -2,6 +2,10 @@
 
     source ─▶ CaptureWorker (gate) ─▶ SpeechQueue ─▶ speech consumer ─▶ outputs
 
+The speech consumer is the LinkWorker (a cloud service: speech goes out, captions come
+back through the CaptionBoard) or, for ``service = local`` until the offline engine lands,
+the ActivityWorker (the gate's activity only).
+
 The supervisor's loop wakes on a signal, a worker's exit or every half second. Stopping is
 ordered so nothing in flight is lost: capture stops first (ending the open utterance and
 closing the queue), then the consumer drains the queue, then the outputs close. Each join
@@ -21,13 +25,18 @@ from typing import TextIO
 from edgecap.audio.factory import make_source
 from edgecap.audio.frames import SAMPLE_RATE, frame_samples
 from edgecap.audio.source import AudioSource, SourceConfigError
+from edgecap.captions.board import CaptionBoard
+from edgecap.captions.events import CaptionEvent
 from edgecap.config.loader import EX_CONFIG, LoadedConfig
+from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
 from edgecap.daemon.activity import ActivityWorker
 from edgecap.daemon.capture import CaptureWorker
 from edgecap.daemon.speech_queue import SpeechQueue
 from edgecap.daemon.status import StatusBoard
 from edgecap.daemon.worker import Worker
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.link.soniox import SonioxCodec
+from edgecap.link.worker import LinkSettings, LinkWorker
 from edgecap.logsetup import under_journal
 from edgecap.outputs.stdout import StdoutOutput
 
@@ -48,6 +57,23 @@ def gate_settings(loaded: LoadedConfig) -> GateSettings:
         hangover_ms=round(g.hangover * 1000),
         min_speech_ms=round(g.min_speech * 1000),
         max_utterance_s=g.max_utterance,
+    )
+
+
+def link_settings(loaded: LoadedConfig) -> LinkSettings:
+    c = loaded.config.link
+    return LinkSettings(
+        connect=c.connect,
+        idle_close=c.idle_close,
+        buffer=c.buffer,
+        retry_first=c.retry_first,
+        retry_max=c.retry_max,
+        fatal_retry=c.fatal_retry,
+        connect_timeout=c.connect_timeout,
+        dead_after=c.dead_after,
+        finish_timeout=c.finish_timeout,
+        ca_file=c.ca_file,
+        proxy=c.proxy,
     )
 
 
@@ -77,7 +103,22 @@ class Daemon:
             retry_first=min(0.5, cfg.audio.retry_max),
             retry_max=cfg.audio.retry_max,
         )
-        self.consumer = ActivityWorker(self.queue, self._publish_activity)
+        self.link: LinkWorker | None = None
+        self.board: CaptionBoard | None = None
+        self.consumer: Worker
+        if cfg.daemon.service == "soniox":
+            self.board = CaptionBoard(
+                self._publish_caption, translation=cfg.soniox.translation != "none"
+            )
+            codec = SonioxCodec(cfg.soniox, replay_speed=cfg.link.replay_speed)
+            self.link = LinkWorker(
+                self.queue, codec, self._service_key, link_settings(loaded), self.status, self.board
+            )
+            self.consumer = self.link
+            # The last captions are awaited at stop (end of stream → finished).
+            self.stop_timeout += cfg.link.finish_timeout
+        else:
+            self.consumer = ActivityWorker(self.queue, self._publish_activity)
         self.workers: list[Worker] = [self.consumer, self.capture]
         if self.stdout is not None:
             self.status.subscribe(self.stdout.status)
@@ -91,11 +132,38 @@ class Daemon:
         enabled = sc.enabled == "yes" or (sc.enabled == "auto" and not under_journal())
         if not enabled:
             return None
-        return StdoutOutput(stream if stream is not None else sys.stdout, fmt=sc.format)
+        return StdoutOutput(
+            stream if stream is not None else sys.stdout,
+            fmt=sc.format,
+            show_activity=self.loaded.config.daemon.service == "local",
+        )
 
     def _publish_activity(self, activity):  # type: ignore[no-untyped-def]
         if self.stdout is not None:
             self.stdout.activity(activity)
+
+    def _publish_caption(self, event: CaptionEvent) -> None:
+        if self.stdout is not None:
+            self.stdout.caption(event)
+
+    def _service_key(self) -> SecretValue | None:
+        """The service key, read again from its sources at each (re)connection after a
+        reload; if it has vanished since, the one read at start is used."""
+        service = self.loaded.config.daemon.service
+        ref = getattr(self.loaded.config, service).api_key
+        try:
+            return resolve(ref)
+        except SecretNotFound as exc:
+            log.error("%s key: %s; using the key read at start", service, exc)
+            return self.loaded.secrets.get(service)
+
+    def reload(self) -> None:
+        """SIGHUP: read the service key again and retry a refused service at once."""
+        if self.link is not None:
+            log.info("reload: the %s key is read again", self.loaded.config.daemon.service)
+            self.link.request_reload()
+        else:
+            log.info("reload: nothing to reload for service = local")
 
     # --- control ------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -111,7 +179,7 @@ class Daemon:
             self.request_stop(signal.Signals(signum).name)
 
         def on_hup(signum: int, frame: object) -> None:
-            log.warning("SIGHUP received: live reload is not available in this version")
+            self.reload()
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
@@ -143,6 +211,19 @@ class Daemon:
             if self.capture.finished.is_set():
                 break  # end of input: the consumer drains what is left
         code = self._stop(code)
+        if self.link is not None:
+            link = self.link
+            log.info(
+                "link: %d connection attempts, %d sessions, %d failures; %.1f s of speech "
+                "confirmed, %.1f s replayed, %.1f s lost; %d bytes sent",
+                link.attempts,
+                link.sessions,
+                link.failures,
+                link.buffer.confirmed_samples / SAMPLE_RATE,
+                link.buffer.replayed_samples / SAMPLE_RATE,
+                link.buffer.dropped.seconds,
+                link.bytes_sent,
+            )
         frames = self.capture.frames_read
         log.info(
             "edgecap stopped after %.1f s: %d frames captured (%.1f s); gate forwarded %d "
