@@ -108,7 +108,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if daemon.hung:
         logging.shutdown()
         os._exit(code)  # a thread that will not stop must not keep the process alive
+    _quiet_broken_stdout()
     return code
+
+
+def _quiet_broken_stdout() -> None:
+    """Standard output may be a pipe whose reader left (``edgecap run | head``): the output
+    already stopped writing to it; keep Python's exit-time flush from complaining too."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -28,6 +28,14 @@ AUDIO_STATES = {
 }
 
 
+# Link states worth telling people about (connecting, connected, idle and finishing are
+# the normal ones: an on-demand link connects at every first word).
+LINK_PROBLEMS = {
+    "retrying": "Speech service unreachable",
+    "rejected": "Speech service refused the session",
+}
+
+
 @dataclass(frozen=True)
 class PartStatus:
     state: str
@@ -53,7 +61,12 @@ class StatusSnapshot:
         text = AUDIO_STATES.get(audio.state, audio.state)
         if audio.detail and audio.state not in ("listening", "speech"):
             text = f"{text}: {audio.detail}"
-        lost = self.counters.get("audio_dropped_s", 0.0)
+        link = self.parts.get("link")
+        if link is not None and link.state in LINK_PROBLEMS:
+            text += f" · {LINK_PROBLEMS[link.state]}"
+            if link.detail:
+                text += f" ({link.detail})"
+        lost = self.counters.get("audio_dropped_s", 0.0) + self.counters.get("uplink_lost_s", 0.0)
         if lost:
             text += f" · {lost:.1f} s lost"
         return text

@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,8 +100,10 @@ class Connection:
         tls: ssl.SSLContext,
         proxy: str | None = None,
         connect_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.number = number
+        self.clock = clock
         self._handshake = handshake
         self._codec = codec
         self._inbox = inbox
@@ -145,7 +148,7 @@ class Connection:
             ) from None
         ws.settimeout(READ_POLL)
         self._ws = ws
-        self.opened_at = self.last_received = self.last_message = time.monotonic()
+        self.opened_at = self.last_received = self.last_message = self.clock()
         self._reader = _Reader(self, ws)
         self._reader.start()
 
@@ -218,7 +221,7 @@ class _Reader(Worker):
                     opcode, frame = ws.recv_data_frame(control_frame=True)
                 except websocket.WebSocketTimeoutException:
                     continue
-                now = time.monotonic()
+                now = conn.clock()
                 conn.last_received = now
                 data = frame.data if frame is not None else b""
                 conn.bytes_received += len(data)

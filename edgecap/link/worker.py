@@ -309,6 +309,7 @@ class LinkWorker(Worker):
             tls=self._tls,
             proxy=self.settings.proxy,
             connect_timeout=self.settings.connect_timeout,
+            clock=self._clock,
         )
         try:
             conn.open()

@@ -102,6 +102,7 @@ class LinkRun:
         ca_file: str | None = None,
         soniox: dict | None = None,
         replay_speed: float = 10.0,
+        clock=time.monotonic,  # type: ignore[no-untyped-def]
         **settings: object,
     ) -> None:
         cfg = soniox_config(url or emu.url, **(soniox or {}))
@@ -116,7 +117,13 @@ class LinkRun:
         self.sink = RecordingSink()
         self.key = SecretValue("test", key)
         self.link = LinkWorker(
-            self.queue, self.codec, lambda: self.key, self.settings, self.status, self.sink
+            self.queue,
+            self.codec,
+            lambda: self.key,
+            self.settings,
+            self.status,
+            self.sink,
+            clock=clock,
         )
         self._feeder: threading.Thread | None = None
         self._feed_stop = threading.Event()
@@ -170,6 +177,13 @@ class LinkRun:
     def detail(self) -> str:
         part = self.status.snapshot().parts.get("link")
         return part.detail if part else ""
+
+
+def fast_clock(factor: float):  # type: ignore[no-untyped-def]
+    """A monotonic clock running ``factor`` times faster than real time: the link's timers
+    (backoff, fatal_retry, keepalive) then cover minutes in seconds of test."""
+    t0 = time.monotonic()
+    return lambda: t0 + (time.monotonic() - t0) * factor
 
 
 def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:  # type: ignore[no-untyped-def]

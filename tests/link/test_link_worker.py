@@ -10,6 +10,7 @@ from tests.emulators.soniox import SessionPlan, SonioxEmulator, expected_words
 from tests.link.harness import (
     LinkRun,
     coverage_gaps,
+    fast_clock,
     forwarded_pcm,
     utterances,
     wait_until,
@@ -100,6 +101,29 @@ def test_a_refused_key_is_not_retried_in_a_loop(tmp_path):
         assert wait_until(lambda: emu.sessions[-1].finalize_times, 5)
         run.stop()
         assert run.sink.finals == expected_words(forwarded_pcm(utterances([800])))
+
+
+def test_a_refused_key_is_tried_once_a_minute_at_most_then_after_fatal_retry(tmp_path):
+    """Over a minute of link time (a clock running 20× fast) with retries set to be
+    hasty, a 401 causes exactly one attempt; once fatal_retry (60 s) has passed, one more."""
+    with SonioxEmulator(tmp_path, api_key="right") as emu:
+        run = LinkRun(
+            emu,
+            key="wrong",
+            retry_first=0.05,
+            retry_max=0.2,
+            fatal_retry=60.0,
+            dead_after=100.0,
+            clock=fast_clock(20.0),
+        ).start()
+        run.feed(utterances([800]))
+        assert wait_until(lambda: run.state() == "rejected", 5)
+        time.sleep(2.5)  # 50 s of link time
+        assert emu.connections == 1
+        assert wait_until(lambda: emu.connections == 2, 2.0)  # at 60 s of link time
+        time.sleep(0.5)
+        assert emu.connections == 2
+        run.stop()
 
 
 @pytest.mark.parametrize("code", [402, 400])
