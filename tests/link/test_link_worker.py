@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.emulators.connect_proxy import ConnectProxy
 from tests.emulators.soniox import SessionPlan, SonioxEmulator, expected_words
 from tests.link.harness import (
     LinkRun,
@@ -178,3 +179,24 @@ def test_a_malformed_message_is_counted_and_the_session_goes_on(emu):
     run.stop()
     assert len(emu.sessions) == 1
     assert run.status.snapshot().counters["link_bad_messages"] == 1
+
+
+def test_the_link_goes_through_an_http_proxy_and_tls_stays_end_to_end(emu):
+    with ConnectProxy(allow={f"127.0.0.1:{emu.port}"}) as proxy:
+        events = utterances([800])
+        run = LinkRun(emu, proxy=proxy.url).start()
+        run.feed(events)
+        assert wait_until(lambda: emu.sessions and emu.sessions[0].finalize_times, 5)
+        run.stop()
+        assert proxy.targets == [f"127.0.0.1:{emu.port}"]
+        assert run.sink.finals == expected_words(forwarded_pcm(events))
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_a_retried_failure(emu):
+    with ConnectProxy(allow=set()) as proxy:
+        run = LinkRun(emu, proxy=proxy.url, retry_first=0.1, retry_max=0.2).start()
+        run.feed(utterances([400]))
+        assert wait_until(lambda: run.link.failures >= 2, 5)
+        assert run.state() == "retrying" and "connect_failed" in run.detail()
+        assert emu.connections == 0
+        run.stop()
