@@ -27,9 +27,11 @@ import logging
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import NamedTuple
 
 from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine
+from edgecap.captions.sanitize import clean_label, clean_text
 from edgecap.captions.tokens import Token, TokenUpdate
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ Clock = Callable[[int], float | None]
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "।")
 SENTENCE_MIN_CHARS = 40
+TRANSLATION_LIMIT = 2000  # characters of one line's translation
 
 
 def _no_clock(ms: int) -> float | None:
@@ -60,6 +63,19 @@ def _starts_word(previous: str, text: str) -> bool:
     if text[0].isspace() or previous[-1].isspace():
         return True
     return _wide(previous.rstrip()[-1]) or _wide(text.lstrip()[0])
+
+
+def _cleaned(tokens: tuple[Token, ...]) -> tuple[Token, ...]:
+    """Service text is untrusted: no escapes or controls reach an output (sanitize.py)."""
+    return tuple(
+        replace(
+            t,
+            text=clean_text(t.text, 500),
+            speaker=clean_label(t.speaker),
+            language=clean_label(t.language),
+        )
+        for t in tokens
+    )
 
 
 class _Piece(NamedTuple):
@@ -142,7 +158,7 @@ class _Line:
         return CaptionLine(
             seq=self.seq,
             text=_joined(p.text for p in pieces).strip(),
-            translation=translation.strip(),
+            translation=translation.strip()[:TRANSLATION_LIMIT],
             speaker=self.speaker if self.has_finals else self.tail_speaker,
             language=languages.most_common(1)[0][0] if languages else None,
             translation_language=self.translation_language or self.tail_translation_language,
@@ -185,6 +201,7 @@ class CaptionBoard:
         """Apply one update; ``clock`` maps this session's ms to capture seconds."""
         if not (u.final or u.provisional or u.endpoint or u.finalized):
             return
+        u = replace(u, final=_cleaned(u.final), provisional=_cleaned(u.provisional))
         self._clear_tails()
         for tok in u.final:
             if tok.spoken:

@@ -558,3 +558,13 @@ def test_property_finals_are_emitted_once_and_nothing_is_lost(case):
     expected = translations if translated else ""
     assert squash("".join(final_translation[s] for s in first_seen)) == squash(expected)
     assert board.orphan_translations == 0
+
+
+def test_service_text_is_sanitized_before_any_output_sees_it():
+    events: list = []
+    board = CaptionBoard(events.append)
+    evil = Token(" hi\x1b[2J\x1b]0;title\x07 there\r\n", True, "none", speaker="1\x1b[0m")
+    board.update(TokenUpdate(final=(evil,), endpoint=True))
+    (line,) = [e for e in events if e.final]
+    assert line.text == "hi there"
+    assert line.speaker == "10m"
