@@ -15,8 +15,10 @@ from edgecap.config.types import (
     Bool,
     ChannelValue,
     Choice,
+    Color,
     Duration,
     FieldType,
+    FileMode,
     Float,
     Int,
     IntChoice,
@@ -26,6 +28,7 @@ from edgecap.config.types import (
     PathValue,
     Secret,
     SecretRef,
+    Size,
     Str,
     Url,
 )
@@ -318,6 +321,169 @@ class SarvamConfig:
         return []
 
 
+SHOW_CHOICES = Choice("both", "original", "translation")
+
+
+@dataclass(frozen=True)
+class SocketConfig:
+    """Captions for other programs: JSON lines on a Unix socket (docs/socket-protocol.md)."""
+
+    enabled: bool = key(Bool(), True, "serve captions on the socket")
+    path: Any = key(PathValue(), Path("/run/edgecap/captions.sock"), "the socket's path")
+    mode: int = key(FileMode(), 0o660, "permissions of the socket")
+    group: str = key(Str(max_len=64), "", "group that owns the socket (empty = the service's)")
+    history: int = key(Int(min=0, max=1000), 20, "final captions a new client gets first")
+    client_buffer: int = key(
+        Size(min=4096, max=64 * 1024**2),
+        256 * 1024,
+        "a client that falls this far behind is disconnected (after a notice)",
+    )
+    max_clients: int = key(Int(min=1, max=1000), 32, "clients at once; more are turned away")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True)
+class HdmiConfig:
+    """Captions on an attached screen through the Linux framebuffer."""
+
+    enabled: bool = key(Bool(), False, "draw captions on the framebuffer")
+    device: Any = key(PathValue(), Path("/dev/fb0"), "the framebuffer device")
+    sysfs: Any = key(
+        PathValue(),
+        Path("/sys/class/graphics"),
+        "where the framebuffer's geometry is read (virtual_size, bits_per_pixel, stride)",
+    )
+    width: int = key(Int(min=0, max=8192), 0, "screen width in pixels; 0 = from sysfs")
+    height: int = key(Int(min=0, max=8192), 0, "screen height in pixels; 0 = from sysfs")
+    bpp: int = key(IntChoice((0, 16, 32)), 0, "bits per pixel (16 = RGB565, 32); 0 = from sysfs")
+    stride: int = key(Int(min=0, max=65536), 0, "bytes per row; 0 = from sysfs or width × bpp")
+    layout: str = key(
+        Choice("rollup", "fullscreen"),
+        "rollup",
+        "rollup = the last lines at the bottom of the screen; fullscreen = the whole screen",
+    )
+    lines: int = key(Int(min=1, max=20), 3, "rollup: caption lines shown")
+    show: str = key(
+        SHOW_CHOICES, "both", "both = each line with its translation below; or only one of them"
+    )
+    fonts: tuple[str, ...] = key(
+        ListOf(Str(allow_empty=False, max_len=300), commas_only=True),
+        (
+            "DejaVuSans.ttf",
+            "Lohit-Devanagari.ttf",
+            "NotoSansCJK-Regular.ttc",
+            "NotoSansArabic-Regular.ttf",
+        ),
+        "font files or names, tried in order for each character (fallback chain)",
+    )
+    font_size: int = key(Int(min=0, max=400), 0, "text height in pixels; 0 = scaled to the screen")
+    color: Any = key(Color(), (255, 255, 255), "final text")
+    provisional_color: Any = key(Color(), (160, 160, 160), "text that may still change")
+    translation_color: Any = key(Color(), (255, 214, 102), "translations")
+    background: Any = key(Color(), (0, 0, 0), "background")
+    max_fps: int = key(Int(min=1, max=60), 15, "most screen updates per second")
+    dim_after: float = key(
+        Duration(min=0, max=86400),
+        300.0,
+        "dim the captions after this long without speech; 0 = never",
+    )
+    blank_after: float = key(
+        Duration(min=0, max=86400),
+        1800.0,
+        "blank the screen after this long without speech; 0 = never",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """Captions on a text console (a Pi without a desktop) or any terminal."""
+
+    enabled: bool = key(Bool(), False, "write captions to the console")
+    tty: Any = key(PathValue(), Path("/dev/tty1"), "the terminal device")
+    lines: int = key(Int(min=1, max=50), 3, "caption lines shown at the bottom")
+    show: str = key(SHOW_CHOICES, "both", "both, original or translation")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True)
+class SerialConfig:
+    """Captions to a serial display or a broadcast caption encoder."""
+
+    enabled: bool = key(Bool(), False, "send captions to a serial device or TCP port")
+    transport: str = key(
+        Choice("device", "tcp"), "device", "device = a serial port; tcp = host:port (telnet, iCap)"
+    )
+    device: Any = key(PathValue(), Path("/dev/ttyUSB0"), "device: the serial port")
+    host: str = key(Str(max_len=255), "", "tcp: the encoder's host name or address")
+    port: int = key(Int(min=0, max=65535), 0, "tcp: the TCP port")
+    baud: int = key(
+        IntChoice((1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)), 9600, "device: baud rate"
+    )
+    data_bits: int = key(IntChoice((7, 8)), 8, "device: data bits")
+    parity: str = key(Choice("none", "even", "odd"), "none", "device: parity")
+    stop_bits: int = key(IntChoice((1, 2)), 1, "device: stop bits")
+    profile: str = key(
+        Choice("lines", "serlcd", "matrix-orbital", "encoder"),
+        "lines",
+        "lines = finals as CRLF lines; serlcd, matrix-orbital = character LCDs; "
+        "encoder = a caption encoder's real-time roll-up mode (EEG, Evertz, Link, Ultech)",
+    )
+    show: str = key(Choice("original", "translation"), "original", "which text is sent")
+    provisional: bool = key(
+        Bool(), False, "lines: also send provisional text, rewritten in place with CR"
+    )
+    rows: int = key(Int(min=1, max=4), 2, "LCD: rows")
+    cols: int = key(Int(min=8, max=40), 16, "LCD: columns")
+    channel: str = key(Choice("cc1", "cc2", "cc3", "cc4"), "cc1", "encoder: caption channel")
+    roll_rows: int = key(IntChoice((2, 3, 4)), 3, "encoder: rows of the roll-up")
+    base_row: int = key(Int(min=2, max=15), 15, "encoder: lowest row of the roll-up")
+    chars_per_second: int = key(
+        Int(min=10, max=1000), 60, "encoder: pace (CEA-608 carries about 60 characters a second)"
+    )
+    uppercase: bool = key(Bool(), False, "encoder: send captions in capitals")
+    idle_release: float = key(
+        Duration(min=1, max=3600),
+        30.0,
+        "encoder: leave real-time mode (Ctrl-C) after this long without captions",
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if self.enabled and self.transport == "tcp" and (not self.host or not self.port):
+            out.append(("host", "transport = tcp needs host and port"))
+        if self.profile == "encoder" and self.base_row < self.roll_rows:
+            out.append(("base_row", f"must be at least roll_rows ({self.roll_rows})"))
+        return out
+
+
+@dataclass(frozen=True)
+class TranscriptConfig:
+    """Transcripts on disk: JSON Lines, WebVTT and SRT."""
+
+    enabled: bool = key(Bool(), False, "write transcripts")
+    directory: Any = key(
+        PathValue(), Path("/var/lib/edgecap/transcripts"), "where transcript files are written"
+    )
+    formats: tuple[str, ...] = key(
+        ListOf(Choice("jsonl", "vtt", "srt")), ("jsonl", "vtt", "srt"), "file formats written"
+    )
+    split: str = key(Choice("day", "session"), "day", "a new set of files each day, or each run")
+    max_size: int = key(
+        Size(min=64 * 1024, max=1024**3), 50 * 1024**2, "a file larger than this is rotated"
+    )
+    keep: int = key(Int(min=1, max=10_000), 90, "sets of files kept; older ones are deleted")
+
+    def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
 @dataclass(frozen=True)
 class StdoutConfig:
     """What `edgecap run` writes on standard output."""
@@ -364,12 +530,17 @@ class Config:
     soniox: SonioxConfig = field(default_factory=SonioxConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
     sarvam: SarvamConfig = field(default_factory=SarvamConfig)
+    socket: SocketConfig = field(default_factory=SocketConfig)
+    hdmi: HdmiConfig = field(default_factory=HdmiConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    serial: SerialConfig = field(default_factory=SerialConfig)
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
 # Sections reserved for parts that have not landed yet: accepted, but they take no keys.
-RESERVED_SECTIONS = ("local", "hdmi", "console", "serial", "socket", "transcript")
+RESERVED_SECTIONS = ("local",)
 
 
 def section_classes() -> dict[str, type]:

@@ -334,6 +334,85 @@ class Url:
         return text + (", or empty for none" if self.optional else "")
 
 
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+}
+
+
+def format_size(value: int) -> str:
+    for unit, factor in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if value and value % factor == 0:
+            return f"{value // factor}{unit}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Size:
+    """A number of bytes: ``512``, ``64K``, ``10M``, ``1G`` (binary units)."""
+
+    min: int | None = None
+    max: int | None = None
+
+    def parse(self, raw: str, base_dir: Path) -> int:
+        text = raw.strip().lower().replace(" ", "")
+        match = re.fullmatch(r"(\d+)([a-z]*)", text)
+        if match is None or match.group(2) not in _SIZE_UNITS:
+            raise ValueError(f"must be a size like 512K, 10M or 1G, not '{_short(raw.strip())}'")
+        value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        _check_range(value, self.min, self.max, fmt=format_size)
+        return value
+
+    def format(self, value: Any) -> str:
+        return format_size(value)
+
+    def describe(self) -> str:
+        return "size (K, M, G)" + _range_text(self.min, self.max, fmt=format_size)
+
+
+@dataclass(frozen=True)
+class FileMode:
+    """Unix permission bits in octal, e.g. ``0660``."""
+
+    def parse(self, raw: str, base_dir: Path) -> int:
+        text = raw.strip()
+        if not re.fullmatch(r"0?[0-7]{3}", text):
+            raise ValueError(f"must be an octal mode like 0660, not '{_short(text)}'")
+        return int(text, 8)
+
+    def format(self, value: Any) -> str:
+        return f"{value:04o}"
+
+    def describe(self) -> str:
+        return "octal mode"
+
+
+@dataclass(frozen=True)
+class Color:
+    """Hex ``rrggbb`` (``ffcc00``; no ``#``, which starts a comment in INI); an (r, g, b)."""
+
+    def parse(self, raw: str, base_dir: Path) -> tuple[int, int, int]:
+        text = raw.strip()
+        if not re.fullmatch(r"[0-9a-fA-F]{6}", text):
+            raise ValueError(f"must be a hex colour like ffcc00, not '{_short(text)}'")
+        return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+
+    def format(self, value: Any) -> str:
+        return "{:02x}{:02x}{:02x}".format(*value)
+
+    def describe(self) -> str:
+        return "hex colour rrggbb"
+
+
 @dataclass(frozen=True)
 class ChannelValue:
     """``mix`` (average all channels) or a channel number counted from 0."""

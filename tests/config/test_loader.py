@@ -107,8 +107,8 @@ def test_unreadable_and_non_utf8_files(tmp_path):
 
 def test_reserved_sections_take_no_keys_yet(tmp_path):
     with pytest.raises(ConfigError) as info:
-        load(overrides=["hdmi.rows=3"], etc_dir=tmp_path, env={})
-    assert "hdmi.rows: [hdmi] takes no keys in this version" in info.value.errors[0]
+        load(overrides=["local.model=x"], etc_dir=tmp_path, env={})
+    assert "local.model: [local] takes no keys in this version" in info.value.errors[0]
 
 
 def test_config_files_lists_dropins_only_for_existing_dirs(tmp_path):

@@ -100,3 +100,34 @@ def test_secret_refuses_an_inline_key_without_repeating_it():
 def test_secret_sources_in_order_and_relative_files():
     ref = Secret().parse("credential:k env:K file:keys/k.txt", Path("/etc/edgecap"))
     assert ref.sources == ("credential:k", "env:K", "file:/etc/edgecap/keys/k.txt")
+
+
+def test_size_mode_colour_url_language_pair():
+    from edgecap.config.types import Color, FileMode, LanguageCode, Pair, Size, Url
+
+    here = Path(".")
+    assert Size().parse("64K", here) == 65536 and Size().parse("10M", here) == 10 * 1024**2
+    assert Size().format(10 * 1024**2) == "10M"
+    with pytest.raises(ValueError, match="size like"):
+        Size().parse("10 parsecs", here)
+    with pytest.raises(ValueError, match="at least 4K"):
+        Size(min=4096).parse("1K", here)
+    assert FileMode().parse("0660", here) == 0o660 and FileMode().format(0o640) == "0640"
+    with pytest.raises(ValueError, match="octal"):
+        FileMode().parse("0999", here)
+    assert Color().parse("ffcc00", here) == (255, 204, 0)
+    with pytest.raises(ValueError, match="hex colour"):
+        Color().parse("#ffcc00", here)  # '#' would start a comment in the INI
+    assert Url(("wss",)).parse("wss://h:1/p", here) == "wss://h:1/p"
+    with pytest.raises(ValueError, match="wss://"):
+        Url(("wss",)).parse("ws://h/p", here)
+    with pytest.raises(ValueError, match="user name or password") as info:
+        Url(("http",)).parse("http://bob:hunter2@proxy:3128", here)
+    assert "hunter2" not in str(info.value)
+    assert Url(("http",), optional=True).parse("", here) is None
+    assert LanguageCode().parse("pt-BR", here) == "pt-BR"
+    with pytest.raises(ValueError, match="language code"):
+        LanguageCode().parse("English", here)
+    assert Pair().parse("domain = medicine", here) == ("domain", "medicine")
+    with pytest.raises(ValueError, match="key=value"):
+        Pair().parse("medicine", here)
