@@ -1,0 +1,46 @@
+"""What every output is: the contract between an output and the worker that runs it.
+
+An output (screen, console, serial display, socket, transcript files) runs on its own
+thread, an ``OutputWorker``, behind its own bounded ``EventQueue``. The worker opens it,
+hands it events one at a time, calls ``idle`` when there is nothing to hand (for pacing,
+rate-limited redraws, dimming), reopens it with backoff when it reports the device gone,
+and closes it at stop. An output therefore never needs a thread of its own for its main
+work, and a slow one (a 1200-baud encoder) never holds up the others.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.daemon.status import StatusSnapshot
+
+OutputEvent = CaptionLine | AudioLoss | StatusSnapshot
+
+
+class OutputUnavailable(Exception):
+    """The device is gone or not there yet (unplugged display, missing serial adapter,
+    encoder not answering). The worker closes the output and reopens it with backoff; the
+    message is shown in the status."""
+
+
+class Output(Protocol):
+    name: str  # "hdmi", "serial", …: the status part is "output:<name>"
+    idle_interval: float  # call idle() at least this often, in seconds
+
+    def open(self) -> None:
+        """Acquire the device. Raise OutputUnavailable to be retried later."""
+        ...
+
+    def handle(self, event: OutputEvent) -> None:
+        """Show one event. Raise OutputUnavailable when the device went away."""
+        ...
+
+    def idle(self, now: float) -> None:
+        """Nothing new: do timed work (pacing, redraw at most N times a second, dimming).
+        ``now`` is time.monotonic(). Raise OutputUnavailable when the device went away."""
+        ...
+
+    def close(self) -> None:
+        """Release the device; must not raise. Called after open() succeeded, once."""
+        ...

@@ -1,0 +1,73 @@
+"""The queue in front of one output: finals in order, provisional text coalesced.
+
+Provisional caption updates are superseded by the next one, so only the newest per line is
+kept (latest wins). Final lines, translations of final lines and audio-loss notices are
+never coalesced or dropped — unless the output is so stuck that ``max_finals`` of them are
+waiting; then the oldest go first and are counted (the worker shows it in the status).
+Status snapshots are coalesced too: an output only needs the latest. ``put`` never blocks:
+the caption source must never wait for an output.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict, deque
+
+from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.daemon.status import StatusSnapshot
+from edgecap.outputs.base import OutputEvent
+
+
+class EventQueue:
+    def __init__(self, max_finals: int = 1000) -> None:
+        self.max_finals = max_finals
+        self._finals: deque[CaptionLine | AudioLoss] = deque()
+        self._provisional: OrderedDict[int, CaptionLine] = OrderedDict()
+        self._status: StatusSnapshot | None = None
+        self._cond = threading.Condition()
+        self.coalesced = 0
+        self.dropped_finals = 0
+
+    def put(self, event: OutputEvent) -> None:
+        with self._cond:
+            if isinstance(event, StatusSnapshot):
+                if self._status is not None:
+                    self.coalesced += 1
+                self._status = event
+            elif isinstance(event, CaptionLine) and not event.final:
+                if event.seq in self._provisional:
+                    self.coalesced += 1
+                    del self._provisional[event.seq]
+                self._provisional[event.seq] = event
+            else:
+                stale = isinstance(event, CaptionLine) and self._provisional.pop(event.seq, None)
+                if stale is not None and stale is not False:
+                    self.coalesced += 1
+                self._finals.append(event)
+                while len(self._finals) > self.max_finals:
+                    self._finals.popleft()
+                    self.dropped_finals += 1
+            self._cond.notify()
+
+    def get(self, timeout: float) -> OutputEvent | None:
+        """The next event, or None after ``timeout``. Finals (in order) first, then the
+        newest provisional lines, then the latest status."""
+        with self._cond:
+            if not self._pending():
+                self._cond.wait(timeout)
+            if self._finals:
+                return self._finals.popleft()
+            if self._provisional:
+                _, line = self._provisional.popitem(last=False)
+                return line
+            if self._status is not None:
+                status, self._status = self._status, None
+                return status
+            return None
+
+    def _pending(self) -> bool:
+        return bool(self._finals or self._provisional or self._status is not None)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._finals) + len(self._provisional) + (self._status is not None)
