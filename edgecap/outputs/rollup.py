@@ -40,8 +40,8 @@ class CaptionLines:
             return False
         if old is None and self._lines and line.seq < next(reversed(self._lines)):
             return False  # an update for a line long scrolled away
-        if line.final and not line.text and not line.translation:
-            self._lines.pop(line.seq, None)  # a provisional line withdrawn
+        if not line.text and not line.translation:
+            self._lines.pop(line.seq, None)  # nothing to show, or a provisional line withdrawn
             return old is not None
         self._lines[line.seq] = line
         while len(self._lines) > self.keep:

@@ -1,0 +1,78 @@
+"""The queue in front of an output: finals never lost or reordered, provisional coalesced."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.daemon.status import StatusBoard
+from edgecap.outputs.event_queue import EventQueue
+
+
+def line(seq: int, text: str, final: bool = False) -> CaptionLine:
+    return CaptionLine(seq, text, "", None, None, None, None, None, final, final)
+
+
+def drain(q: EventQueue) -> list:
+    out = []
+    while (e := q.get(timeout=0)) is not None:
+        out.append(e)
+    return out
+
+
+def test_provisional_updates_are_coalesced_latest_wins():
+    q = EventQueue()
+    for i in range(50):
+        q.put(line(1, "hello " * i))
+    got = drain(q)
+    assert got == [line(1, "hello " * 49)]
+    assert q.coalesced == 49
+
+
+def test_a_final_replaces_its_queued_provisional_and_keeps_order():
+    q = EventQueue()
+    q.put(line(1, "a"))
+    q.put(line(1, "a b", final=True))
+    q.put(line(2, "c"))
+    q.put(AudioLoss(3.0, 1.0, 4.0, "service unreachable"))
+    q.put(line(2, "c d", final=True))
+    assert drain(q) == [
+        line(1, "a b", final=True),
+        AudioLoss(3.0, 1.0, 4.0, "service unreachable"),
+        line(2, "c d", final=True),
+    ]
+
+
+def test_status_is_coalesced_and_comes_after_captions():
+    board = StatusBoard()
+    q = EventQueue()
+    board.set("audio", "listening")
+    q.put(board.snapshot())
+    board.set("audio", "speech")
+    q.put(board.snapshot())
+    q.put(line(1, "x", final=True))
+    got = drain(q)
+    assert got[0] == line(1, "x", final=True)
+    assert len(got) == 2 and got[1].state_of("audio") == "speech"
+
+
+def test_a_stuck_output_drops_the_oldest_finals_and_counts_them():
+    q = EventQueue(max_finals=3)
+    for i in range(5):
+        q.put(line(i, str(i), final=True))
+    assert [e.seq for e in drain(q)] == [2, 3, 4]
+    assert q.dropped_finals == 2
+
+
+def test_get_wakes_as_soon_as_something_is_put():
+    q = EventQueue()
+    got = []
+    t = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    t.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    q.put(line(1, "x"))
+    t.join(2)
+    assert got == [line(1, "x")] and time.monotonic() - t0 < 1.0
+    assert q.get(timeout=0.01) is None
