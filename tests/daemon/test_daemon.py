@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,11 @@ SUMMARY = re.compile(
 
 
 def edgecap(*args: str, **kw) -> subprocess.Popen:
+    """`edgecap ARGS` as a process; `run` gets a socket of its own (tests run in parallel
+    and must not meet at /run/edgecap/captions.sock)."""
+    if args and args[0] == "run":
+        sock = Path(tempfile.mkdtemp(prefix="edgecap-test-")) / "captions.sock"
+        args = ("run", "--set", f"socket.path={sock}", *args[1:])
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(kw.pop("env", {}))
     return subprocess.Popen(

@@ -62,6 +62,8 @@ def test_microphone_missing_at_start_then_plugged_in(tmp_path: Path):
             "--json",
             "--set",
             "audio.retry_max=1s",
+            "--set",
+            f"socket.path={tmp_path / 'captions.sock'}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
