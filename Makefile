@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/gate.py
+	$(BIN)/python bench/link.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecap tests bench
