@@ -129,7 +129,12 @@ class CaptureWorker(Worker):
             log.warning("audio %s: %s", state.replace("_", " "), detail)
         delay = self.backoff.next_delay()
         log.debug("reopening %s in %.1f s", self.source.name, delay)
-        self.wait(delay)
+        deadline = time.monotonic() + delay
+        # Waiting for a device is progress too: keep beating (the watchdog reads it).
+        while not self.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            self.beat()
+            if time.monotonic() >= deadline:
+                break
 
     def _close(self) -> None:
         try:

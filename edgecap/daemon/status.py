@@ -71,6 +71,18 @@ class StatusSnapshot:
             text += f" · {lost:.1f} s lost"
         return text
 
+    def service_line(self, service: str) -> str:
+        """The summary with the service and listeners, for systemd's STATUS= (what
+        `systemctl status edgecap` shows): "Listening… · Soniox: connected · 2 listeners"."""
+        text = self.summary()
+        link = self.parts.get("link")
+        if link is not None and link.state not in LINK_PROBLEMS:
+            text += f" · {service.capitalize()}: {link.state}"
+        listeners = int(self.counters.get("socket_clients", 0))
+        if listeners:
+            text += f" · {listeners} listener{'s' if listeners != 1 else ''}"
+        return text
+
 
 Listener = Callable[[StatusSnapshot], None]
 

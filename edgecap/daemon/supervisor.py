@@ -31,6 +31,7 @@ from edgecap.config.loader import EX_CONFIG, LoadedConfig
 from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
 from edgecap.daemon.activity import ActivityWorker
 from edgecap.daemon.capture import CaptureWorker
+from edgecap.daemon.notify import Notifier
 from edgecap.daemon.speech_queue import SpeechQueue
 from edgecap.daemon.status import StatusBoard
 from edgecap.daemon.worker import Worker
@@ -85,6 +86,7 @@ class Daemon:
         stdout: TextIO | None = None,
         source: AudioSource | None = None,
         stop_timeout: float = 2.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self.loaded = loaded
         self.stop_timeout = stop_timeout
@@ -124,6 +126,11 @@ class Daemon:
             self.status.subscribe(self.stdout.status)
         self._wake = threading.Event()
         self._stop_reason: str | None = None
+        self._reload_requested = False
+        self.notifier = notifier if notifier is not None else Notifier()
+        self._ready = False
+        self._last_watchdog = 0.0
+        self.watchdog_withheld = 0  # intervals in which a stale worker kept the watchdog quiet
         self.hung: list[str] = []
         self.exit_code: int | None = None
 
@@ -179,7 +186,8 @@ class Daemon:
             self.request_stop(signal.Signals(signum).name)
 
         def on_hup(signum: int, frame: object) -> None:
-            self.reload()
+            self._reload_requested = True  # handled by the loop, not inside the handler
+            self._wake.set()
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
@@ -204,6 +212,12 @@ class Daemon:
             if self._stop_reason is not None:
                 log.info("stopping (%s)", self._stop_reason)
                 break
+            if self._reload_requested:
+                self._reload_requested = False
+                self.notifier.reloading()
+                self.reload()
+                self.notifier.ready(self._service_status())
+            self._tell_systemd()
             failed = [w for w in self.workers if w.finished.is_set() and w.error is not None]
             if failed:
                 code = self._failure_code(failed[0])
@@ -247,7 +261,38 @@ class Daemon:
             return EX_CONFIG
         return EX_SOFTWARE
 
+    # --- systemd ------------------------------------------------------------------------
+    def _service_status(self) -> str:
+        return self.status.snapshot().service_line(self.loaded.config.daemon.service)
+
+    def _tell_systemd(self) -> None:
+        """READY once capture has opened its source (or is waiting for a missing device:
+        that is the daemon doing its job), STATUS when it changed, and WATCHDOG only while
+        every worker is alive and recently made progress."""
+        if not self.notifier.enabled:
+            return
+        if not self._ready:
+            if self.status.snapshot().state_of("audio") in (None, "starting"):
+                return
+            self._ready = True
+            self.notifier.ready(self._service_status())
+        else:
+            self.notifier.status(self._service_status())
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is None or now - self._last_watchdog < interval:
+            return
+        self._last_watchdog = now
+        stale = max(interval, 2.0)
+        stuck = [w.name for w in self.workers if not w.alive or now - w.heartbeat > stale]
+        if stuck:
+            self.watchdog_withheld += 1
+            log.error("watchdog withheld: %s made no progress", ", ".join(stuck))
+            return
+        self.notifier.watchdog()
+
     def _stop(self, code: int) -> int:
+        self.notifier.stopping()
         deadline = time.monotonic() + self.stop_timeout
         # Order matters: capture closes the queue, then the consumer drains it.
         for worker in (self.capture, self.consumer):
