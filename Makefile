@@ -7,9 +7,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Build headers for PyAudio and systemd-python (no wheels), tools the tests use for real.
+# Build headers for PyAudio and systemd-python (no wheels), tools the tests use for real
+# (systemd brings systemd-analyze, which checks the unit; it does not become PID 1).
 APT_PACKAGES = gcc pkg-config portaudio19-dev libsystemd-dev alsa-utils espeak-ng sox \
-               fonts-dejavu-core fonts-lohit-deva
+               fonts-dejavu-core fonts-lohit-deva systemd
 
 STAMP = $(VENV)/.edgecap-installed
 
