@@ -84,3 +84,12 @@ def setup_logging(level: str = "info", target: str = "auto", repeat_interval: fl
     handler.addFilter(RepeatLimiter(repeat_interval))
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
+
+
+def fields(**values: object) -> dict[str, dict[str, str]]:
+    """Structured journal fields for one log call: ``log.warning(msg, **fields(state=…))``.
+
+    They become ``EDGECAP_STATE=…`` etc. in the journal (``journalctl -o verbose``, or
+    ``journalctl EDGECAP_ERROR=unauthenticated``); on stderr they are not shown.
+    """
+    return {"extra": {f"EDGECAP_{k.upper()}": str(v) for k, v in values.items() if v is not None}}

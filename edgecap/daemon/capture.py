@@ -25,6 +25,7 @@ from edgecap.daemon.status import StatusBoard
 from edgecap.daemon.worker import Worker
 from edgecap.gate.events import EndReason, GateEvent, SpeechEnd, SpeechStart
 from edgecap.gate.speech_gate import SpeechGate
+from edgecap.logsetup import fields
 from edgecap.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,9 @@ class CaptureWorker(Worker):
 
     def _unavailable(self, state: str, detail: str) -> None:
         if self.status.set("audio", state, detail):
-            log.warning("audio %s: %s", state.replace("_", " "), detail)
+            log.warning(
+                "audio %s: %s", state.replace("_", " "), detail, **fields(state=state, part="audio")
+            )
         delay = self.backoff.next_delay()
         log.debug("reopening %s in %.1f s", self.source.name, delay)
         deadline = time.monotonic() + delay

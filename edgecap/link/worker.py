@@ -49,6 +49,7 @@ from edgecap.link.connection import (
     tls_context,
 )
 from edgecap.link.uplink import Loss, UplinkBuffer
+from edgecap.logsetup import fields
 from edgecap.util.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -343,6 +344,7 @@ class LinkWorker(Worker):
             self.codec.name,
             self.sessions,
             f", replaying {replay:.1f} s of buffered speech" if replay >= 0.5 else "",
+            **fields(state="connected", service=self.codec.name),
         )
         self.resumed_at.append(now)
         self._flush_loss_report("service unreachable")
@@ -365,6 +367,7 @@ class LinkWorker(Worker):
                 self.codec.name,
                 error.describe(),
                 self.settings.fatal_retry,
+                **fields(state="rejected", service=self.codec.name, error=error.kind),
             )
             self._set_state("rejected", error.describe())
             return
@@ -379,7 +382,11 @@ class LinkWorker(Worker):
                 delay = max(delay, self.codec.slow_retry_min)
         self._retry_at = now + delay
         log.warning(
-            "%s session ended: %s; retrying in %.1f s", self.codec.name, error.describe(), delay
+            "%s session ended: %s; retrying in %.1f s",
+            self.codec.name,
+            error.describe(),
+            delay,
+            **fields(state="retrying", service=self.codec.name, error=error.kind),
         )
         self._set_state("retrying", error.describe())
 

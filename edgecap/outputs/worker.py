@@ -13,6 +13,7 @@ import time
 
 from edgecap.daemon.status import StatusBoard
 from edgecap.daemon.worker import Worker
+from edgecap.logsetup import fields
 from edgecap.outputs.base import Output, OutputUnavailable
 from edgecap.outputs.event_queue import EventQueue
 from edgecap.util.backoff import Backoff
@@ -114,7 +115,12 @@ class OutputWorker(Worker):
         delay = self.backoff.next_delay()
         self._retry_at = time.monotonic() + delay
         if self.status.set(self.part, "unavailable", why):
-            log.warning("output %s unavailable: %s; retrying", self.output.name, why)
+            log.warning(
+                "output %s unavailable: %s; retrying",
+                self.output.name,
+                why,
+                **fields(state="unavailable", output=self.output.name),
+            )
 
     def _close(self) -> None:
         if self._open:
