@@ -14,7 +14,7 @@ APT_PACKAGES = gcc pkg-config portaudio19-dev libsystemd-dev alsa-utils espeak-n
 
 STAMP = $(VENV)/.edgecap-installed
 
-.PHONY: demo test bench lint format check-config clean deps
+.PHONY: demo test bench lint format check-config clean deps install uninstall
 
 demo: $(STAMP)
 	$(BIN)/edgecap run -c config/demo.ini
@@ -62,3 +62,48 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+
+# --- install on a Raspberry Pi / Debian (as root): see README "Install on a Raspberry Pi" --
+# A venv with --system-site-packages takes Debian's python3-* builds of numpy, PyAudio,
+# Pillow, … so nothing heavy compiles on a Pi Zero. DESTDIR stages the tree (tests use it);
+# SYSTEMCTL and USERADD can be replaced (e.g. by true) where there is no systemd or root.
+PREFIX    ?= /opt/edgecap
+DESTDIR   ?=
+SYSTEMCTL ?= systemctl
+USERADD   ?= useradd
+RUNTIME_APT = python3-venv python3-pip python3-pyaudio python3-numpy python3-serial python3-pil \
+              python3-systemd python3-websocket alsa-utils
+CREDENTIALS = soniox_api_key azure_speech_key sarvam_api_key
+PIP_FLAGS ?=
+
+install:
+	@[ -n "$(DESTDIR)" ] || [ "$$(id -u)" = 0 ] || { echo "make install needs root (sudo make install)"; exit 1; }
+	@if [ -z "$(DESTDIR)" ]; then \
+	  missing=""; for p in $(RUNTIME_APT); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	  done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }; \
+	  id edgecap >/dev/null 2>&1 || $(USERADD) --system --user-group --home-dir /var/lib/edgecap --no-create-home --shell /usr/sbin/nologin edgecap; \
+	fi
+	install -d -m 755 $(DESTDIR)$(PREFIX)
+	[ -x $(DESTDIR)$(PREFIX)/venv/bin/python ] || $(PYTHON) -m venv --system-site-packages $(DESTDIR)$(PREFIX)/venv
+	$(DESTDIR)$(PREFIX)/venv/bin/python -m pip install -q --upgrade $(PIP_FLAGS) .
+	install -m 644 README.md $(DESTDIR)$(PREFIX)/README.md
+	install -d -m 755 $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/edgecap
+	install -m 644 systemd/edgecap.service $(DESTDIR)/etc/systemd/system/edgecap.service
+	@# an existing config is the owner's: never overwritten
+	[ -e $(DESTDIR)/etc/edgecap/edgecap.ini ] || install -m 644 config/edgecap.ini $(DESTDIR)/etc/edgecap/edgecap.ini
+	install -d -m 755 $(DESTDIR)/etc/edgecap/edgecap.ini.d
+	install -d -m 700 $(DESTDIR)/etc/edgecap/credentials
+	@for k in $(CREDENTIALS); do \
+	  [ -e $(DESTDIR)/etc/edgecap/credentials/$$k ] || install -m 600 /dev/null $(DESTDIR)/etc/edgecap/credentials/$$k; \
+	done
+	@if [ -z "$(DESTDIR)" ]; then $(SYSTEMCTL) daemon-reload && $(SYSTEMCTL) enable --now edgecap; fi
+	@echo "edgecap installed: 'systemctl status edgecap', 'journalctl -u edgecap -f', 'edgecap tail'"
+
+uninstall:
+	@if [ -z "$(DESTDIR)" ]; then $(SYSTEMCTL) disable --now edgecap || true; fi
+	rm -f $(DESTDIR)/etc/systemd/system/edgecap.service
+	rm -rf $(DESTDIR)$(PREFIX)
+	@if [ -z "$(DESTDIR)" ]; then $(SYSTEMCTL) daemon-reload; fi
+	@echo "kept: /etc/edgecap (config, keys), /var/lib/edgecap (transcripts), the user edgecap"
