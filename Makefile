@@ -89,6 +89,8 @@ install:
 	[ -x $(DESTDIR)$(PREFIX)/venv/bin/python ] || $(PYTHON) -m venv --system-site-packages $(DESTDIR)$(PREFIX)/venv
 	$(DESTDIR)$(PREFIX)/venv/bin/python -m pip install -q --upgrade $(PIP_FLAGS) .
 	install -m 644 README.md $(DESTDIR)$(PREFIX)/README.md
+	install -d -m 755 $(DESTDIR)/usr/local/bin
+	ln -sf $(PREFIX)/venv/bin/edgecap $(DESTDIR)/usr/local/bin/edgecap
 	install -d -m 755 $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/edgecap
 	install -m 644 systemd/edgecap.service $(DESTDIR)/etc/systemd/system/edgecap.service
 	@# an existing config is the owner's: never overwritten
@@ -103,7 +105,7 @@ install:
 
 uninstall:
 	@if [ -z "$(DESTDIR)" ]; then $(SYSTEMCTL) disable --now edgecap || true; fi
-	rm -f $(DESTDIR)/etc/systemd/system/edgecap.service
+	rm -f $(DESTDIR)/etc/systemd/system/edgecap.service $(DESTDIR)/usr/local/bin/edgecap
 	rm -rf $(DESTDIR)$(PREFIX)
 	@if [ -z "$(DESTDIR)" ]; then $(SYSTEMCTL) daemon-reload; fi
 	@echo "kept: /etc/edgecap (config, keys), /var/lib/edgecap (transcripts), the user edgecap"

@@ -47,6 +47,8 @@ def test_install_reinstall_uninstall(tmp_path):
     exe = dest / "opt/edgecap/venv/bin/edgecap"
     version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert version.stdout.startswith("edgecap ")
+    link = dest / "usr/local/bin/edgecap"
+    assert link.is_symlink() and str(link.readlink()) == "/opt/edgecap/venv/bin/edgecap"
     cfg = (dest / "opt/edgecap/venv/pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg
 
@@ -61,4 +63,5 @@ def test_install_reinstall_uninstall(tmp_path):
     proc = make("uninstall", dest)
     assert proc.returncode == 0, proc.stderr
     assert not unit.exists() and not (dest / "opt/edgecap").exists()
+    assert not link.is_symlink()
     assert ini.exists() and (creds / "soniox_api_key").exists()
