@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--defaults", action="store_true", help="print the documented default config instead"
     )
     sub.add_parser("devices", help="list capture devices")
+    tail = sub.add_parser("tail", parents=[common], help="print the captions of the running daemon")
+    tail.add_argument("--json", action="store_true", help="the socket's JSON lines as they come")
+    tail.add_argument("--socket", type=Path, help="the socket (default: [socket] path)")
     return parser
 
 
@@ -154,7 +157,24 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "config": cmd_config, "devices": cmd_devices}
+def cmd_tail(args: argparse.Namespace) -> int:
+    from edgecap.tail import run_tail
+
+    path = args.socket
+    if path is None:
+        # Only the socket's path is needed: no service key is read for it.
+        overrides = [*args.set, "daemon.service=local"]
+        path = load(args.config, overrides, env={}).config.socket.path
+    return run_tail(path, json_mode=args.json, out=sys.stdout, err=sys.stderr)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "config": cmd_config,
+    "devices": cmd_devices,
+    "tail": cmd_tail,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

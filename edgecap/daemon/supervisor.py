@@ -39,7 +39,10 @@ from edgecap.gate.speech_gate import GateSettings, SpeechGate
 from edgecap.link.soniox import SonioxCodec
 from edgecap.link.worker import LinkSettings, LinkWorker
 from edgecap.logsetup import under_journal
+from edgecap.outputs.caption_socket import SocketOutput
+from edgecap.outputs.fanout import FanOut
 from edgecap.outputs.stdout import StdoutOutput
+from edgecap.outputs.worker import OutputWorker
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +124,12 @@ class Daemon:
             self.stop_timeout += cfg.link.finish_timeout
         else:
             self.consumer = ActivityWorker(self.queue, self._publish_activity)
-        self.workers: list[Worker] = [self.consumer, self.capture]
+        self.outputs = self._make_outputs()
+        self.fanout = FanOut(self.outputs)
+        self.workers: list[Worker] = [*self.outputs, self.consumer, self.capture]
         if self.stdout is not None:
             self.status.subscribe(self.stdout.status)
+        self.status.subscribe(self.fanout.publish)
         self._wake = threading.Event()
         self._stop_reason: str | None = None
         self._reload_requested = False
@@ -152,6 +158,28 @@ class Daemon:
     def _publish_caption(self, event: CaptionEvent) -> None:
         if self.stdout is not None:
             self.stdout.caption(event)
+        self.fanout.publish(event)
+
+    def _make_outputs(self) -> list[OutputWorker]:
+        """One worker per enabled output; each is opened (and reopened) on its own thread."""
+        cfg = self.loaded.config
+        outputs: list[OutputWorker] = []
+        if cfg.socket.enabled:
+            sc = cfg.socket
+            service_cfg = getattr(cfg, cfg.daemon.service, None)
+            languages = list(getattr(service_cfg, "language_hints", ()))
+            self.socket_output = SocketOutput(
+                sc.path,
+                mode=sc.mode,
+                group=sc.group,
+                history=sc.history,
+                client_buffer=sc.client_buffer,
+                max_clients=sc.max_clients,
+                service=cfg.daemon.service,
+                languages=languages,
+            )
+            outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
+        return outputs
 
     def _service_key(self) -> SecretValue | None:
         """The service key, read again from its sources at each (re)connection after a
@@ -217,6 +245,7 @@ class Daemon:
                 self.notifier.reloading()
                 self.reload()
                 self.notifier.ready(self._service_status())
+            self._count_listeners()
             self._tell_systemd()
             failed = [w for w in self.workers if w.finished.is_set() and w.error is not None]
             if failed:
@@ -261,6 +290,11 @@ class Daemon:
             return EX_CONFIG
         return EX_SOFTWARE
 
+    def _count_listeners(self) -> None:
+        sock = getattr(self, "socket_output", None)
+        if sock is not None:
+            self.status.put("socket_clients", sock.clients)
+
     # --- systemd ------------------------------------------------------------------------
     def _service_status(self) -> str:
         return self.status.snapshot().service_line(self.loaded.config.daemon.service)
@@ -294,8 +328,9 @@ class Daemon:
     def _stop(self, code: int) -> int:
         self.notifier.stopping()
         deadline = time.monotonic() + self.stop_timeout
-        # Order matters: capture closes the queue, then the consumer drains it.
-        for worker in (self.capture, self.consumer):
+        # Order matters: capture closes the queue, the consumer drains it (its last captions
+        # go to the outputs), then the outputs hand on what they hold and close.
+        for worker in (self.capture, self.consumer, *self.outputs):
             worker.request_stop()
             if not worker.join(deadline - time.monotonic()):
                 self.hung.append(worker.name)

@@ -3,8 +3,10 @@ the strict Soniox emulator over TLS, captions on stdout, signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -114,14 +116,32 @@ def test_captions_of_a_wav_file_come_back_from_the_service(tmp_path, emu):
 
 def test_sigterm_mid_utterance_delivers_the_final_captions(tmp_path, emu):
     ini = write_config(tmp_path, emu, "env:SONIOX_API_KEY", audio__realtime="yes")
-    proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"})
+    sock_path = tmp_path / "captions.sock"
+    proc = edgecap(
+        "run",
+        "-c",
+        str(ini),
+        "--set",
+        f"socket.path={sock_path}",
+        env={"SONIOX_API_KEY": "the-key"},
+    )
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    received = b""
     try:
+        deadline = time.monotonic() + 15
+        while not sock_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        client.connect(str(sock_path))
         assert emu.wait_for(lambda: emu.sessions and emu.sessions[0].audio_ms >= 2000, 15)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=15)
         took = time.monotonic() - signalled
+        client.settimeout(5)
+        while chunk := client.recv(65536):
+            received += chunk
     finally:
+        client.close()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
@@ -130,6 +150,15 @@ def test_sigterm_mid_utterance_delivers_the_final_captions(tmp_path, emu):
     assert s.end_received and s.finished_sent
     sent = bytes(s.audio)
     assert caption_words(events(out)) == [w.strip() for w in expected_words(sent)]
+    # a program on the caption socket got the same final captions, then bye
+    msgs = [json.loads(x) for x in received.split(b"\n") if x]
+    assert msgs[0]["type"] == "hello" and msgs[0]["service"] == "soniox"
+    assert msgs[-1]["type"] == "bye"
+    on_socket = [(m["seq"], m["text"]) for m in msgs if m["type"] == "caption" and m["final"]]
+    on_stdout = [
+        (e["seq"], e["text"]) for e in events(out) if e["type"] == "caption" and e["final"]
+    ]
+    assert on_socket == on_stdout and on_socket
 
 
 def test_a_refused_key_waits_for_a_reload(tmp_path, emu):
