@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     lc = loaded.config.log
     setup_logging("debug" if args.verbose else lc.level, lc.target, lc.repeat_interval)
-    daemon = Daemon(loaded)
+    daemon = Daemon(loaded, reloader=lambda: load(args.config, _overrides(args)))
     daemon.install_signal_handlers()
     code = daemon.run()
     if daemon.hung:

@@ -182,6 +182,7 @@ class CaptionBoard:
         *,
         translation: bool = False,
         max_line_chars: int = 120,
+        first_seq: int = 1,
     ) -> None:
         if max_line_chars < 1:
             raise ValueError("max_line_chars must be positive")
@@ -192,8 +193,12 @@ class CaptionBoard:
         self._hard_max = max_line_chars + max_line_chars // 4
         self._lines: list[_Line] = []  # lines that may still change, in seq order
         self._open: _Line | None = None
-        self._next_seq = 1
+        self._next_seq = first_seq  # a board replaced at a reload continues the numbering
         self.orphan_translations = 0  # final translation tokens no line was waiting for
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
 
     # --- the link's calls -----------------------------------------------------------------
 

@@ -32,7 +32,7 @@ class ActivityWorker(Worker):
     def run(self) -> None:
         # Drain until the capture side closed the queue: a stop request alone does not end
         # this loop, or speech captured just before the stop would be lost in flight.
-        while True:
+        while not self.handing_over.is_set():
             try:
                 event = self.queue.get(timeout=0.5)
             except TimeoutError:

@@ -20,6 +20,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TextIO
 
 from edgecap.audio.factory import make_source
@@ -27,7 +29,7 @@ from edgecap.audio.frames import SAMPLE_RATE, frame_samples
 from edgecap.audio.source import AudioSource, SourceConfigError
 from edgecap.captions.board import CaptionBoard
 from edgecap.captions.events import CaptionEvent
-from edgecap.config.loader import EX_CONFIG, LoadedConfig
+from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig
 from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
 from edgecap.daemon.activity import ActivityWorker
 from edgecap.daemon.capture import CaptureWorker
@@ -90,9 +92,11 @@ class Daemon:
         source: AudioSource | None = None,
         stop_timeout: float = 2.0,
         notifier: Notifier | None = None,
+        reloader: Callable[[], LoadedConfig] | None = None,
     ) -> None:
         self.loaded = loaded
-        self.stop_timeout = stop_timeout
+        self.reloader = reloader
+        self.stop_timeout = self.base_stop_timeout = stop_timeout
         self.status = StatusBoard()
         self.status.set("audio", "starting")
         cfg = loaded.config
@@ -110,20 +114,7 @@ class Daemon:
         )
         self.link: LinkWorker | None = None
         self.board: CaptionBoard | None = None
-        self.consumer: Worker
-        if cfg.daemon.service == "soniox":
-            self.board = CaptionBoard(
-                self._publish_caption, translation=cfg.soniox.translation != "none"
-            )
-            codec = SonioxCodec(cfg.soniox, replay_speed=cfg.link.replay_speed)
-            self.link = LinkWorker(
-                self.queue, codec, self._service_key, link_settings(loaded), self.status, self.board
-            )
-            self.consumer = self.link
-            # The last captions are awaited at stop (end of stream → finished).
-            self.stop_timeout += cfg.link.finish_timeout
-        else:
-            self.consumer = ActivityWorker(self.queue, self._publish_activity)
+        self.consumer: Worker = self._make_consumer(first_seq=1)
         self.outputs = self._make_outputs()
         self.fanout = FanOut(self.outputs)
         self.workers: list[Worker] = [*self.outputs, self.consumer, self.capture]
@@ -139,6 +130,34 @@ class Daemon:
         self.watchdog_withheld = 0  # intervals in which a stale worker kept the watchdog quiet
         self.hung: list[str] = []
         self.exit_code: int | None = None
+
+    def _make_consumer(self, first_seq: int) -> Worker:
+        """The speech consumer for the current config: the link to the configured service
+        (with a caption board numbering lines from ``first_seq``) or, for local, the gate's
+        activity."""
+        cfg = self.loaded.config
+        self.link = None
+        self.board = None
+        if cfg.daemon.service == "soniox":
+            self.board = CaptionBoard(
+                self._publish_caption,
+                translation=cfg.soniox.translation != "none",
+                first_seq=first_seq,
+            )
+            codec = SonioxCodec(cfg.soniox, replay_speed=cfg.link.replay_speed)
+            self.link = LinkWorker(
+                self.queue,
+                codec,
+                self._service_key,
+                link_settings(self.loaded),
+                self.status,
+                self.board,
+            )
+            # The last captions are awaited at stop (end of stream → finished).
+            self.stop_timeout = self.base_stop_timeout + cfg.link.finish_timeout
+            return self.link
+        self.stop_timeout = self.base_stop_timeout
+        return ActivityWorker(self.queue, self._publish_activity)
 
     def _make_stdout(self, stream: TextIO | None) -> StdoutOutput | None:
         sc = self.loaded.config.stdout
@@ -164,6 +183,7 @@ class Daemon:
         """One worker per enabled output; each is opened (and reopened) on its own thread."""
         cfg = self.loaded.config
         outputs: list[OutputWorker] = []
+        self.socket_output: SocketOutput | None = None
         if cfg.socket.enabled:
             sc = cfg.socket
             service_cfg = getattr(cfg, cfg.daemon.service, None)
@@ -193,12 +213,64 @@ class Daemon:
             return self.loaded.secrets.get(service)
 
     def reload(self) -> None:
-        """SIGHUP: read the service key again and retry a refused service at once."""
-        if self.link is not None:
-            log.info("reload: the %s key is read again", self.loaded.config.daemon.service)
+        """SIGHUP: read the config again and apply it without dropping the microphone.
+
+        A config with errors is refused: the running one stays, the errors are logged and
+        the status says so. Otherwise a changed service (or its settings) replaces the
+        speech consumer — the old session ends gracefully, its last captions arrive — and
+        changed outputs are replaced; the service key is read again in any case. Changes to
+        [audio] and [gate] wait for a restart (they would interrupt the capture)."""
+        if self.reloader is None:
+            if self.link is not None:
+                self.link.request_reload()
+            return
+        try:
+            new = self.reloader()
+        except ConfigError as exc:
+            # one message: the log's repeat limiter would fold same-shaped lines together
+            log.error("reload refused, config unchanged: %s", "; ".join(exc.errors))
+            self.status.set("config", "rejected", exc.errors[0] if exc.errors else "")
+            return
+        old = self.loaded.config
+        if self.status.snapshot().state_of("config") == "rejected":
+            self.status.set("config", "ok")
+        if (new.config.audio, new.config.gate) != (old.audio, old.gate):
+            log.warning("reload: [audio] and [gate] changes take effect at the next restart")
+        kept = replace(new.config, audio=old.audio, gate=old.gate)
+        self.loaded = replace(new, config=kept)
+        consumer_keys = ("daemon", "link", "soniox", "azure", "sarvam")
+        if any(getattr(kept, k) != getattr(old, k) for k in consumer_keys):
+            self._replace_consumer()
+        elif self.link is not None:
             self.link.request_reload()
-        else:
-            log.info("reload: nothing to reload for service = local")
+        output_keys = ("socket", "hdmi", "console", "serial", "transcript")
+        if any(getattr(kept, k) != getattr(old, k) for k in output_keys):
+            self._replace_outputs()
+        log.info("reload: configuration applied (service %s)", kept.daemon.service)
+
+    def _replace_consumer(self) -> None:
+        old = self.consumer
+        first_seq = self.board.next_seq if self.board is not None else 1
+        old.hand_over()
+        if not old.join(self.stop_timeout):
+            log.error("reload: the old %s worker did not stop; restart edgecap", old.name)
+            self.hung.append(old.name)
+        self.consumer = self._make_consumer(first_seq)
+        self.workers = [*self.outputs, self.consumer, self.capture]
+        self.consumer.start(self._on_worker_exit)
+        log.info("reload: speech now goes to %s", self.loaded.config.daemon.service)
+
+    def _replace_outputs(self) -> None:
+        for worker in self.outputs:
+            worker.request_stop()
+        for worker in self.outputs:
+            if not worker.join(2.0):
+                self.hung.append(worker.name)
+        self.outputs = self._make_outputs()
+        self.fanout.workers = self.outputs
+        self.workers = [*self.outputs, self.consumer, self.capture]
+        for worker in self.outputs:
+            worker.start(self._on_worker_exit)
 
     # --- control ------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -291,7 +363,7 @@ class Daemon:
         return EX_SOFTWARE
 
     def _count_listeners(self) -> None:
-        sock = getattr(self, "socket_output", None)
+        sock = self.socket_output
         if sock is not None:
             self.status.put("socket_clients", sock.clients)
 

@@ -24,6 +24,7 @@ class Worker:
     def __init__(self, name: str) -> None:
         self.name = name
         self._stop = threading.Event()
+        self.handing_over = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"edgecap-{name}", daemon=False)
         self._on_exit: Callable[[Worker], None] | None = None
         self.finished = threading.Event()
@@ -37,6 +38,12 @@ class Worker:
         self._thread.start()
 
     def request_stop(self) -> None:
+        self._stop.set()
+
+    def hand_over(self) -> None:
+        """Stop, leaving what is still queued for the worker that replaces this one (a
+        config reload); a plain request_stop drains the input first."""
+        self.handing_over.set()
         self._stop.set()
 
     def join(self, timeout: float) -> bool:

@@ -222,6 +222,8 @@ class LinkWorker(Worker):
     # --- input ------------------------------------------------------------------------
     def _pull(self) -> None:
         """Move the gate's events into the uplink buffer; wait a little if there is none."""
+        if self.handing_over.is_set():
+            self._input_closed = True  # the queue's rest is for the link that replaces this one
         if self._input_closed:
             if self._conn is not None:
                 time.sleep(POLL / 2)  # only the session's end is awaited now

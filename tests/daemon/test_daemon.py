@@ -24,7 +24,7 @@ SUMMARY = re.compile(
 def edgecap(*args: str, **kw) -> subprocess.Popen:
     """`edgecap ARGS` as a process; `run` gets a socket of its own (tests run in parallel
     and must not meet at /run/edgecap/captions.sock)."""
-    if args and args[0] == "run":
+    if args and args[0] == "run" and not kw.pop("own_socket", False):
         sock = Path(tempfile.mkdtemp(prefix="edgecap-test-")) / "captions.sock"
         args = ("run", "--set", f"socket.path={sock}", *args[1:])
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}

@@ -1,0 +1,101 @@
+"""`systemctl reload edgecap` (SIGHUP) on a real daemon process: a new service and new
+outputs are applied without dropping the microphone; a broken config is refused and the
+running one kept."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon.test_daemon import edgecap
+from tests.daemon.test_daemon_soniox import DEMO
+from tests.emulators.soniox import SonioxEmulator
+
+
+def write(ini: Path, sections: dict[str, dict[str, str]]) -> None:
+    ini.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+            for name, keys in sections.items()
+        )
+    )
+
+
+def base(tmp_path: Path) -> dict[str, dict[str, str]]:
+    return {
+        "daemon": {"service": "local"},
+        "audio": {"source": "wav", "file": str(DEMO), "realtime": "yes", "loop": "yes"},
+        "socket": {"path": str(tmp_path / "a.sock")},
+        "stdout": {"enabled": "yes", "format": "json"},
+    }
+
+
+def wait(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+@pytest.fixture
+def emu(tmp_path):
+    with SonioxEmulator(tmp_path / "emu", api_key="the-key", lag_ms=300) as emulator:
+        yield emulator
+
+
+def test_reload_switches_service_and_socket_without_reopening_the_microphone(tmp_path, emu):
+    ini = tmp_path / "edgecap.ini"
+    cfg = base(tmp_path)
+    write(ini, cfg)
+    proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"}, own_socket=True)
+    try:
+        assert wait(lambda: (tmp_path / "a.sock").exists())
+        cfg["daemon"]["service"] = "soniox"
+        cfg["soniox"] = {"url": emu.url, "api_key": "env:SONIOX_API_KEY"}
+        cfg["link"] = {"ca_file": emu.ca_file}
+        cfg["socket"]["path"] = str(tmp_path / "b.sock")
+        write(ini, cfg)
+        proc.send_signal(signal.SIGHUP)
+        assert emu.wait_for(lambda: emu.sessions and emu.sessions[0].audio_ms > 1500, 15)
+        assert wait(lambda: (tmp_path / "b.sock").exists())
+        assert not (tmp_path / "a.sock").exists()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.count("capturing from") == 1  # the microphone was never reopened
+    assert "reload: speech now goes to soniox" in err
+    evs = [json.loads(x) for x in out.splitlines() if x.strip()]
+    assert any(e["type"] == "caption" and e["final"] for e in evs)
+
+
+def test_a_broken_config_is_refused_and_the_running_one_kept(tmp_path):
+    ini = tmp_path / "edgecap.ini"
+    write(ini, base(tmp_path))
+    proc = edgecap("run", "-c", str(ini), own_socket=True)
+    try:
+        assert wait(lambda: (tmp_path / "a.sock").exists())
+        ini.write_text(ini.read_text() + "[gate]\naggressiveness = 9\nhangover = 600\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the daemon died on a bad reload"
+        assert (tmp_path / "a.sock").exists()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "reload refused, config unchanged: gate.aggressiveness" in err
+    assert "; gate.hangover: needs a unit" in err
+    statuses = [json.loads(x) for x in out.splitlines() if '"status"' in x]
+    rejected = [s for s in statuses if s["parts"].get("config", {}).get("state") == "rejected"]
+    assert rejected and "aggressiveness" in rejected[0]["parts"]["config"]["detail"]
