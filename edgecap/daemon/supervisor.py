@@ -44,6 +44,7 @@ from edgecap.logsetup import under_journal
 from edgecap.outputs.caption_socket import SocketOutput
 from edgecap.outputs.fanout import FanOut
 from edgecap.outputs.stdout import StdoutOutput
+from edgecap.outputs.transcript import TranscriptOutput
 from edgecap.outputs.worker import OutputWorker
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,16 @@ class Daemon:
                 languages=languages,
             )
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
+        if cfg.transcript.enabled:
+            tc = cfg.transcript
+            transcript = TranscriptOutput(
+                tc.directory,
+                formats=tc.formats,
+                split=tc.split,
+                max_size=tc.max_size,
+                keep=tc.keep,
+            )
+            outputs.append(OutputWorker(transcript, self.status, drain_timeout=0.5))
         return outputs
 
     def _service_key(self) -> SecretValue | None:
