@@ -70,6 +70,7 @@ def write_config(tmp_path: Path, emu: SonioxEmulator, key_source: str, **extra: 
             "finish_timeout": "10s",
         },
         "stdout": {"enabled": "yes", "format": "json"},
+        "transcript": {},
     }
     for key, value in extra.items():
         section, _, name = key.partition("__")
@@ -98,7 +99,14 @@ def emu(tmp_path):
 
 
 def test_captions_of_a_wav_file_come_back_from_the_service(tmp_path, emu):
-    ini = write_config(tmp_path, emu, "env:SONIOX_API_KEY", audio__realtime="no")
+    ini = write_config(
+        tmp_path,
+        emu,
+        "env:SONIOX_API_KEY",
+        audio__realtime="no",
+        transcript__enabled="yes",
+        transcript__directory=str(tmp_path / "transcripts"),
+    )
     proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"})
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -112,6 +120,11 @@ def test_captions_of_a_wav_file_come_back_from_the_service(tmp_path, emu):
     assert caption_words(events(out)) == [w.strip() for w in words]
     assert sessions[0].end_received and sessions[0].finished_sent
     assert "1 sessions, 0 failures" in err
+    # the transcript holds the same final lines
+    (jsonl,) = (tmp_path / "transcripts").glob("*.jsonl")
+    written = [json.loads(x)["text"] for x in jsonl.read_text().splitlines()]
+    finals = [e["text"] for e in events(out) if e["type"] == "caption" and e["final"] and e["text"]]
+    assert written == finals
 
 
 def test_sigterm_mid_utterance_delivers_the_final_captions(tmp_path, emu):
