@@ -42,6 +42,7 @@ from edgecap.link.soniox import SonioxCodec
 from edgecap.link.worker import LinkSettings, LinkWorker
 from edgecap.logsetup import under_journal
 from edgecap.outputs.caption_socket import SocketOutput
+from edgecap.outputs.console import ConsoleOutput
 from edgecap.outputs.fanout import FanOut
 from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.transcript import TranscriptOutput
@@ -200,6 +201,9 @@ class Daemon:
                 languages=languages,
             )
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
+        if cfg.console.enabled:
+            console = ConsoleOutput(cfg.console.tty, lines=cfg.console.lines, show=cfg.console.show)
+            outputs.append(OutputWorker(console, self.status, drain_timeout=0.5))
         if cfg.transcript.enabled:
             tc = cfg.transcript
             transcript = TranscriptOutput(
