@@ -143,17 +143,25 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from edgecap.audio.devices import list_capture_devices
+    from edgecap.outputs.serial_out import list_serial_ports
 
     devices = list_capture_devices()
+    sys.stdout.write("Capture devices ([audio] device):\n")
     if not devices:
-        sys.stdout.write("no capture devices found\n")
-        return 0
-    sys.stdout.write(f"{'index':>5}  {'channels':>8}  {'rate':>6}  name\n")
+        sys.stdout.write("  none found\n")
+    else:
+        sys.stdout.write(f"{'index':>7}  {'channels':>8}  {'rate':>6}  name\n")
     for d in devices:
         mark = "  (default)" if d.is_default else ""
         sys.stdout.write(
-            f"{d.index:>5}  {d.max_input_channels:>8}  {int(d.default_rate):>6}  {d.name}{mark}\n"
+            f"{d.index:>7}  {d.max_input_channels:>8}  {int(d.default_rate):>6}  {d.name}{mark}\n"
         )
+    sys.stdout.write("\nSerial ports ([serial] device):\n")
+    ports = list_serial_ports()
+    for device, description in ports:
+        sys.stdout.write(f"  {device}  {description}\n")
+    if not ports:
+        sys.stdout.write("  none found\n")
     return 0
 
 

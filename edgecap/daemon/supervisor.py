@@ -44,6 +44,7 @@ from edgecap.logsetup import under_journal
 from edgecap.outputs.caption_socket import SocketOutput
 from edgecap.outputs.console import ConsoleOutput
 from edgecap.outputs.fanout import FanOut
+from edgecap.outputs.serial_out import SerialOutput
 from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.transcript import TranscriptOutput
 from edgecap.outputs.worker import OutputWorker
@@ -204,6 +205,8 @@ class Daemon:
         if cfg.console.enabled:
             console = ConsoleOutput(cfg.console.tty, lines=cfg.console.lines, show=cfg.console.show)
             outputs.append(OutputWorker(console, self.status, drain_timeout=0.5))
+        if cfg.serial.enabled:
+            outputs.append(OutputWorker(SerialOutput(cfg.serial), self.status, drain_timeout=1.0))
         if cfg.transcript.enabled:
             tc = cfg.transcript
             transcript = TranscriptOutput(
