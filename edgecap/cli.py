@@ -143,6 +143,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from edgecap.audio.devices import list_capture_devices
+    from edgecap.outputs.framebuffer import list_framebuffers
     from edgecap.outputs.serial_out import list_serial_ports
 
     devices = list_capture_devices()
@@ -156,6 +157,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"{d.index:>7}  {d.max_input_channels:>8}  {int(d.default_rate):>6}  {d.name}{mark}\n"
         )
+    sys.stdout.write("\nFramebuffers ([hdmi] device):\n")
+    fbs = list_framebuffers()
+    for fb in fbs:
+        sys.stdout.write(f"  {fb.device}  {fb.width}x{fb.height}, {fb.bpp} bpp  {fb.name}\n")
+    if not fbs:
+        sys.stdout.write("  none found\n")
     sys.stdout.write("\nSerial ports ([serial] device):\n")
     ports = list_serial_ports()
     for device, description in ports:

@@ -44,6 +44,7 @@ from edgecap.logsetup import under_journal
 from edgecap.outputs.caption_socket import SocketOutput
 from edgecap.outputs.console import ConsoleOutput
 from edgecap.outputs.fanout import FanOut
+from edgecap.outputs.hdmi import HdmiOutput
 from edgecap.outputs.serial_out import SerialOutput
 from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.transcript import TranscriptOutput
@@ -202,6 +203,29 @@ class Daemon:
                 languages=languages,
             )
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
+        if cfg.hdmi.enabled:
+            h = cfg.hdmi
+            hdmi = HdmiOutput(
+                h.device,
+                h.sysfs,
+                width=h.width,
+                height=h.height,
+                bpp=h.bpp,
+                stride=h.stride,
+                layout_mode=h.layout,
+                lines=h.lines,
+                show=h.show,
+                fonts=h.fonts,
+                font_size=h.font_size,
+                color=h.color,
+                provisional_color=h.provisional_color,
+                translation_color=h.translation_color,
+                background=h.background,
+                max_fps=h.max_fps,
+                dim_after=h.dim_after,
+                blank_after=h.blank_after,
+            )
+            outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
             console = ConsoleOutput(cfg.console.tty, lines=cfg.console.lines, show=cfg.console.show)
             outputs.append(OutputWorker(console, self.status, drain_timeout=0.5))

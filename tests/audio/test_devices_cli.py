@@ -23,6 +23,7 @@ def test_devices_lists_capture_devices_and_serial_ports(alsa):
     )
     assert proc.returncode == 0, proc.stderr
     capture, _, serial_part = proc.stdout.partition("Serial ports ([serial] device):")
+    assert "Framebuffers ([hdmi] device):" in capture
     assert "edgecap_cli_mic" in capture
     assert serial_part, "no serial section"
     assert "ALSA lib" not in proc.stderr  # ALSA's own noise is silenced

@@ -16,9 +16,11 @@ from edgecap.audio.wav import WavSource
 from edgecap.config.schema import GateConfig
 from edgecap.gate.events import SpeechAudio
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.outputs.framebuffer import read_geometry, unpack
 from tests.conftest import REPO
 from tests.daemon.test_daemon import edgecap, events
 from tests.emulators.soniox import SonioxEmulator, expected_words
+from tests.outputs.test_hdmi import fake_fb
 
 DEMO = REPO / "edgecap" / "data" / "demo_ljspeech_LJ050-0131.wav"
 
@@ -71,6 +73,7 @@ def write_config(tmp_path: Path, emu: SonioxEmulator, key_source: str, **extra: 
         },
         "stdout": {"enabled": "yes", "format": "json"},
         "transcript": {},
+        "hdmi": {},
     }
     for key, value in extra.items():
         section, _, name = key.partition("__")
@@ -106,6 +109,9 @@ def test_captions_of_a_wav_file_come_back_from_the_service(tmp_path, emu):
         audio__realtime="no",
         transcript__enabled="yes",
         transcript__directory=str(tmp_path / "transcripts"),
+        hdmi__enabled="yes",
+        hdmi__device=str(fake_fb(tmp_path, 800, 480, 16)),
+        hdmi__sysfs=str(tmp_path / "sys"),
     )
     proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"})
     out, err = proc.communicate(timeout=60)
@@ -125,6 +131,9 @@ def test_captions_of_a_wav_file_come_back_from_the_service(tmp_path, emu):
     written = [json.loads(x)["text"] for x in jsonl.read_text().splitlines()]
     finals = [e["text"] for e in events(out) if e["type"] == "caption" and e["final"] and e["text"]]
     assert written == finals
+    # and the screen shows captions
+    px = unpack((tmp_path / "fb0").read_bytes(), read_geometry(tmp_path / "fb0", tmp_path / "sys"))
+    assert (px.min(axis=-1) > 200).sum() > 500, "no caption text on the framebuffer"
 
 
 def test_sigterm_mid_utterance_delivers_the_final_captions(tmp_path, emu):
