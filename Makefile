@@ -27,6 +27,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/link.py
+	$(BIN)/python bench/outputs.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecap tests bench

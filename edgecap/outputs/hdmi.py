@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import time
 import unicodedata
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,7 @@ class HdmiOutput:
         self._on_screen: np.ndarray | None = None  # packed band as last written
         self.renders = 0
         self.rows_written = 0
+        self.render_ms: deque[float] = deque(maxlen=1000)  # render + pack + write, recent
 
     # --- Output -----------------------------------------------------------------------
     def open(self) -> None:
@@ -272,6 +274,7 @@ class HdmiOutput:
 
     def _render(self, phase: str) -> None:
         assert self.info is not None and self.fb is not None
+        t0 = time.perf_counter()
         info = self.info
         band_h = info.height - self.band_top
         img = Image.new("RGB", (info.width, band_h), self.background)
@@ -295,6 +298,7 @@ class HdmiOutput:
         self._phase_drawn = phase
         self._dirty = False
         self.renders += 1
+        self.render_ms.append((time.perf_counter() - t0) * 1000)
 
     def _color(self, rgb: tuple[int, int, int], phase: str) -> tuple[int, int, int]:
         if phase != "dim":
