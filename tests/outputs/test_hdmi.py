@@ -196,3 +196,14 @@ def test_missing_framebuffer_and_unknown_geometry(tmp_path):
     (tmp_path / "fb0").write_bytes(b"")
     infos = list_framebuffers(tmp_path / "sys")
     assert [(i.width, i.height, i.bpp, i.stride) for i in infos] == [(800, 480, 32, 3200)]
+
+
+def test_fullscreen_uses_the_whole_screen(tmp_path):
+    dev = fake_fb(tmp_path, 800, 480, 32)
+    out, clock = output(tmp_path, dev, layout_mode="fullscreen", font_size=40, show="original")
+    assert out.band_top == 0 and out.rows >= 8
+    render(out, clock, *[line(i, f"caption line number {i}") for i in range(1, 21)])
+    px = screen(dev, tmp_path)
+    text_rows = np.flatnonzero((px.min(axis=-1) > 200).any(axis=1))
+    assert text_rows.min() < 480 // 4  # the upper part of the screen is used too
+    assert text_rows.max() > 480 * 3 // 4
