@@ -105,7 +105,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     lc = loaded.config.log
     setup_logging("debug" if args.verbose else lc.level, lc.target, lc.repeat_interval)
-    daemon = Daemon(loaded, reloader=lambda: load(args.config, _overrides(args)))
+    from edgecap.local.recognizers import EngineError
+
+    try:
+        daemon = Daemon(loaded, reloader=lambda: load(args.config, _overrides(args)))
+    except EngineError as exc:
+        log.error("the offline engine cannot be used: %s", exc)
+        return EX_CONFIG
     daemon.install_signal_handlers()
     code = daemon.run()
     if daemon.hung:

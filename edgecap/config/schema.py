@@ -210,6 +210,38 @@ class LinkConfig:
         return []
 
 
+@dataclass(frozen=True)
+class LocalConfig:
+    """The offline engine on the box (no account, no network)."""
+
+    engine: str = key(
+        Choice("pocketsphinx", "vosk"),
+        "pocketsphinx",
+        "pocketsphinx (English model built in) or vosk (a model you installed: model_path)",
+    )
+    model_path: Any = key(
+        PathValue(), None, "the model directory; empty = pocketsphinx's built-in en-US model"
+    )
+    partial_interval: float = key(
+        Duration(min=0.1, max=5), 0.5, "a provisional caption at most this often while speaking"
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        import importlib.util
+
+        out = []
+        if self.model_path is not None and not self.model_path.is_dir():
+            out.append(("model_path", f"no such directory: {self.model_path}"))
+        if self.engine == "vosk":
+            if self.model_path is None:
+                out.append(("model_path", "engine = vosk needs the directory of a Vosk model"))
+            if importlib.util.find_spec("vosk") is None:
+                out.append(("engine", "vosk is not installed (pip install vosk)"))
+        elif importlib.util.find_spec("pocketsphinx") is None:
+            out.append(("engine", "pocketsphinx is not installed (pip install pocketsphinx)"))
+        return out
+
+
 SONIOX_URL = "wss://stt-rt.soniox.com/transcribe-websocket"
 
 
@@ -527,6 +559,7 @@ class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
     soniox: SonioxConfig = field(default_factory=SonioxConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
     sarvam: SarvamConfig = field(default_factory=SarvamConfig)
@@ -540,7 +573,7 @@ class Config:
 
 
 # Sections reserved for parts that have not landed yet: accepted, but they take no keys.
-RESERVED_SECTIONS = ("local",)
+RESERVED_SECTIONS: tuple[str, ...] = ()
 
 
 def section_classes() -> dict[str, type]:

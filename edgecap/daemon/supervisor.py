@@ -3,8 +3,8 @@
     source ─▶ CaptureWorker (gate) ─▶ SpeechQueue ─▶ speech consumer ─▶ outputs
 
 The speech consumer is the LinkWorker (a cloud service: speech goes out, captions come
-back through the CaptionBoard) or, for ``service = local`` until the offline engine lands,
-the ActivityWorker (the gate's activity only).
+back through the CaptionBoard) or, for ``service = local``, the LocalWorker (the offline
+engine on the box, into the same CaptionBoard).
 
 The supervisor's loop wakes on a signal, a worker's exit or every half second. Stopping is
 ordered so nothing in flight is lost: capture stops first (ending the open utterance and
@@ -31,7 +31,6 @@ from edgecap.captions.board import CaptionBoard
 from edgecap.captions.events import CaptionEvent
 from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig
 from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
-from edgecap.daemon.activity import ActivityWorker
 from edgecap.daemon.capture import CaptureWorker
 from edgecap.daemon.notify import Notifier
 from edgecap.daemon.speech_queue import SpeechQueue
@@ -40,6 +39,8 @@ from edgecap.daemon.worker import Worker
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
 from edgecap.link.soniox import SonioxCodec
 from edgecap.link.worker import LinkSettings, LinkWorker
+from edgecap.local.recognizers import make_recognizer
+from edgecap.local.worker import LocalWorker
 from edgecap.logsetup import under_journal
 from edgecap.outputs.caption_socket import SocketOutput
 from edgecap.outputs.console import ConsoleOutput
@@ -161,7 +162,17 @@ class Daemon:
             self.stop_timeout = self.base_stop_timeout + cfg.link.finish_timeout
             return self.link
         self.stop_timeout = self.base_stop_timeout
-        return ActivityWorker(self.queue, self._publish_activity)
+        local = cfg.local
+        self.board = CaptionBoard(self._publish_caption, first_seq=first_seq)
+        recognizer = make_recognizer(local.engine, local.model_path)
+        return LocalWorker(
+            self.queue,
+            recognizer,
+            self.board,
+            self.status,
+            on_activity=self._publish_activity,
+            partial_interval=local.partial_interval,
+        )
 
     def _make_stdout(self, stream: TextIO | None) -> StdoutOutput | None:
         sc = self.loaded.config.stdout
@@ -171,7 +182,7 @@ class Daemon:
         return StdoutOutput(
             stream if stream is not None else sys.stdout,
             fmt=sc.format,
-            show_activity=self.loaded.config.daemon.service == "local",
+            show_activity=False,  # captions are shown; JSON still carries the activity
         )
 
     def _publish_activity(self, activity):  # type: ignore[no-untyped-def]
@@ -280,7 +291,7 @@ class Daemon:
             log.warning("reload: [audio] and [gate] changes take effect at the next restart")
         kept = replace(new.config, audio=old.audio, gate=old.gate)
         self.loaded = replace(new, config=kept)
-        consumer_keys = ("daemon", "link", "soniox", "azure", "sarvam")
+        consumer_keys = ("daemon", "link", "local", "soniox", "azure", "sarvam")
         if any(getattr(kept, k) != getattr(old, k) for k in consumer_keys):
             self._replace_consumer()
         elif self.link is not None:
@@ -366,7 +377,10 @@ class Daemon:
                 code = self._failure_code(failed[0])
                 break
             if self.capture.finished.is_set():
-                break  # end of input: the consumer drains what is left
+                # End of input: the consumer works through what is queued (an offline engine
+                # may need longer than the stop budget) for as long as it makes progress.
+                self._await_consumer()
+                break
         code = self._stop(code)
         if self.link is not None:
             link = self.link
@@ -403,6 +417,16 @@ class Daemon:
             log.error("audio source cannot be used: %s", worker.error)
             return EX_CONFIG
         return EX_SOFTWARE
+
+    def _await_consumer(self) -> None:
+        while self.consumer.alive and self._stop_reason is None:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if time.monotonic() - self.consumer.heartbeat > 10.0:
+                log.error("the %s worker stopped making progress", self.consumer.name)
+                return
+            self._count_listeners()
+            self._tell_systemd()
 
     def _count_listeners(self) -> None:
         sock = self.socket_output

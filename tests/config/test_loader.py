@@ -105,10 +105,13 @@ def test_unreadable_and_non_utf8_files(tmp_path):
     ]
 
 
-def test_reserved_sections_take_no_keys_yet(tmp_path):
+def test_a_misspelt_key_gets_a_did_you_mean(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(overrides=["local.model=x"], etc_dir=tmp_path, env={})
-    assert "local.model: [local] takes no keys in this version" in info.value.errors[0]
+    assert (
+        info.value.errors[0]
+        == "local.model: unknown key; did you mean 'model_path'? (command line)"
+    )
 
 
 def test_config_files_lists_dropins_only_for_existing_dirs(tmp_path):

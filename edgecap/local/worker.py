@@ -1,0 +1,146 @@
+"""The offline engine's thread: the speech consumer for ``service = local``.
+
+It drains the speech queue like the link does: at speech start a new utterance, frames
+decoded as they come, a provisional caption every ``partial_interval`` of audio, the final
+caption at speech end. Decoding is bounded: when the queue holds more than
+``behind_limit`` of undecoded speech (a Pi too slow for the model) the status says
+"behind"; the queue's own bound then drops the oldest speech, counted and reported. At stop
+the backlog is decoded for at most ``stop_budget`` seconds; what is left is reported lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from edgecap.audio.frames import SAMPLE_RATE, seconds
+from edgecap.captions.tokens import Token, TokenUpdate
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.daemon.status import StatusBoard
+from edgecap.daemon.worker import Worker
+from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.link.worker import CaptionSink
+from edgecap.local.recognizers import Recognizer
+from edgecap.outputs.stdout import Activity
+
+log = logging.getLogger(__name__)
+
+
+class LocalWorker(Worker):
+    def __init__(
+        self,
+        queue: SpeechQueue,
+        recognizer: Recognizer,
+        sink: CaptionSink,
+        status: StatusBoard,
+        *,
+        on_activity: Callable[[Activity], None] | None = None,
+        partial_interval: float = 0.5,
+        behind_limit: float = 5.0,
+        stop_budget: float = 0.8,
+    ) -> None:
+        super().__init__("local")
+        self.queue = queue
+        self.recognizer = recognizer
+        self.sink = sink
+        self.status = status
+        self.on_activity = on_activity
+        self.partial_samples = round(partial_interval * SAMPLE_RATE)
+        self.behind_samples = round(behind_limit * SAMPLE_RATE)
+        self.stop_budget = stop_budget
+        self._open: SpeechStart | None = None
+        self._since_partial = 0
+        self._last_partial = ""
+        self._stop_deadline: float | None = None
+        self._skipped = 0  # samples not decoded at stop
+        self._skip_first: int | None = None
+        self._behind = False
+        self.frames = 0
+        self.utterances = 0
+        self.decode_seconds = 0.0  # thread CPU spent decoding
+
+    def run(self) -> None:
+        self.status.set("engine", "ready", self.recognizer.name)
+        try:
+            while not self.handing_over.is_set():
+                if self.stopping and self._stop_deadline is None:
+                    self._stop_deadline = time.monotonic() + self.stop_budget
+                try:
+                    event = self.queue.get(timeout=0.25)
+                except TimeoutError:
+                    self.beat()
+                    continue
+                self.beat()
+                if event is None:
+                    break
+                self._event(event)
+            if self._open is not None and self.handing_over.is_set():
+                self._end(self._open.utterance, self._open.sample, "stop")
+        finally:
+            if self._skipped:
+                start = (self._skip_first or 0) / SAMPLE_RATE
+                self.sink.loss(seconds(self._skipped), start, None, "not decoded before stop")
+            self.sink.close()
+            self.status.set("engine", "stopped", self.recognizer.name)
+
+    def _event(self, event) -> None:  # type: ignore[no-untyped-def]
+        if isinstance(event, SpeechStart):
+            self._open = event
+            self.recognizer.start()
+            self._since_partial = 0
+            self._last_partial = ""
+            if self.on_activity:
+                self.on_activity(Activity(event.utterance, seconds(event.sample)))
+        elif isinstance(event, SpeechAudio):
+            self.frames += 1
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                if self._skip_first is None:
+                    self._skip_first = event.frame.start
+                self._skipped += event.frame.samples
+                return
+            t0 = time.thread_time()
+            self.recognizer.feed(event.frame.pcm)
+            self._since_partial += event.frame.samples
+            if self._since_partial >= self.partial_samples:
+                self._since_partial = 0
+                self._partial()
+            self.decode_seconds += time.thread_time() - t0
+            self._check_behind()
+        elif isinstance(event, SpeechEnd):
+            self._end(event.utterance, event.sample, event.reason)
+
+    def _partial(self) -> None:
+        text = self.recognizer.partial()
+        if text and text != self._last_partial:
+            self._last_partial = text
+            tokens = tuple(Token(" " + w, False) for w in text.split())
+            self.sink.update(TokenUpdate(provisional=tokens), self._clock)
+
+    def _end(self, utterance: int, sample: int, reason: str) -> None:
+        t0 = time.thread_time()
+        words = self.recognizer.finish()
+        self.decode_seconds += time.thread_time() - t0
+        tokens = tuple(Token(" " + w, True, "none", start, end) for w, start, end in words)
+        self.sink.update(TokenUpdate(final=tokens, endpoint=True), self._clock)
+        self.utterances += 1
+        start = self._open.sample if self._open else sample
+        self._open = None
+        if self.on_activity:
+            self.on_activity(Activity(utterance, seconds(start), seconds(sample), reason))
+
+    def _clock(self, ms: int) -> float | None:
+        if self._open is None:
+            return None
+        return self._open.sample / SAMPLE_RATE + ms / 1000
+
+    def _check_behind(self) -> None:
+        behind = self.queue.held_samples > self.behind_samples
+        if behind != self._behind:
+            self._behind = behind
+            held = self.queue.held_samples / SAMPLE_RATE
+            if behind:
+                log.warning("offline engine behind: %.1f s of speech waiting", held)
+                self.status.set("engine", "behind", f"{held:.0f} s of speech waiting")
+            else:
+                self.status.set("engine", "ready", self.recognizer.name)
