@@ -101,6 +101,7 @@ class Daemon:
     ) -> None:
         self.loaded = loaded
         self.reloader = reloader
+        self.started_wall = time.time()
         self.stop_timeout = self.base_stop_timeout = stop_timeout
         self.status = StatusBoard()
         self.status.set("audio", "starting")
@@ -243,14 +244,8 @@ class Daemon:
         if cfg.serial.enabled:
             outputs.append(OutputWorker(SerialOutput(cfg.serial), self.status, drain_timeout=1.0))
         if cfg.transcript.enabled:
-            tc = cfg.transcript
-            transcript = TranscriptOutput(
-                tc.directory,
-                formats=tc.formats,
-                split=tc.split,
-                max_size=tc.max_size,
-                keep=tc.keep,
-            )
+            # capture time 0 is about now: the source opens as the daemon starts
+            transcript = TranscriptOutput(cfg.transcript, started_at=self.started_wall)
             outputs.append(OutputWorker(transcript, self.status, drain_timeout=0.5))
         return outputs
 
