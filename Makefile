@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/outputs.py
+	$(BIN)/python bench/offline.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecap tests bench

@@ -59,6 +59,7 @@ class LocalWorker(Worker):
         self.frames = 0
         self.utterances = 0
         self.decode_seconds = 0.0  # thread CPU spent decoding
+        self.final_ms: list[float] = []  # speech end → final caption, recent utterances
 
     def run(self) -> None:
         self.status.set("engine", "ready", self.recognizer.name)
@@ -118,11 +119,13 @@ class LocalWorker(Worker):
             self.sink.update(TokenUpdate(provisional=tokens), self._clock)
 
     def _end(self, utterance: int, sample: int, reason: str) -> None:
-        t0 = time.thread_time()
+        t0, w0 = time.thread_time(), time.perf_counter()
         words = self.recognizer.finish()
         self.decode_seconds += time.thread_time() - t0
         tokens = tuple(Token(" " + w, True, "none", start, end) for w, start, end in words)
         self.sink.update(TokenUpdate(final=tokens, endpoint=True), self._clock)
+        self.final_ms.append((time.perf_counter() - w0) * 1000)
+        del self.final_ms[:-1000]
         self.utterances += 1
         start = self._open.sample if self._open else sample
         self._open = None

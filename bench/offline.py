@@ -1,0 +1,62 @@
+"""Benchmark of the offline engine (not a test): prints a table.
+
+    .venv/bin/python bench/offline.py
+
+For every English speech clip of the shared corpus: word error rate against its reference
+transcript (a) decoding the whole file directly with pocketsphinx and (b) through the speech
+gate and the LocalWorker, as the daemon does (utterance by utterance); the real-time factor
+(decoding CPU / audio duration) and the latency from speech end to the final caption
+(pocketsphinx's end of utterance).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.corpus import clips, corpus_available
+from edgecap.local.recognizers import PocketsphinxRecognizer
+from tests.local.test_worker import gate_events, run_worker
+from tests.local.wer import direct_decode, transcript, wer
+
+
+def main() -> int:
+    if not corpus_available():
+        print("shared corpus not found")
+        return 1
+    print("Offline engine (pocketsphinx 5, bundled en-US model) on the corpus' English clips")
+    print(f"{'clip':<36} {'audio s':>7} {'WER direct':>10} {'WER daemon':>10} {'RTF':>5} "
+          f"{'final ms p50/max':>17}")  # fmt: skip
+    rtfs, finals = [], []
+    for c in clips():
+        if c.category != "speech" or c.lang != "en":
+            continue
+        pcm = c.pcm()
+        seconds = len(pcm) / 32_000
+        t0 = time.process_time()
+        direct = direct_decode(c.path)
+        direct_cpu = time.process_time() - t0
+        sink, _, worker = run_worker(gate_events(pcm), PocketsphinxRecognizer())
+        text = " ".join(w.strip() for w in sink.finals)
+        ref = transcript(c.base)
+        rtf = worker.decode_seconds / seconds
+        rtfs.append(rtf)
+        finals += worker.final_ms
+        lat = worker.final_ms or [0.0]
+        print(
+            f"{c.base:<36} {seconds:>7.1f} {wer(ref, direct):>10.3f} {wer(ref, text):>10.3f} "
+            f"{rtf:>5.2f} {statistics.median(lat):>8.0f}/{max(lat):<8.0f}"
+        )
+        del direct_cpu
+    print(f"real-time factor median {statistics.median(rtfs):.2f} "
+          f"(CPU s per audio s of speech); final caption p50 {statistics.median(finals):.0f} ms, "
+          f"max {max(finals):.0f} ms after speech end")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

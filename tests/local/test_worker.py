@@ -1,0 +1,179 @@
+"""The offline engine on its thread, with the real pocketsphinx and its bundled model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgecap.config.loader import ConfigError, load
+from edgecap.daemon.speech_queue import SpeechQueue
+from edgecap.daemon.status import StatusBoard
+from edgecap.gate.events import SpeechAudio
+from edgecap.local.recognizers import EngineError, PocketsphinxRecognizer, VoskRecognizer
+from edgecap.local.worker import LocalWorker
+from tests.conftest import REPO, corpus_clip, read_pcm16
+from tests.link.harness import RecordingSink
+from tests.local.wer import transcript, wer
+
+DEMO = REPO / "edgecap" / "data" / "demo_ljspeech_LJ050-0131.wav"
+
+
+def gate_events(pcm: bytes) -> list:
+    from edgecap.audio.frames import Frame
+    from edgecap.gate.speech_gate import GateSettings, SpeechGate
+
+    gate = SpeechGate(GateSettings(True, 2, 20, 300, 600, 150, 60.0))
+    out = []
+    for i in range(len(pcm) // 640):
+        out += gate.feed(Frame(pcm[i * 640 : (i + 1) * 640], i * 320, 0.0))
+    return out + gate.flush("end_of_input")
+
+
+def decode(pcm: bytes) -> str:
+    rec = PocketsphinxRecognizer()
+    rec.start()
+    rec.feed(pcm)
+    return " ".join(w for w, _, _ in rec.finish())
+
+
+def run_worker(events, recognizer, **kw):
+    queue = SpeechQueue(600 * 16_000)
+    sink, status = RecordingSink(), StatusBoard()
+    worker = LocalWorker(queue, recognizer, sink, status, **kw)
+    worker.start()
+    for e in events:
+        queue.put(e)
+    queue.close()
+    assert worker.join(120)
+    assert worker.error is None
+    return sink, status, worker
+
+
+def test_captions_are_what_pocketsphinx_makes_of_the_forwarded_speech():
+    pcm = read_pcm16(DEMO)
+    events = gate_events(pcm)
+    utterances = []
+    current = b""
+    for e in events:
+        if isinstance(e, SpeechAudio):
+            current += e.frame.pcm
+        elif type(e).__name__ == "SpeechEnd":
+            utterances.append(current)
+            current = b""
+    sink, status, worker = run_worker(events, PocketsphinxRecognizer())
+    expected = " ".join(decode(u) for u in utterances).split()
+    assert [w.strip() for w in sink.finals] == expected
+    assert len(expected) > 10
+    assert sink.updates > len(utterances), "no provisional captions while speaking"
+    assert sink.closed and status.snapshot().state_of("engine") == "stopped"
+    assert worker.utterances == len(utterances) and worker.decode_seconds > 0
+    # word times map to capture time: the first word starts after the utterance began
+    first = next(e for e in events if type(e).__name__ == "SpeechStart")
+    assert sink.starts[0] >= first.sample / 16_000
+
+
+class SlowRecognizer:
+    """A recognizer slower than real time (what cannot be made real: a slow Pi)."""
+
+    name = "slow"
+
+    def start(self):
+        pass
+
+    def feed(self, pcm):
+        time.sleep(0.01)  # 10 ms per 20 ms frame… but fed a 10 s backlog at once
+
+    def partial(self):
+        return ""
+
+    def finish(self):
+        return [("word", 0, 100)]
+
+
+def test_a_backlog_shows_as_behind_in_status():
+    from edgecap.audio.frames import Frame
+    from edgecap.gate.events import SpeechEnd, SpeechStart
+
+    events = [SpeechStart(1, 0, 0, 0.0)]
+    events += [SpeechAudio(1, Frame(bytes(640), i * 320, 0.0)) for i in range(600)]
+    events.append(SpeechEnd(1, 600 * 320, "silence", 0.0))
+    queue = SpeechQueue(600 * 16_000)
+    sink, status = RecordingSink(), StatusBoard()
+    seen = []
+    status.subscribe(lambda s: seen.append(s.state_of("engine")))
+    worker = LocalWorker(queue, SlowRecognizer(), sink, status, behind_limit=2.0)
+    for e in events:
+        queue.put(e)
+    worker.start()
+    queue.close()
+    assert worker.join(30)
+    assert "behind" in seen and seen[-1] == "stopped"
+    assert sink.finals == [" word"]
+
+
+def test_stop_decodes_for_a_bounded_time_and_reports_the_rest(tmp_path):
+    from edgecap.audio.frames import Frame
+    from edgecap.gate.events import SpeechStart
+
+    queue = SpeechQueue(600 * 16_000)
+    sink, status = RecordingSink(), StatusBoard()
+    worker = LocalWorker(queue, SlowRecognizer(), sink, status, stop_budget=0.3)
+    queue.put(SpeechStart(1, 0, 0, 0.0))
+    for i in range(1500):  # 30 s of speech: 15 s to decode
+        queue.put(SpeechAudio(1, Frame(bytes(640), i * 320, 0.0)))
+    worker.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    worker.request_stop()
+    queue.close()
+    assert worker.join(5)
+    assert time.monotonic() - t0 < 1.5
+    (loss,) = sink.losses
+    assert loss[0] > 20 and loss[3] == "not decoded before stop"
+
+
+def test_engine_problems_are_clear(tmp_path):
+    with pytest.raises(EngineError, match="no pocketsphinx model"):
+        PocketsphinxRecognizer(tmp_path / "nope")
+    with pytest.raises(EngineError, match="needs model_path"):
+        VoskRecognizer(None)
+    with pytest.raises(ConfigError) as info:
+        load(overrides=["local.engine=vosk"], etc_dir=tmp_path, env={})
+    assert any("local.model_path: engine = vosk needs" in e for e in info.value.errors)
+    with pytest.raises(ConfigError) as info:
+        load(overrides=[f"local.model_path={tmp_path / 'gone'}"], etc_dir=tmp_path, env={})
+    assert "local.model_path: no such directory" in info.value.errors[0]
+
+
+@pytest.mark.parametrize("base", ["en_ljspeech_LJ050-0131", "en_vosk_digits"])
+def test_the_daemon_does_not_hurt_recognition_on_these_clips(base):
+    from tests.local.wer import direct_decode
+
+    path = corpus_clip(f"{base}.16k.wav")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecap",
+            "run",
+            "--file",
+            str(path),
+            "--fast",
+            "--json",
+            "--set",
+            "socket.enabled=no",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    finals = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+    text = " ".join(e["text"] for e in finals if e["type"] == "caption" and e["final"])
+    reference = transcript(base)
+    assert wer(reference, text) <= wer(reference, direct_decode(path)) + 0.01
