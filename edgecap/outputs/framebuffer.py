@@ -3,14 +3,21 @@
 fbdev exposes the screen as a file of ``height`` rows of ``stride`` bytes. edgecap supports
 the two formats a Raspberry Pi's HDMI framebuffer uses: 16 bits per pixel (RGB565, little
 endian) and 32 (XRGB8888 little endian, i.e. bytes B, G, R, X). Packing is done in numpy
-(Pillow has no RGB565 packer). Writes are ``pwrite`` of whole rows, and only of the rows
-that changed.
+(Pillow has no RGB565 packer). Writes are ``os.pwrite`` of whole rows, one call per run of
+adjacent rows, and only of the rows the caller says changed: the screen is never rewritten
+whole for a partial update, which is what makes a framebuffer flicker.
+
+Nothing here needs a real device: tests point ``device`` at a regular file of the exact size
+and ``sysfs`` at a directory tree of the same files the kernel has.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,137 +25,243 @@ import numpy as np
 
 from edgecap.outputs.base import OutputUnavailable
 
+SYSFS = Path("/sys/class/graphics")
+FBIOBLANK = 0x4611  # <linux/fb.h>
+FB_BLANK_UNBLANK = 0
+FB_BLANK_POWERDOWN = 4
+_GONE = (errno.ENODEV, errno.ENXIO, errno.EIO, errno.EBADF, errno.ENOENT)
+
 
 @dataclass(frozen=True)
 class FramebufferInfo:
     device: Path
     width: int
     height: int
-    bpp: int
-    stride: int
-    name: str = ""
+    bpp: int  # 16 (RGB565) or 32 (XRGB8888)
+    stride: int  # bytes from one row to the next (>= width * bpp / 8)
+    name: str = ""  # the driver's name from sysfs ("vc4drmfb", "simple" …), if known
 
     @property
     def row_bytes(self) -> int:
+        """Bytes of pixels in a row (the stride may add padding after them)."""
         return self.width * self.bpp // 8
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole visible frame."""
+        return self.stride * self.height
 
 
 def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip()
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return None
 
 
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def sysfs_node(device: Path, sysfs: Path = SYSFS) -> Path:
+    """The sysfs directory of ``device``: /dev/fb1 → <sysfs>/fb1. A link such as
+    /dev/fb-hdmi → /dev/fb1 is followed to find the fbN name."""
+    device = Path(device)
+    name = device.name
+    if not re.fullmatch(r"fb\d+", name):
+        with contextlib.suppress(OSError):
+            name = device.resolve().name
+    return Path(sysfs) / name
+
+
+def _visible_size(node: Path) -> tuple[int, int]:
+    """Width and height: ``virtual_size`` ("1920,1080"), narrowed to the current mode
+    ("U:1920x1080p-0" in ``mode``/``modes``) when a driver allocates a taller virtual
+    screen for panning, so that captions never land below the visible area."""
+    size = _read(node / "virtual_size") or ""
+    m = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", size)
+    if not m:
+        return 0, 0
+    width, height = int(m.group(1)), int(m.group(2))
+    for key in ("mode", "modes"):
+        first = (_read(node / key) or "").partition("\n")[0]
+        mode = re.match(r"\w*:(\d+)x(\d+)", first)
+        if mode and 0 < int(mode.group(1)) <= width and 0 < int(mode.group(2)) <= height:
+            return int(mode.group(1)), int(mode.group(2))
+    return width, height
+
+
 def read_geometry(
-    device: Path, sysfs: Path, *, width: int = 0, height: int = 0, bpp: int = 0, stride: int = 0
+    device: Path,
+    sysfs: Path = SYSFS,
+    *,
+    width: int = 0,
+    height: int = 0,
+    bpp: int = 0,
+    stride: int = 0,
 ) -> FramebufferInfo:
-    """Geometry of ``device`` (e.g. /dev/fb0): values given here win over sysfs
-    (``<sysfs>/fb0/virtual_size``, ``bits_per_pixel``, ``stride``)."""
-    node = sysfs / device.name
+    """Geometry of ``device`` (e.g. /dev/fb0). Values given here (from config; 0 = not
+    given) win over sysfs: ``<sysfs>/fb0/virtual_size``, ``bits_per_pixel``, ``stride``.
+    Raises OutputUnavailable when it cannot be known or is not supported."""
+    device = Path(device)
+    node = sysfs_node(device, sysfs)
     if not (width and height):
-        size = _read(node / "virtual_size")
-        if size and "," in size:
-            w, h = (int(x) for x in size.split(",")[:2])
-            width, height = width or w, height or h
-    if not bpp:
-        bpp = int(_read(node / "bits_per_pixel") or 0)
+        w, h = _visible_size(node)
+        width, height = width or w, height or h
+    bpp = bpp or _int(_read(node / "bits_per_pixel"))
     if not (width and height and bpp):
         raise OutputUnavailable(
             f"unknown geometry of {device}: set [hdmi] width, height and bpp, or check {node}"
         )
     if bpp not in (16, 32):
         raise OutputUnavailable(f"{device} has {bpp} bits per pixel; 16 and 32 are supported")
-    if not stride:
-        stride = int(_read(node / "stride") or 0) or width * bpp // 8
+    row_bytes = width * bpp // 8
+    stride = stride or _int(_read(node / "stride")) or row_bytes
+    if stride < row_bytes:
+        raise OutputUnavailable(
+            f"{device}: stride {stride} is shorter than a row of {width} pixels at {bpp} bpp"
+        )
     return FramebufferInfo(device, width, height, bpp, stride, _read(node / "name") or "")
 
 
-def list_framebuffers(sysfs: Path = Path("/sys/class/graphics")) -> list[FramebufferInfo]:
-    """Every fbN under sysfs with a readable geometry (for `edgecap devices`)."""
+def list_framebuffers(sysfs_root: Path = SYSFS) -> list[FramebufferInfo]:
+    """Every fbN under ``sysfs_root`` whose geometry is readable (for `edgecap devices`);
+    ``device`` is /dev/fbN."""
     found = []
-    for node in sorted(sysfs.glob("fb[0-9]*")):
+    nodes = sorted(Path(sysfs_root).glob("fb[0-9]*"), key=lambda p: _int(p.name[2:]))
+    for node in nodes:
+        if not re.fullmatch(r"fb\d+", node.name):
+            continue
         try:
-            found.append(read_geometry(Path("/dev") / node.name, sysfs))
-        except (OutputUnavailable, ValueError):
+            found.append(read_geometry(Path("/dev") / node.name, sysfs_root))
+        except OutputUnavailable:
             continue
     return found
 
 
 def pack(rgb: np.ndarray, bpp: int) -> np.ndarray:
-    """An (h, w, 3) uint8 array → (h, w * bpp/8) bytes in the framebuffer's format."""
+    """An (h, w, 3) uint8 RGB array → (h, w * bpp/8) uint8 in the framebuffer's format:
+    RGB565 little endian, or bytes B, G, R, X (X = 255, in case a driver reads it as alpha)."""
     if bpp == 16:
         r = rgb[..., 0].astype(np.uint16)
         g = rgb[..., 1].astype(np.uint16)
         b = rgb[..., 2].astype(np.uint16)
         px = ((r >> 3) << 11) | ((g >> 2) << 5) | (b >> 3)
         return px.astype("<u2").view(np.uint8).reshape(rgb.shape[0], -1)
-    out = np.empty((rgb.shape[0], rgb.shape[1], 4), dtype=np.uint8)
-    out[..., 0] = rgb[..., 2]
-    out[..., 1] = rgb[..., 1]
-    out[..., 2] = rgb[..., 0]
-    out[..., 3] = 0
-    return out.reshape(rgb.shape[0], -1)
+    if bpp == 32:
+        out = np.empty((rgb.shape[0], rgb.shape[1], 4), dtype=np.uint8)
+        out[..., 0] = rgb[..., 2]
+        out[..., 1] = rgb[..., 1]
+        out[..., 2] = rgb[..., 0]
+        out[..., 3] = 255
+        return out.reshape(rgb.shape[0], -1)
+    raise ValueError(f"unsupported bits per pixel: {bpp}")
+
+
+def pack_color(rgb: tuple[int, int, int], bpp: int) -> np.ndarray:
+    """One colour as the bytes of one pixel."""
+    return pack(np.array([[rgb]], dtype=np.uint8), bpp)[0]
 
 
 def unpack(data: bytes, info: FramebufferInfo) -> np.ndarray:
-    """Framebuffer bytes → (h, w, 3) uint8 RGB (tests and screenshots)."""
-    rows = np.frombuffer(data, dtype=np.uint8)[: info.stride * info.height]
+    """Framebuffer bytes (a whole frame) → (h, w, 3) uint8 RGB, for tests and screenshots.
+    RGB565 is widened by bit replication, so white stays 255."""
+    rows = np.frombuffer(data, dtype=np.uint8)[: info.size]
     rows = rows.reshape(info.height, info.stride)[:, : info.row_bytes]
     if info.bpp == 16:
-        px = rows.copy().view("<u2").reshape(info.height, info.width).astype(np.uint32)
-        r = ((px >> 11) & 0x1F) * 255 // 31
-        g = ((px >> 5) & 0x3F) * 255 // 63
-        b = (px & 0x1F) * 255 // 31
+        px = rows.copy().view("<u2").reshape(info.height, info.width)
+        r5, g6, b5 = (px >> 11) & 0x1F, (px >> 5) & 0x3F, px & 0x1F
+        r = (r5 << 3) | (r5 >> 2)
+        g = (g6 << 2) | (g6 >> 4)
+        b = (b5 << 3) | (b5 >> 2)
         return np.stack([r, g, b], axis=-1).astype(np.uint8)
     px = rows.reshape(info.height, info.width, 4)
     return px[..., [2, 1, 0]].copy()
 
 
+def screenshot(info: FramebufferInfo) -> np.ndarray:
+    """What is on the framebuffer now, as (h, w, 3) RGB."""
+    try:
+        with open(info.device, "rb") as f:
+            data = f.read(info.size)
+    except OSError as exc:
+        raise OutputUnavailable(f"cannot read {info.device}: {exc.strerror}") from None
+    if len(data) < info.size:
+        raise OutputUnavailable(f"{info.device} is shorter than its {info.size}-byte frame")
+    return unpack(data, info)
+
+
 class Framebuffer:
+    """An open framebuffer device written row by row. Every OSError on it becomes
+    OutputUnavailable, so the worker closes and reopens it with backoff."""
+
     def __init__(self, info: FramebufferInfo) -> None:
         self.info = info
         self._fd: int | None = None
         self.bytes_written = 0
-        self.writes = 0
+        self.writes = 0  # pwrite calls
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
 
     def open(self) -> None:
         try:
             self._fd = os.open(self.info.device, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise OutputUnavailable(f"no framebuffer at {self.info.device}") from None
             raise OutputUnavailable(
-                f"no framebuffer at {self.info.device}: {exc.strerror}"
+                f"cannot open framebuffer {self.info.device}: {exc.strerror}"
             ) from None
 
     def write_rows(self, y: int, packed: np.ndarray) -> None:
-        """Write packed rows starting at screen row ``y``."""
-        if self._fd is None:
-            raise OutputUnavailable("framebuffer not open")
+        """Write ``packed`` (rows of ``row_bytes``, as from ``pack``) at screen row ``y``
+        with one pwrite. When the stride has padding, the padding bytes are written as
+        zeros along with the rows (they are never displayed), which keeps it one call."""
         info = self.info
-        try:
-            if info.stride == info.row_bytes:
-                data = packed.tobytes()
-                self._pwrite(data, y * info.stride)
-            else:
-                for i, row in enumerate(packed):
-                    self._pwrite(row.tobytes(), (y + i) * info.stride)
-        except OSError as exc:
-            if exc.errno in (errno.ENODEV, errno.EIO, errno.ENXIO, errno.EBADF):
-                raise OutputUnavailable(f"{info.device} went away: {exc.strerror}") from None
-            raise OutputUnavailable(f"cannot write {info.device}: {exc.strerror}") from None
+        if y < 0 or y + packed.shape[0] > info.height or packed.shape[1] != info.row_bytes:
+            raise ValueError(f"rows {y}..{y + packed.shape[0]} do not fit {info.device}")
+        if info.stride != info.row_bytes:
+            padded = np.zeros((packed.shape[0], info.stride), dtype=np.uint8)
+            padded[:, : info.row_bytes] = packed
+            packed = padded
+        self._pwrite(memoryview(np.ascontiguousarray(packed)).cast("B"), y * info.stride)
 
-    def _pwrite(self, data: bytes, offset: int) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(self._fd, view, offset)  # type: ignore[arg-type]
-            view = view[n:]
-            offset += n
-            self.bytes_written += n
-        self.writes += 1
+    def _pwrite(self, data: memoryview, offset: int) -> None:
+        if self._fd is None:
+            raise OutputUnavailable(f"{self.info.device} is not open")
+        try:
+            while data:
+                n = os.pwrite(self._fd, data, offset)
+                if n <= 0:
+                    raise OutputUnavailable(f"{self.info.device} took no more bytes")
+                data = data[n:]
+                offset += n
+                self.bytes_written += n
+                self.writes += 1
+        except OSError as exc:
+            if exc.errno in _GONE:
+                raise OutputUnavailable(f"{self.info.device} went away: {exc.strerror}") from None
+            raise OutputUnavailable(f"cannot write {self.info.device}: {exc.strerror}") from None
+
+    def set_power(self, on: bool) -> bool:
+        """Blank (display off, the monitor may go to standby) or unblank through FBIOBLANK.
+        False when the device does not do it (a regular file, some drivers): the caller has
+        already painted the screen black, which is blank enough."""
+        if self._fd is None:
+            return False
+        try:
+            fcntl.ioctl(self._fd, FBIOBLANK, FB_BLANK_UNBLANK if on else FB_BLANK_POWERDOWN)
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         if self._fd is not None:
-            try:
-                os.close(self._fd)
-            finally:
-                self._fd = None
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)

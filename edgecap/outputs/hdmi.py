@@ -1,149 +1,103 @@
 """Captions on an HDMI screen, drawn into the Linux framebuffer with Pillow.
 
-Layout: ``rollup`` keeps the newest ``lines`` rows in a band at the bottom of the screen,
-``fullscreen`` fills the screen; words wrap by their measured pixel width; final text is
-bright, provisional text dimmed, a translation sits under its line in its own colour (or
-only one of them is shown). A status line sits above the captions when there is something to
-say ("Listening…" while no captions come, "No microphone", "Speech service refused the
-session (…)"); a loss of speech shows there for a while. After ``dim_after`` without
-captions they are dimmed, after ``blank_after`` the screen goes dark; the next caption
-wakes it.
+Layout. The screen is a stack of text rows ("slots") of one height. ``rollup`` uses a band
+at the bottom of the screen: one status slot on top, then ``lines`` caption slots (twice
+as many when a translation is shown under each line); the newest rows sit at the bottom.
+``fullscreen`` uses the whole screen: the status slot at the top, captions filling the
+page from the top and rolling once it is full. Words wrap by their measured pixel width
+(``rollup.wrap`` with the font chain as the measure). Final text is drawn in ``color``,
+provisional text in ``provisional_color``, a translation under its line in
+``translation_color``; ``show`` keeps only one of them.
 
-Fonts: a chain of font files, tried in order for every character, so Latin, Devanagari,
-CJK and Arabic captions render once the fonts are installed (a character no font has is
-drawn with the first). A line with right-to-left script is drawn whole, right-aligned, by
-the first font that has all of it, so raqm can shape and order it.
+The status slot says what is wrong or that nothing is happening: the status summary
+("No microphone", "Speech service refused the session (…)") whenever audio or the link is
+in trouble, and also ("Listening…") while there are no captions yet or none came for
+``IDLE_STATUS_AFTER`` seconds. A loss of speech (AudioLoss) shows there for
+``NOTICE_SECONDS``. After ``dim_after`` without captions everything is dimmed, after
+``blank_after`` the screen is painted black and powered down (FBIOBLANK) where the driver
+allows; the next caption wakes it.
 
-No flicker: the band is rendered off-screen, packed, and compared with what is on the
-screen row by row; only changed rows are written, and at most ``max_fps`` times a second.
+Font size (``font_size`` 0): min(height / 16, width / 26) — 67 px at 1920×1080, 30 px at
+800×480 — then shrunk, if needed, until every slot of the roll-up fits on the screen.
+
+No flicker, little work: each slot is rendered on its own into a strip already packed in
+the framebuffer's format, and strips are kept while they stay on screen (a line that
+scrolls up is not drawn again). The band is composed from strips, compared row by row
+with what the screen shows, and only the rows that differ are written, one ``pwrite``
+per run of adjacent rows. Redraws happen at most ``max_fps`` times a second: ``handle``
+only records what changed, and the redraw happens in ``handle`` or ``idle`` once
+1/max_fps has passed since the last one. Once a minute the whole screen is written again
+(identical pixels: no flicker), which repairs anything a console drew over the captions.
 """
 
 from __future__ import annotations
 
-import functools
 import time
-import unicodedata
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, features
+from PIL import Image, ImageDraw
 
 from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.daemon.status import StatusSnapshot
-from edgecap.outputs.base import OutputEvent
-from edgecap.outputs.framebuffer import Framebuffer, FramebufferInfo, pack, read_geometry
-from edgecap.outputs.rollup import CaptionLines, layout, wrap
+from edgecap.daemon.status import LINK_PROBLEMS, StatusSnapshot
+from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.fonts import FontChain
+from edgecap.outputs.framebuffer import (
+    Framebuffer,
+    FramebufferInfo,
+    pack,
+    pack_color,
+    read_geometry,
+)
+from edgecap.outputs.rollup import CaptionLines, Row, layout, wrap
 
-FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".fonts")
+if TYPE_CHECKING:
+    from edgecap.config.schema import HdmiConfig
+
+RGB = tuple[int, int, int]
+
 NORMAL_AUDIO = ("listening", "speech", "starting")
-NOTICE_SECONDS = 10.0
-DIM = 0.35  # dimmed captions keep this share of their brightness
-RAQM = ImageFont.Layout.RAQM if features.check("raqm") else ImageFont.Layout.BASIC
+IDLE_STATUS_AFTER = 10.0  # seconds without captions before "Listening…" shows again
+NOTICE_SECONDS = 10.0  # how long a loss of speech is shown
+DIM = 0.35  # dimmed text keeps this share of its brightness against the background
+LINE_HEIGHT = 1.45  # slot height, in font sizes: room for Devanagari marks above and below
+BASELINE = 1.07  # baseline from the top of a slot, in font sizes
+STATUS_SCALE = 0.6  # status text size, in caption font sizes
+REFRESH_SECONDS = 60.0  # rewrite the whole screen this often (heals what others drew)
 
 
-@functools.lru_cache(maxsize=64)
-def find_font(name: str) -> Path | None:
-    """A font file by path, or by file name under the usual font directories."""
-    path = Path(name)
-    if path.is_absolute():
-        return path if path.is_file() else None
-    for base in FONT_DIRS:
-        if base.is_dir():
-            for hit in base.rglob(name):
-                return hit
-    return None
+def screen_margin(width: int, height: int) -> int:
+    """Space kept free at the screen's edges (TVs may crop a little: overscan)."""
+    return max(6, min(width // 32, height // 18))
 
 
-def _rtl(text: str) -> bool:
-    return any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in text)
+def auto_font_size(width: int, height: int, slots: int = 0) -> int:
+    """The caption font size for a screen: min(height/16, width/26), shrunk so that
+    ``slots`` rows (0 = any number) fit between the margins."""
+    size = min(height // 16, width // 26)
+    if slots:
+        size = min(size, int((height - 2 * screen_margin(width, height)) / (slots * LINE_HEIGHT)))
+    return max(8, size)
 
 
-class FontChain:
-    """Fonts tried in order per character (coverage is tested once per font and char)."""
-
-    def __init__(self, names: tuple[str, ...], size: int) -> None:
-        self.size = size
-        self.fonts: list[ImageFont.FreeTypeFont] = []
-        self.missing: list[str] = []
-        for name in names:
-            path = find_font(name)
-            if path is None:
-                self.missing.append(name)
-                continue
-            self.fonts.append(ImageFont.truetype(str(path), size, layout_engine=RAQM))
-        if not self.fonts:
-            self.fonts.append(ImageFont.load_default(size))
-        self._notdef = [self._mask(f, "\U0010fffd") for f in self.fonts]
-        self._has: dict[tuple[int, str], bool] = {}
-
-    @staticmethod
-    def _mask(font: ImageFont.FreeTypeFont, ch: str) -> bytes:
-        try:
-            return bytes(font.getmask(ch, mode="L"))
-        except Exception:  # a font that cannot render it does not have it
-            return b""
-
-    def has(self, index: int, ch: str) -> bool:
-        key = (index, ch)
-        if key not in self._has:
-            if ch.isspace() or unicodedata.category(ch) in ("Mn", "Mc", "Me", "Cf"):
-                self._has[key] = True  # joins the run of the character before it
-            else:
-                self._has[key] = self._mask(self.fonts[index], ch) != self._notdef[index]
-        return self._has[key]
-
-    def font_for(self, ch: str) -> int:
-        for i in range(len(self.fonts)):
-            if self.has(i, ch):
-                return i
-        return 0
-
-    def runs(self, text: str) -> list[tuple[int, str]]:
-        """(font index, text) runs; marks and spaces stay with the run before them."""
-        runs: list[tuple[int, str]] = []
-        for ch in text:
-            keep = runs and (ch.isspace() or unicodedata.category(ch).startswith("M"))
-            index = runs[-1][0] if keep else self.font_for(ch)
-            if runs and runs[-1][0] == index:
-                runs[-1] = (index, runs[-1][1] + ch)
-            else:
-                runs.append((index, ch))
-        return runs
-
-    def whole(self, text: str) -> int:
-        """The first font that has every character of ``text`` (0 if none)."""
-        for i in range(len(self.fonts)):
-            if all(self.has(i, ch) for ch in text):
-                return i
-        return 0
-
-    def width(self, text: str) -> int:
-        if _rtl(text):
-            return int(self.fonts[self.whole(text)].getlength(text, direction="rtl"))
-        return int(sum(self.fonts[i].getlength(t) for i, t in self.runs(text)))
-
-    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill, width: int):  # type: ignore[no-untyped-def]
-        x, y = xy
-        if _rtl(text):
-            font = self.fonts[self.whole(text)]
-            w = font.getlength(text, direction="rtl")
-            draw.text((x + width - w, y), text, font=font, fill=fill, direction="rtl")
-            return
-        for index, part in self.runs(text):
-            font = self.fonts[index]
-            draw.text((x, y), part, font=font, fill=fill)
-            x += font.getlength(part)
+def _rgb(color: tuple[int, ...]) -> RGB:
+    r, g, b = color
+    return (int(r), int(g), int(b))
 
 
 class HdmiOutput:
+    """The ``hdmi`` output (see the module docstring). ``clock`` (default
+    time.monotonic) times redraws, the status line, the notice and dimming."""
+
     name = "hdmi"
-    idle_interval = 0.05
 
     def __init__(
         self,
         device: Path,
-        sysfs: Path,
+        sysfs: Path = Path("/sys/class/graphics"),
         *,
         width: int = 0,
         height: int = 0,
@@ -154,72 +108,106 @@ class HdmiOutput:
         show: str = "both",
         fonts: tuple[str, ...] = ("DejaVuSans.ttf",),
         font_size: int = 0,
-        color: tuple[int, int, int] = (255, 255, 255),
-        provisional_color: tuple[int, int, int] = (160, 160, 160),
-        translation_color: tuple[int, int, int] = (255, 214, 102),
-        background: tuple[int, int, int] = (0, 0, 0),
+        color: RGB = (255, 255, 255),
+        provisional_color: RGB = (160, 160, 160),
+        translation_color: RGB = (255, 214, 102),
+        background: RGB = (0, 0, 0),
         max_fps: int = 15,
         dim_after: float = 300.0,
         blank_after: float = 1800.0,
-        clock=time.monotonic,  # type: ignore[no-untyped-def]
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if layout_mode not in ("rollup", "fullscreen"):
+            raise ValueError(f"unknown layout {layout_mode!r}")
         self.device, self.sysfs = Path(device), Path(sysfs)
-        self.geometry = dict(width=width, height=height, bpp=bpp, stride=stride)
+        self.geometry = {"width": width, "height": height, "bpp": bpp, "stride": stride}
         self.layout_mode = layout_mode
         self.lines = lines
         self.show = show
-        self.font_names = fonts
+        self.font_names = tuple(fonts)
         self.font_size = font_size
-        self.colors = {
-            "final": color,
-            "provisional": provisional_color,
-            "translation": translation_color,
-            "status": provisional_color,
+        self.colors: dict[str, RGB] = {
+            "final": _rgb(color),
+            "provisional": _rgb(provisional_color),
+            "translation": _rgb(translation_color),
+            "status": _rgb(provisional_color),
         }
-        self.background = background
+        self.background = _rgb(background)
         self.min_interval = 1.0 / max_fps
+        # the worker calls idle() at least this often: a held-back frame waits < 1.5 frames
+        self.idle_interval = min(0.05, self.min_interval / 2)
         self.dim_after = dim_after
         self.blank_after = blank_after
         self.clock = clock
+
         self.fb: Framebuffer | None = None
         self.info: FramebufferInfo | None = None
-        self._captions = CaptionLines(keep=max(20, lines * 3))
+        self.fonts: FontChain | None = None
+        self.small: FontChain | None = None
+        self._captions = CaptionLines(keep=60)
         self._snapshot: StatusSnapshot | None = None
         self._notice = ""
         self._notice_until = 0.0
         self._last_caption = clock()
         self._dirty = True
-        self._last_render = -1e9
-        self._on_screen: np.ndarray | None = None  # packed band as last written
+        self._last_render = float("-inf")
+        self._last_refresh = float("-inf")
+        self._drawn: tuple[str, str] | None = None  # (phase, status text) on screen
+        self._shown: np.ndarray | None = None  # the packed band as on the screen
+        self._strips: dict[tuple[str, str, RGB], np.ndarray] = {}
+        self._fonts_key: tuple[tuple[str, ...], int] | None = None
+        # counters, for tests and bench/outputs.py
         self.renders = 0
         self.rows_written = 0
-        self.render_ms: deque[float] = deque(maxlen=1000)  # render + pack + write, recent
+        self.render_ms: deque[float] = deque(maxlen=1000)  # compose + pack + write
+
+    @classmethod
+    def from_config(
+        cls, cfg: HdmiConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> HdmiOutput:
+        return cls(
+            cfg.device,
+            cfg.sysfs,
+            width=cfg.width,
+            height=cfg.height,
+            bpp=cfg.bpp,
+            stride=cfg.stride,
+            layout_mode=cfg.layout,
+            lines=cfg.lines,
+            show=cfg.show,
+            fonts=cfg.fonts,
+            font_size=cfg.font_size,
+            color=cfg.color,
+            provisional_color=cfg.provisional_color,
+            translation_color=cfg.translation_color,
+            background=cfg.background,
+            max_fps=cfg.max_fps,
+            dim_after=cfg.dim_after,
+            blank_after=cfg.blank_after,
+            clock=clock,
+        )
 
     # --- Output -----------------------------------------------------------------------
     def open(self) -> None:
+        """Read the geometry, open the device, lay out the slots and clear the screen
+        (the one full-frame write: whatever was there, a console, goes)."""
         info = read_geometry(self.device, self.sysfs, **self.geometry)
         fb = Framebuffer(info)
         fb.open()
+        try:
+            self._setup(info)
+            fb.set_power(True)
+            row = np.tile(pack_color(self.background, info.bpp), info.width)
+            fb.write_rows(0, np.broadcast_to(row, (info.height, info.row_bytes)))
+        except BaseException:
+            fb.close()
+            raise
         self.fb, self.info = fb, info
-        size = self.font_size or max(14, info.height // 18)
-        self.fonts = FontChain(self.font_names, size)
-        self.small = FontChain(self.font_names, max(12, size * 2 // 3))
-        self.line_height = round(size * 1.35)
-        self.margin = max(8, info.width // 40)
-        if self.layout_mode == "fullscreen":
-            self.band_top = 0
-            self.rows = max(1, (info.height - self.line_height) // self.line_height)
-        else:
-            # `lines` caption lines, each with room for its translation when both are shown
-            self.rows = self.lines * (2 if self.show == "both" else 1)
-            band = self.line_height * (self.rows + 1) + self.margin
-            self.band_top = max(0, info.height - band)
-        self._on_screen = None
+        self._shown = self._bg_band.copy()
+        self._drawn = None
         self._dirty = True
-        # Start from a clean screen: whatever was there (a console) goes.
-        blank = np.zeros((info.height, info.width, 3), dtype=np.uint8)
-        blank[...] = self.background
-        fb.write_rows(0, pack(blank, info.bpp))
+        self._last_render = float("-inf")
+        self._last_refresh = self.clock()
 
     def handle(self, event: OutputEvent) -> None:
         now = self.clock()
@@ -228,98 +216,213 @@ class HdmiOutput:
                 self._dirty = True
                 self._last_caption = now
         elif isinstance(event, AudioLoss):
-            self._notice = f"⚠ {event.seconds:.1f} s of speech lost ({event.reason})"
+            where = f" ({event.reason})" if event.reason else ""
+            self._notice = f"⚠ {event.seconds:.1f} s of speech lost{where}"
             self._notice_until = now + NOTICE_SECONDS
             self._dirty = True
         elif isinstance(event, StatusSnapshot):
-            self._snapshot = event
-            self._dirty = True
-        self.idle(now)
-
-    @property
-    def _status(self) -> str:
-        """The status line: any trouble; "Listening…" while there are no captions yet."""
-        snap = self._snapshot
-        if snap is None:
-            return ""
-        summary = snap.summary()
-        normal = snap.state_of("audio") in NORMAL_AUDIO and "·" not in summary
-        return "" if normal and len(self._captions) else summary
+            self._snapshot = event  # redrawn only if the status line's text changes
+        self._maybe_render(now)
 
     def idle(self, now: float) -> None:
-        now = self.clock()
-        if self._notice and now > self._notice_until:
-            self._notice, self._dirty = "", True
-        quiet = now - self._last_caption
-        state = self._phase(quiet)
-        if state != getattr(self, "_phase_drawn", None):
-            self._dirty = True
-        if not self._dirty or self.fb is None or now - self._last_render < self.min_interval:
-            return
-        self._render(state)
-        self._last_render = now
+        # The output's own clock, not ``now``: handle() has no ``now``, and both must agree
+        # (tests inject one clock for everything).
+        self._maybe_render(self.clock())
 
     def close(self) -> None:
         if self.fb is not None:
+            if self._drawn and self._drawn[0] == "blank":
+                self.fb.set_power(True)  # never leave the console on a powered-down screen
             self.fb.close()
             self.fb = None
+        self._shown = None
+        self._strips.clear()
 
-    # --- drawing ----------------------------------------------------------------------
-    def _phase(self, quiet: float) -> str:
+    # --- what to show -------------------------------------------------------------------
+    def phase(self, now: float) -> str:
+        """The screen's phase from the time since the last caption: "on", "dim" or "blank"."""
+        quiet = now - self._last_caption
         if self.blank_after and quiet >= self.blank_after:
             return "blank"
         if self.dim_after and quiet >= self.dim_after:
             return "dim"
         return "on"
 
-    def _render(self, phase: str) -> None:
-        assert self.info is not None and self.fb is not None
+    def status_text(self, now: float) -> str:
+        """The status slot: a loss notice, else the status summary when something is
+        wrong, or when there are no captions (yet, or for IDLE_STATUS_AFTER seconds)."""
+        if self._notice and now < self._notice_until:
+            return self._notice
+        snap = self._snapshot
+        if snap is None:
+            return ""
+        link = snap.state_of("link")
+        trouble = snap.state_of("audio") not in NORMAL_AUDIO or link in LINK_PROBLEMS
+        idle = not len(self._captions) or now - self._last_caption >= IDLE_STATUS_AFTER
+        return snap.summary() if trouble or idle else ""
+
+    def _maybe_render(self, now: float) -> None:
+        if self.fb is None:
+            return
+        wanted = (self.phase(now), self.status_text(now))
+        if wanted != self._drawn:
+            self._dirty = True
+        if self._dirty and now - self._last_render >= self.min_interval:
+            self._render(*wanted)
+            self._last_render = now
+        if now - self._last_refresh >= REFRESH_SECONDS:
+            self._refresh()
+            self._last_refresh = now
+
+    def _refresh(self) -> None:
+        """Write the whole screen again as it should be. The diff only knows what this
+        output wrote: kernel messages on a console bound to the framebuffer, or another
+        program, may have drawn over it since. Identical pixels written again do not
+        flicker; this costs one full-frame write a minute."""
+        assert self.fb is not None and self.info is not None and self._shown is not None
+        if self.band_top:
+            row = np.tile(pack_color(self.background, self.info.bpp), self.info.width)
+            self.fb.write_rows(0, np.broadcast_to(row, (self.band_top, self.info.row_bytes)))
+        self.fb.write_rows(self.band_top, self._shown)
+
+    # --- geometry ---------------------------------------------------------------------
+    def _setup(self, info: FramebufferInfo) -> None:
+        margin = screen_margin(info.width, info.height)
+        rollup = self.layout_mode == "rollup"
+        wanted = self.lines * (2 if self.show == "both" else 1) if rollup else 0
+        size = self.font_size or auto_font_size(
+            info.width, info.height, wanted + 1 if rollup else 0
+        )
+        line_h = max(4, round(size * LINE_HEIGHT))
+        fit = max(1, (info.height - 2 * margin) // line_h - 1)  # caption slots that fit
+        rows = min(wanted, fit) if rollup else fit
+        if rollup:
+            self.band_top = max(0, info.height - margin - line_h * (rows + 1))
+            self.status_y = 0  # slots are relative to band_top
+        else:
+            self.band_top = 0
+            self.status_y = margin
+        self.margin, self.line_height, self.rows = margin, line_h, rows
+        self.size = size
+        self.text_width = max(1, info.width - 2 * margin)
+        self.band_height = info.height - self.band_top
+        if self._fonts_key != (self.font_names, size):  # fonts survive a reopen
+            small = max(8, round(size * STATUS_SCALE))
+            self.fonts = FontChain(self.font_names, size)
+            self.small = FontChain(self.font_names, small)
+            self._fonts_key = (self.font_names, size)
+        self.baseline = round(size * BASELINE)
+        small_size = self.small.size if self.small else size
+        self.status_baseline = round(line_h / 2 + small_size * 0.38)  # centred in its slot
+        bg_row = np.tile(pack_color(self.background, info.bpp), info.width)
+        self._bg_band = np.broadcast_to(bg_row, (self.band_height, info.row_bytes)).copy()
+        self._strips.clear()
+        self._row_bytes = info.row_bytes
+
+    def slot_y(self, index: int) -> int:
+        """Top of caption slot ``index`` (0 = the first under the status slot), relative to
+        ``band_top``."""
+        return self.status_y + self.line_height * (index + 1)
+
+    # --- drawing ----------------------------------------------------------------------
+    def _render(self, phase: str, status: str) -> None:
+        assert self.fb is not None and self.info is not None and self._shown is not None
         t0 = time.perf_counter()
-        info = self.info
-        band_h = info.height - self.band_top
-        img = Image.new("RGB", (info.width, band_h), self.background)
+        band = self._bg_band.copy()
+        used: dict[tuple[str, str, RGB], np.ndarray] = {}
         if phase != "blank":
-            draw = ImageDraw.Draw(img)
-            text_w = info.width - 2 * self.margin
-            rows = layout(self._captions.lines(), self.rows, text_w, self.show, self.fonts.width)
-            y = band_h - self.margin - self.line_height * len(rows)
-            for row in rows:
+            rows = self._rows()
+            first = self.rows - len(rows) if self.layout_mode == "rollup" else 0
+            for i, row in enumerate(rows):
                 fill = self._color(self.colors[row.style], phase)
-                self.fonts.draw(draw, (self.margin, y), row.text, fill, text_w)
-                y += self.line_height
-            top = self._notice or self._status
-            if top:
-                top = (wrap(top, text_w, self.small.width) or [""])[0]
-                ys = band_h - self.margin - self.line_height * (self.rows + 1)
-                ys = max(0, ys + (self.line_height - self.small.size) // 2)
-                self.small.draw(draw, (self.margin, ys), top, self.colors["status"], text_w)
-        packed = pack(np.asarray(img), info.bpp)
-        self._write_changed(packed)
-        self._phase_drawn = phase
+                y = self.slot_y(first + i)
+                band[y : y + self.line_height] = self._strip("caption", row.text, fill, used)
+            if status:
+                fill = self._color(self.colors["status"], phase)
+                y = self.status_y
+                band[y : y + self.line_height] = self._strip("status", status, fill, used)
+        self._strips = used  # keep only what is on screen now
+        if phase != "blank" and self._drawn and self._drawn[0] == "blank":
+            self.fb.set_power(True)  # wake before drawing
+        self._write_changed(band)
+        if phase == "blank" and (self._drawn is None or self._drawn[0] != "blank"):
+            self.fb.set_power(False)
+        self._drawn = (phase, status)
         self._dirty = False
         self.renders += 1
         self.render_ms.append((time.perf_counter() - t0) * 1000)
 
-    def _color(self, rgb: tuple[int, int, int], phase: str) -> tuple[int, int, int]:
+    def _rows(self) -> list[Row]:
+        """The caption rows to show, oldest first. Only the newest lines are laid out: a
+        line with something to show gives at least one row, so no more of them than rows
+        can be visible."""
+        assert self.fonts is not None
+        recent: list[CaptionLine] = []
+        visible = 0
+        for line in reversed(self._captions.lines()):
+            recent.append(line)
+            shown_text = self.show in ("both", "original") and line.text
+            shown_translation = self.show in ("both", "translation") and line.translation
+            visible += bool(shown_text or shown_translation)
+            if visible >= self.rows:
+                break
+        recent.reverse()
+        return layout(recent, self.rows, self.text_width, self.show, self.fonts.width)
+
+    def _strip(
+        self, kind: str, text: str, fill: RGB, used: dict[tuple[str, str, RGB], np.ndarray]
+    ) -> np.ndarray:
+        """One slot's pixels, packed: from the cache when it was on screen last time."""
+        key = (kind, text, fill)
+        strip = used.get(key)
+        if strip is None:
+            strip = self._strips.get(key)
+        if strip is None:
+            strip = self._draw_strip(kind, text, fill)
+        used[key] = strip
+        return strip
+
+    def _draw_strip(self, kind: str, text: str, fill: RGB) -> np.ndarray:
+        assert self.info is not None and self.fonts is not None and self.small is not None
+        img = Image.new("RGB", (self.info.width, self.line_height), self.background)
+        draw = ImageDraw.Draw(img)
+        if kind == "status":
+            chain, baseline = self.small, self.status_baseline
+            rows = wrap(text, self.text_width, chain.width) or [""]
+            text = rows[0] if len(rows) == 1 else self._ellipsize(chain, rows[0])
+        else:
+            chain, baseline = self.fonts, self.baseline
+        chain.draw(draw, self.margin, baseline, text, fill, align_width=self.text_width)
+        return pack(np.asarray(img), self.info.bpp)
+
+    def _ellipsize(self, chain: FontChain, text: str) -> str:
+        while text and chain.width(text + "…") > self.text_width:
+            text = text[:-1]
+        return text.rstrip() + "…"
+
+    def _color(self, rgb: RGB, phase: str) -> RGB:
         if phase != "dim":
             return rgb
         bg = self.background
         return tuple(round(b + (c - b) * DIM) for c, b in zip(rgb, bg, strict=True))  # type: ignore[return-value]
 
-    def _write_changed(self, packed: np.ndarray) -> None:
-        assert self.fb is not None
-        old = self._on_screen
-        if old is None or old.shape != packed.shape:
-            changed = np.ones(packed.shape[0], dtype=bool)
-        else:
-            changed = (old != packed).any(axis=1)
-        idx = np.flatnonzero(changed)
-        if idx.size:
-            # contiguous runs of changed rows, one write each
-            breaks = np.flatnonzero(np.diff(idx) > 1)
-            starts = np.concatenate(([idx[0]], idx[breaks + 1]))
-            ends = np.concatenate((idx[breaks], [idx[-1]]))
-            for a, b in zip(starts, ends, strict=True):
-                self.fb.write_rows(self.band_top + int(a), packed[a : b + 1])
-                self.rows_written += int(b - a + 1)
-        self._on_screen = packed
+    def _write_changed(self, band: np.ndarray) -> None:
+        """Write the rows of ``band`` that differ from the screen, one pwrite per run of
+        adjacent rows."""
+        assert self.fb is not None and self._shown is not None
+        old, new = self._shown, band
+        if self._row_bytes % 8 == 0:  # compare 8 bytes at a time
+            old, new = old.view(np.uint64), new.view(np.uint64)
+        changed = np.flatnonzero((old != new).any(axis=1))
+        if changed.size:
+            breaks = np.flatnonzero(np.diff(changed) > 1)
+            starts = np.concatenate(([changed[0]], changed[breaks + 1]))
+            ends = np.concatenate((changed[breaks], [changed[-1]]))
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                try:
+                    self.fb.write_rows(self.band_top + a, band[a : b + 1])
+                except OutputUnavailable:
+                    self._shown = None  # unknown now; open() starts from a clear screen
+                    raise
+                self._shown[a : b + 1] = band[a : b + 1]
+                self.rows_written += b - a + 1
