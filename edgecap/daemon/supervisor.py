@@ -239,7 +239,7 @@ class Daemon:
             )
             outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
-            console = ConsoleOutput(cfg.console.tty, lines=cfg.console.lines, show=cfg.console.show)
+            console = ConsoleOutput(cfg.console)
             outputs.append(OutputWorker(console, self.status, drain_timeout=0.5))
         if cfg.serial.enabled:
             outputs.append(OutputWorker(SerialOutput(cfg.serial), self.status, drain_timeout=1.0))

@@ -142,6 +142,7 @@ class SocketOutput:
             self._remove_stale()
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             listener.bind(str(self.path))
+            listener.listen(16)  # at once: a client that sees the file can connect
             os.chmod(self.path, self.mode)
             if self.group:
                 try:
@@ -151,7 +152,6 @@ class SocketOutput:
                     self.path.unlink(missing_ok=True)
                     raise OutputUnavailable(f"no such group: {self.group}") from None
                 os.chown(self.path, -1, gid)
-            listener.listen(16)
             listener.setblocking(False)
         except OSError as exc:
             raise OutputUnavailable(f"cannot serve {self.path}: {exc.strerror or exc}") from None

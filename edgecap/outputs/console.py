@@ -1,34 +1,58 @@
 """Captions on a text console (``/dev/tty1`` on a Pi without a desktop) or any terminal.
 
 The last ``lines`` rows of captions sit at the bottom of the screen, with a status line
-above them when something needs attention. Rows are addressed with ANSI cursor positioning
-and only a row whose text or style changed is rewritten, so a provisional caption that
-changes ten times a second never makes the screen flicker. The size is read from the
-terminal at every redraw (a resize redraws everything).
+above them while something needs attention. Rows are addressed with ANSI cursor positioning
+(``ESC[<row>;1H``, erase the row, write it) and only a row whose text or style changed is
+rewritten, so a provisional caption that changes ten times a second never makes the screen
+flicker. Finals are bold, provisional text dim, translations yellow.
+
+The terminal is written without blocking: a console stopped with Scroll Lock or Ctrl-S (or
+a terminal nobody reads) would otherwise hang this output's thread. What cannot be written
+now is kept and written first next time; nothing new is drawn until it went out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.daemon.status import StatusSnapshot
+from edgecap.captions.sanitize import clean_text
+from edgecap.config.schema import ConsoleConfig
+from edgecap.daemon.status import LINK_PROBLEMS, StatusSnapshot
 from edgecap.outputs.base import OutputEvent, OutputUnavailable
 from edgecap.outputs.rollup import CaptionLines, cell_width, layout
+
+StreamOpener = Callable[[Path], BinaryIO]
 
 SGR = {
     "final": "\x1b[1m",  # bold
     "provisional": "\x1b[2m",  # dim
     "translation": "\x1b[33m",  # yellow
-    "status": "\x1b[7m",  # reverse video
+    "status": "\x1b[1;37;41m",  # bold white on red: something is wrong
 }
-NORMAL_AUDIO = ("listening", "speech", "starting")
-NOTICE_SECONDS = 10.0
-MIN_REDRAW = 0.1  # at most 10 redraws a second
+RESET = "\x1b[0m"
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+CLEAR_SCREEN = "\x1b[2J"
+LINUX_BLANK_OFF = "\x1b[9;0]"  # Linux VT: never blank the screen (like `setterm -blank 0`)
+KDGETMODE = 0x4B3B  # ioctl that only a Linux virtual terminal answers
+
+NORMAL_AUDIO = ("starting", "listening", "speech")
+NOTICE_SECONDS = 10.0  # how long "… s of speech lost" stays up
+MIN_REDRAW = 0.05  # at most 20 redraws a second
+SIZE_CHECK = 1.0  # a resized terminal is noticed within this long
+FALLBACK_SIZE = (80, 24)
+
+
+def open_tty(path: Path) -> BinaryIO:
+    """Open a terminal for writing only, never as our controlling terminal, non-blocking."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return open(fd, "wb", buffering=0)  # the output owns it until close()
 
 
 def _fit(text: str, width: int) -> str:
@@ -37,116 +61,183 @@ def _fit(text: str, width: int) -> str:
     return text
 
 
+def _is_linux_vt(fd: int | None) -> bool:
+    if fd is None:
+        return False
+    try:
+        fcntl.ioctl(fd, KDGETMODE, b"\0\0\0\0")
+    except OSError:
+        return False
+    return True
+
+
 class ConsoleOutput:
     name = "console"
     idle_interval = 0.1
 
-    def __init__(self, tty: Path, *, lines: int = 3, show: str = "both") -> None:
-        self.tty = Path(tty)
-        self.lines = lines
-        self.show = show
+    def __init__(
+        self,
+        cfg: ConsoleConfig,
+        *,
+        stream_opener: StreamOpener | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``stream_opener(path)`` returns a writable binary stream for ``cfg.tty``
+        (default: the terminal opened O_WRONLY | O_NOCTTY | O_NONBLOCK); its size is read
+        from the stream's file descriptor, or 80×24 if it has none. ``clock`` gives the
+        ``now`` of handle() (time.monotonic)."""
+        self.tty = Path(cfg.tty)
+        self.lines = cfg.lines
+        self.show = cfg.show
+        self.clock = clock
+        self._opener = stream_opener or open_tty
+        self._stream: BinaryIO | None = None
         self._fd: int | None = None
-        self._captions = CaptionLines(keep=max(10, lines * 2))
+        self._captions = CaptionLines(keep=max(10, self.lines * 2))
         self._status = ""
         self._notice = ""
         self._notice_until = 0.0
-        self._shown: dict[int, tuple[str, str]] = {}  # row → (style, text) on screen
+        self._shown: dict[int, tuple[str, str]] = {}  # row (1-based) → (style, text) on screen
         self._size = (0, 0)
+        self._size_at = 0.0
+        self._backlog = b""  # bytes the terminal did not take yet
         self._dirty = True
-        self._last_draw = 0.0
+        self._last_draw = -MIN_REDRAW
         self.redraws = 0
         self.rows_written = 0
 
     # --- Output -----------------------------------------------------------------------
     def open(self) -> None:
         try:
-            self._fd = os.open(self.tty, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+            self._stream = self._opener(self.tty)
         except OSError as exc:
-            raise OutputUnavailable(f"cannot open {self.tty}: {exc.strerror}") from None
+            raise OutputUnavailable(f"cannot open {self.tty}: {exc.strerror or exc}") from None
+        try:
+            self._fd = self._stream.fileno()
+        except (OSError, ValueError):
+            self._fd = None
         self._shown.clear()
-        self._size = (0, 0)
-        self._write("\x1b[?25l\x1b[0m\x1b[2J")  # hide the cursor, clear
+        self._backlog = b""
+        self._size = self._terminal_size()
+        self._size_at = self.clock()
+        setup = HIDE_CURSOR + RESET + CLEAR_SCREEN
+        if _is_linux_vt(self._fd):
+            setup = LINUX_BLANK_OFF + setup
+        try:
+            self._send(setup)
+        except OutputUnavailable:
+            self.close()
+            raise
         self._dirty = True
 
     def handle(self, event: OutputEvent) -> None:
+        now = self.clock()
         if isinstance(event, CaptionLine):
             self._dirty |= self._captions.apply(event)
         elif isinstance(event, AudioLoss):
             self._notice = f"⚠ {event.seconds:.1f} s of speech lost ({event.reason})"
-            self._notice_until = time.monotonic() + NOTICE_SECONDS
+            self._notice_until = now + NOTICE_SECONDS
             self._dirty = True
         elif isinstance(event, StatusSnapshot):
-            audio = event.state_of("audio")
-            summary = event.summary()
-            trouble = audio not in NORMAL_AUDIO or summary.count("·") > 0
-            status = summary if trouble else ""
+            status = event.summary() if self._in_trouble(event) else ""
             if status != self._status:
                 self._status = status
                 self._dirty = True
-        self.idle(time.monotonic())
+        self.idle(now)
 
     def idle(self, now: float) -> None:
-        if self._notice and now > self._notice_until:
+        if self._stream is None:
+            return
+        if self._notice and now >= self._notice_until:
             self._notice = ""
             self._dirty = True
-        if self._fd is None or not self._dirty or now - self._last_draw < MIN_REDRAW:
-            return
-        self._draw(now)
+        if now - self._size_at >= SIZE_CHECK:
+            self._size_at = now
+            if self._terminal_size() != self._size:
+                self._dirty = True
+        if self._backlog:
+            self._send("")
+            if self._backlog:
+                return  # the terminal is stopped: draw nothing new until it takes more
+        if self._dirty and now - self._last_draw >= MIN_REDRAW:
+            self._draw(now)
 
     def close(self) -> None:
-        if self._fd is None:
+        if self._stream is None:
             return
         with contextlib.suppress(OutputUnavailable):
-            self._write("\x1b[0m\x1b[?25h")
+            self._send(RESET + SHOW_CURSOR)
         with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd = None
+            self._stream.close()
+        self._stream = self._fd = None
 
-    # --- drawing ----------------------------------------------------------------------
+    # --- what is shown ----------------------------------------------------------------
+    @staticmethod
+    def _in_trouble(snap: StatusSnapshot) -> bool:
+        """A status line only when something is wrong now (counters of old losses alone
+        are no reason: a loss shows as a notice for a while when it happens)."""
+        audio = snap.state_of("audio")  # None: not reported yet, i.e. starting
+        return audio not in (None, *NORMAL_AUDIO) or snap.state_of("link") in LINK_PROBLEMS
+
+    def _terminal_size(self) -> tuple[int, int]:
+        if self._fd is not None:
+            try:
+                size = os.get_terminal_size(self._fd)
+            except OSError:
+                pass
+            else:
+                if size.columns > 0 and size.lines > 0:
+                    return size.columns, size.lines
+        return FALLBACK_SIZE
+
+    def screen_rows(self, width: int, height: int) -> dict[int, tuple[str, str]]:
+        """Row number (1-based) → (style, text) for every row this output owns."""
+        n = max(1, min(self.lines, height - 1))
+        first = height - n + 1
+        want = {first + i: ("", "") for i in range(n)}
+        rows = layout(self._captions.lines(), n, width, self.show)
+        for i, row in enumerate(rows, start=first + n - len(rows)):
+            want[i] = (row.style, clean_text(row.text))
+        if first > 1:
+            top = clean_text(self._notice or self._status)
+            want[first - 1] = ("status", _fit(top, width)) if top else ("", "")
+        return want
+
     def _draw(self, now: float) -> None:
-        try:
-            size = os.get_terminal_size(self._fd)  # type: ignore[arg-type]
-            width, height = size.columns, size.lines
-        except OSError:
-            width, height = 80, 24
-        if (width, height) != self._size:
-            self._size = (width, height)
-            self._shown.clear()
-            self._write("\x1b[2J")
-        rows = layout(self._captions.lines(), self.lines, width, self.show)
-        want: dict[int, tuple[str, str]] = {}
-        first = height - self.lines + 1
-        for i in range(self.lines):
-            want[first + i] = ("final", "")
-        offset = self.lines - len(rows)
-        for i, row in enumerate(rows):
-            want[first + offset + i] = (row.style, row.text)
-        top = self._notice or self._status
-        want[first - 1] = ("status", _fit(top, width)) if top else ("final", "")
+        size = self._terminal_size()
         out = []
-        for row, (style, text) in sorted(want.items()):
-            if row < 1 or self._shown.get(row) == (style, text):
-                continue
+        if size != self._size:
+            self._size = size
+            self._shown.clear()
+            out.append(RESET + CLEAR_SCREEN)
+        for row, (style, text) in sorted(self.screen_rows(*size).items()):
+            if self._shown.get(row, ("", "")) == (style, text):
+                continue  # unchanged (a row never written is blank: the screen was cleared)
             out.append(f"\x1b[{row};1H\x1b[2K")
             if text:
-                out.append(f"{SGR[style]}{text}\x1b[0m")
+                out.append(f"{SGR[style]}{text}{RESET}")
             self._shown[row] = (style, text)
             self.rows_written += 1
         if out:
-            self._write("".join(out))
+            self._send("".join(out))
         self._dirty = False
         self._last_draw = now
         self.redraws += 1
 
-    def _write(self, text: str) -> None:
-        if self._fd is None:
+    def _send(self, text: str) -> None:
+        """Write what the terminal takes without waiting; keep the rest for later."""
+        if self._stream is None:
             return
-        data = text.encode("utf-8")
+        data = self._backlog + text.encode("utf-8")
         try:
             while data:
-                n = os.write(self._fd, data)
+                n = self._stream.write(data)
+                if n is None:  # would block (a non-blocking stream)
+                    break
                 data = data[n:]
+        except BlockingIOError as exc:
+            data = data[exc.characters_written :]
         except OSError as exc:
-            if exc.errno in (errno.EIO, errno.ENXIO, errno.EBADF, errno.ENODEV):
-                raise OutputUnavailable(f"{self.tty} went away: {exc.strerror}") from None
-            raise OutputUnavailable(f"cannot write to {self.tty}: {exc.strerror}") from None
+            why = exc.strerror or str(exc)
+            raise OutputUnavailable(f"cannot write to {self.tty}: {why}") from None
+        self._backlog = data

@@ -153,7 +153,13 @@ def test_sigterm_mid_utterance_delivers_the_final_captions(tmp_path, emu):
         deadline = time.monotonic() + 15
         while not sock_path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        client.connect(str(sock_path))
+        while True:  # the file appears at bind(); be patient for a moment
+            try:
+                client.connect(str(sock_path))
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
         assert emu.wait_for(lambda: emu.sessions and emu.sessions[0].audio_ms >= 2000, 15)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -4,146 +4,274 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import re
 import struct
 import termios
 import time
 import tty
+from dataclasses import replace
 
 import pytest
 
 from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.config.schema import ConsoleConfig
 from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.base import OutputUnavailable
-from edgecap.outputs.console import ConsoleOutput
+from edgecap.outputs.console import MIN_REDRAW, NOTICE_SECONDS, SIZE_CHECK, ConsoleOutput
+from edgecap.outputs.rollup import cell_width
 
-CSI = re.compile(r"\x1b\[([?\d;]*)([A-Za-z])")
+ESCAPE = re.compile(r"\x1b\[([?\d;]*)([A-Za-z\]])")
 
 
 class Screen:
-    """Interprets what the console output emits: CUP, EL 2, ED 2, SGR, cursor show/hide."""
+    """A terminal grid that understands exactly what the console output may emit: cursor
+    position (CUP), erase line (EL 2), erase screen (ED 2), SGR, cursor show/hide and the
+    Linux console's blank-off. Anything else, or text past the right edge, fails the test."""
 
     def __init__(self, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.rows = [""] * height
-        self.styles = [""] * height
-        self.row = 0
-        self.sgr = ""
+        self.cells: list[list[str | None]] = [[""] * width for _ in range(height)]
+        self.sgr = [[""] * width for _ in range(height)]
+        self.row = self.col = 0
+        self.attrs = ""
         self.cursor_visible = True
-        self.row_writes: list[int] = []
+        self.erased_rows: list[int] = []  # 1-based rows, each time one is erased
 
     def feed(self, text: str) -> None:
         pos = 0
-        for m in CSI.finditer(text):
+        for m in ESCAPE.finditer(text):
             self._text(text[pos : m.start()])
             pos = m.end()
             args, cmd = m.groups()
             if cmd == "H":
-                self.row = int(args.split(";")[0]) - 1
-            elif cmd == "K":
-                self.rows[self.row] = ""
-                self.row_writes.append(self.row + 1)
-            elif cmd == "J":
-                self.rows = [""] * self.height
+                row, col = (int(a) for a in args.split(";"))
+                self.row, self.col = row - 1, col - 1
+            elif cmd == "K" and args == "2":
+                self.cells[self.row] = [""] * self.width
+                self.sgr[self.row] = [""] * self.width
+                self.erased_rows.append(self.row + 1)
+            elif cmd == "J" and args == "2":
+                self.cells = [[""] * self.width for _ in range(self.height)]
+                self.sgr = [[""] * self.width for _ in range(self.height)]
             elif cmd == "m":
-                self.sgr = "" if args in ("", "0") else args
-            elif cmd in ("l", "h") and args == "?25":
+                self.attrs = "" if args in ("", "0") else args
+            elif cmd in "lh" and args == "?25":
                 self.cursor_visible = cmd == "h"
+            elif cmd == "]" and args == "9;0":
+                pass
+            else:
+                raise AssertionError(f"unexpected escape sequence {m.group()!r}")
         self._text(text[pos:])
 
     def _text(self, s: str) -> None:
-        if s:
-            self.rows[self.row] += s
-            self.styles[self.row] = self.sgr
+        for ch in s:
+            assert ch.isprintable(), f"control character {ch!r} on screen"
+            w = cell_width(ch)
+            assert self.col + w <= self.width, f"text past the right edge on row {self.row + 1}"
+            self.cells[self.row][self.col] = ch
+            self.sgr[self.row][self.col] = self.attrs
+            if w == 2:
+                self.cells[self.row][self.col + 1] = None  # the right half of a wide character
+            self.col += w
+
+    def text(self, row: int) -> str:
+        """Row ``row`` (1-based) as text, trailing blanks removed."""
+        return "".join(c or " " for c in self.cells[row - 1] if c is not None).rstrip()
+
+    def style(self, row: int) -> str:
+        return self.sgr[row - 1][0]
 
 
 def line(seq, text, final=True, translation=""):
     return CaptionLine(seq, text, translation, None, None, None, None, None, final, final)
 
 
-@pytest.fixture
-def pty_console():
-    master, slave = os.openpty()
-    tty.setraw(master)
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 10, 40, 0, 0))
-    path = os.ttyname(slave)
-    screen = Screen(40, 10)
-    out = ConsoleOutput(path, lines=3)
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
 
-    def read() -> None:
-        time.sleep(0.05)
+    def __call__(self) -> float:
+        self.t += 2 * MIN_REDRAW  # every handle() may redraw at once
+        return self.t
+
+
+class Term:
+    """A pty with its size set, and the screen model fed from the master side."""
+
+    def __init__(self, cols: int = 40, rows: int = 10) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.master)
+        tty.setraw(self.slave)
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+        self.resize(cols, rows)
+
+    def resize(self, cols: int, rows: int) -> None:
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.screen = getattr(self, "screen", None) or Screen(cols, rows)
+        if (self.screen.width, self.screen.height) != (cols, rows):
+            self.screen = Screen(cols, rows)
+
+    def read(self) -> Screen:
         data = b""
-        while True:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < 0.02:
             try:
-                os.set_blocking(master, False)
-                chunk = os.read(master, 65536)
+                chunk = os.read(self.master, 65536)
             except BlockingIOError:
-                break
+                time.sleep(0.002)
+                continue
             data += chunk
-        screen.feed(data.decode("utf-8"))
+            quiet_since = time.monotonic()
+        self.screen.feed(data.decode("utf-8"))
+        return self.screen
 
-    yield out, screen, read, master, slave
-    out.close()
-    for fd in (master, slave):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def settle(out):
-    time.sleep(0.12)
-    out.idle(time.monotonic())
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
-def test_rollup_at_the_bottom_and_only_changed_rows_rewritten(pty_console):
-    out, screen, read, *_ = pty_console
+@pytest.fixture
+def term():
+    t = Term()
+    yield t
+    t.close()
+
+
+def console(path, **kw) -> tuple[ConsoleOutput, Clock]:
+    clock = Clock()
+    cfg = replace(ConsoleConfig(), enabled=True, tty=path, **kw)
+    return ConsoleOutput(cfg, clock=clock), clock
+
+
+def test_rollup_at_the_bottom_and_only_changed_rows_rewritten(term):
+    out, _ = console(term.path, lines=3)
     out.open()
     out.handle(line(1, "first line"))
-    settle(out)
     out.handle(line(2, "second line", translation="segunda línea"))
-    settle(out)
     out.handle(line(3, "speak", final=False))
-    settle(out)
-    read()
+    screen = term.read()
     assert not screen.cursor_visible
-    assert screen.rows[7:10] == ["second line", "segunda línea", "speak"]
-    assert screen.styles[9] == "2" and screen.styles[7] == "1" and screen.styles[8] == "33"
-    screen.row_writes.clear()
+    assert [screen.text(r) for r in (8, 9, 10)] == ["second line", "segunda línea", "speak"]
+    assert [screen.style(r) for r in (8, 9, 10)] == ["1", "33", "2"]  # bold, yellow, dim
+    assert all(screen.text(r) == "" for r in range(1, 8))
+    screen.erased_rows.clear()
     out.handle(line(3, "speaking now", final=False))
-    settle(out)
-    read()
-    assert screen.rows[9] == "speaking now"
-    assert screen.row_writes == [10], "rows that did not change were rewritten"
+    term.read()
+    assert screen.text(10) == "speaking now"
+    assert screen.erased_rows == [10], "rows that did not change were rewritten"
+    screen.erased_rows.clear()
+    out.handle(line(3, "speaking now", final=False))  # the same again: nothing written
+    assert term.read().erased_rows == []
+    out.close()
+    assert term.read().cursor_visible
 
 
-def test_status_line_when_in_trouble_and_loss_notice(pty_console):
-    out, screen, read, *_ = pty_console
+def test_long_and_wide_text_wraps_by_terminal_cells(term):
+    term.resize(10, 6)
+    out, _ = console(term.path, lines=3, show="original")
     out.open()
+    out.handle(line(1, "你好世界你好世界", translation="hello"))  # 16 cells
+    screen = term.read()
+    assert screen.text(5) == "你好世界你"  # ten cells: five wide characters
+    assert screen.cells[4][9] is None
+    assert screen.text(6) == "好世界"
+    assert "hello" not in screen.text(4)  # show = original
+    out.close()
+
+
+def test_status_line_when_in_trouble_and_loss_notice(term):
+    out, clock = console(term.path, lines=3)
+    out.open()
+    out.handle(line(1, "hello"))
     board = StatusBoard()
+    out.handle(board.snapshot())  # nothing reported yet: starting is no trouble
+    assert term.read().text(7) == ""
     board.set("audio", "device_missing", "no capture device matches 'USB'")
     out.handle(board.snapshot())
-    settle(out)
-    read()
-    assert screen.rows[6].startswith("No microphone")
-    assert screen.styles[6] == "7"
+    screen = term.read()
+    assert screen.text(7) == "No microphone: no capture device matches 'USB'"[:40]
+    assert screen.style(7) == "1;37;41"
+    assert screen.text(10) == "hello"
     board.set("audio", "listening")
+    board.add("uplink_lost_s", 3.0)  # an old loss alone is no trouble
     out.handle(board.snapshot())
-    settle(out)
-    read()
-    assert screen.rows[6] == ""
+    assert term.read().text(7) == ""
+    board.set("link", "retrying", "connection refused")
+    out.handle(board.snapshot())
+    assert term.read().text(7).startswith("Listening… · Speech service unreachable")
+    board.set("link", "connected")
+    out.handle(board.snapshot())
     out.handle(AudioLoss(12.4, 1.0, 13.4, "service unreachable"))
-    settle(out)
-    read()
-    assert screen.rows[6] == "⚠ 12.4 s of speech lost (service unreachable)"[:40]  # 40 columns
+    assert term.read().text(7) == "⚠ 12.4 s of speech lost (service unreachable)"[:40]
+    out.idle(clock.t + NOTICE_SECONDS)
+    assert term.read().text(7) == ""
+    assert screen.text(10) == "hello"
+    out.close()
 
 
-def test_terminal_gone_and_missing(pty_console, tmp_path):
-    out, _screen, _read, master, _slave = pty_console
-    with pytest.raises(OutputUnavailable, match="cannot open"):
-        ConsoleOutput(tmp_path / "no-tty").open()
+def test_a_resized_terminal_is_redrawn_at_its_new_bottom(term):
+    out, clock = console(term.path, lines=2)
     out.open()
-    os.close(master)
-    with pytest.raises(OutputUnavailable):
-        for i in range(50):
+    out.handle(line(1, "one"))
+    out.handle(line(2, "two"))
+    assert [term.read().text(r) for r in (9, 10)] == ["one", "two"]
+    term.resize(50, 14)
+    out.idle(clock.t + SIZE_CHECK)
+    screen = term.read()
+    assert [screen.text(r) for r in (13, 14)] == ["one", "two"]
+    assert all(screen.text(r) == "" for r in range(1, 13))
+    out.close()
+
+
+def test_a_stopped_terminal_never_blocks_and_catches_up(term):
+    out, clock = console(term.path, lines=2)
+    out.open()
+    termios.tcflow(term.slave, termios.TCOOFF)  # Ctrl-S / Scroll Lock on a real console
+    t0 = time.monotonic()
+    for i in range(1, 2000):
+        out.handle(line(i, f"caption number {i} " + "x" * 20, final=False))
+        out.handle(line(i, f"caption number {i}"))
+    assert time.monotonic() - t0 < 5
+    assert term.read().text(10) == ""  # nothing got through meanwhile
+    termios.tcflow(term.slave, termios.TCOON)
+    for _ in range(20):
+        out.idle(clock())
+        term.read()
+    screen = term.read()
+    assert [screen.text(r) for r in (9, 10)] == ["caption number 1998", "caption number 1999"]
+    out.close()
+
+
+def test_without_a_terminal_size_80x24_is_used():
+    written = io.BytesIO()
+
+    class Stream(io.BytesIO):
+        def write(self, b):  # type: ignore[override]
+            return written.write(b)
+
+    cfg = replace(ConsoleConfig(), enabled=True, tty="/nowhere", lines=2)
+    out = ConsoleOutput(cfg, stream_opener=lambda path: Stream(), clock=Clock())
+    out.open()
+    out.handle(line(1, "a caption"))
+    out.close()
+    screen = Screen(80, 24)
+    screen.feed(written.getvalue().decode())
+    assert screen.text(24) == "a caption"
+    assert screen.cursor_visible
+
+
+def test_terminal_missing_or_gone(term, tmp_path):
+    missing, _ = console(tmp_path / "no-tty")
+    with pytest.raises(OutputUnavailable, match=r"cannot open .*no-tty"):
+        missing.open()
+    out, _ = console(term.path)
+    out.open()
+    term.close()  # the terminal hung up
+    with pytest.raises(OutputUnavailable, match="cannot write"):
+        for i in range(1, 50):
             out.handle(line(i, f"line {i}"))
-            settle(out)
+    out.close()

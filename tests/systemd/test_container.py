@@ -159,7 +159,11 @@ def check_in_container(root: Path) -> None:
     shutil.copy(E2E / "watchdog.conf", units / "edgecap.service.d/watchdog.conf")
     shutil.copy(E2E / "10-e2e.ini", root / "etc/edgecap/edgecap.ini.d/10-e2e.ini")
 
-    boot = nspawn(root, "--private-network", "-b", "--console=pipe", timeout=300)
+    try:
+        boot = nspawn(root, "--private-network", "-b", "--console=pipe", timeout=240)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"")[-3000:]
+        pytest.fail(f"the container did not power off in time; its console ended with: {out!r}")
     result = root / "var/lib/edgecap-e2e/result"
     assert result.exists(), boot.stdout[-3000:] + boot.stderr[-3000:]
     got = dict(line.split("=", 1) for line in result.read_text().splitlines() if "=" in line)
