@@ -29,11 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgecap.captions.events import CaptionLine
-from edgecap.config.schema import SerialConfig
+from edgecap.config.schema import SerialConfig, SocketConfig
 from edgecap.daemon.status import StatusBoard
-from edgecap.outputs.caption_socket import SocketOutput
 from edgecap.outputs.hdmi import HdmiOutput
 from edgecap.outputs.serial_out import SerialOutput
+from edgecap.outputs.socket_server import SocketOutput
 from edgecap.outputs.worker import OutputWorker
 
 WORDS = (
@@ -203,7 +203,11 @@ def main() -> int:
     sock_path = tmp / "s.sock"
     results.append(
         measure(
-            "socket", SocketOutput(sock_path), lambda: SocketProbe(sock_path), n_lat, args.updates
+            "socket",
+            SocketOutput(SocketConfig(path=sock_path), service="bench", languages=[]),
+            lambda: SocketProbe(sock_path),
+            n_lat,
+            args.updates,
         )
     )
     for w, h, bpp in ((1920, 1080, 16), (800, 480, 32)):

@@ -42,11 +42,11 @@ from edgecap.link.worker import LinkSettings, LinkWorker
 from edgecap.local.recognizers import make_recognizer
 from edgecap.local.worker import LocalWorker
 from edgecap.logsetup import under_journal
-from edgecap.outputs.caption_socket import SocketOutput
 from edgecap.outputs.console import ConsoleOutput
 from edgecap.outputs.fanout import FanOut
 from edgecap.outputs.hdmi import HdmiOutput
 from edgecap.outputs.serial_out import SerialOutput
+from edgecap.outputs.socket_server import SocketOutput
 from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.transcript import TranscriptOutput
 from edgecap.outputs.worker import OutputWorker
@@ -204,16 +204,7 @@ class Daemon:
             sc = cfg.socket
             service_cfg = getattr(cfg, cfg.daemon.service, None)
             languages = list(getattr(service_cfg, "language_hints", ()))
-            self.socket_output = SocketOutput(
-                sc.path,
-                mode=sc.mode,
-                group=sc.group,
-                history=sc.history,
-                client_buffer=sc.client_buffer,
-                max_clients=sc.max_clients,
-                service=cfg.daemon.service,
-                languages=languages,
-            )
+            self.socket_output = SocketOutput(sc, service=cfg.daemon.service, languages=languages)
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
         if cfg.hdmi.enabled:
             h = cfg.hdmi

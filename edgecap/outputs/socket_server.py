@@ -1,0 +1,602 @@
+"""Captions for other programs: newline-delimited JSON on a local Unix stream socket.
+
+The wire protocol (version 1) is documented in docs/socket-protocol.md; the functions
+``*_message`` below build its objects.
+
+Threads: none of our own. Everything runs on the OutputWorker's thread and every socket is
+non-blocking. ``handle`` encodes an event once, appends the bytes to each client's outgoing
+buffer and tries one non-blocking ``send`` per client, so a caption normally reaches every
+reader within the same call. ``idle`` (every 50 ms, and after every event) asks one
+``poll(0)`` which sockets are ready: it accepts new clients, flushes what the kernel would
+not take at once, reads and throws away whatever clients send, and drops clients that hung
+up. One thread owning all state needs no locks and no wake-up pipe, and the worst added
+latency (a backlog waiting for the next ``idle``) is ``idle_interval``; a writer thread would
+buy a few milliseconds at the price of a lock around every buffer.
+
+A client that stops reading is cut once more than ``client_buffer`` bytes wait for it: the
+line already begun is completed, everything after it is dropped, an ``error`` notice is the
+last thing it is sent (best effort, within ``_NOTICE_GRACE``), and then it is closed. The
+others never wait for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import json
+import logging
+import math
+import os
+import select
+import socket
+import stat
+import struct
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from edgecap import __version__
+from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.config.schema import SocketConfig
+from edgecap.daemon.status import StatusSnapshot
+from edgecap.logsetup import fields
+from edgecap.outputs.base import OutputEvent, OutputUnavailable
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+
+_READ_CHUNK = 65536
+_READS_PER_TURN = 16  # at most 1 MiB of client input is read (and dropped) per client per turn
+_NOTICE_GRACE = 2.0  # seconds a client cut as slow has to take its notice
+_CLOSE_BUDGET = 0.5  # seconds close() spends getting `bye` out to everyone
+_PATH_CHECK_EVERY = 1.0  # seconds between checks that the socket file is still ours
+_PROBE_TIMEOUT = 0.3  # seconds to wait on another server when the path is taken
+_PROVISIONAL_KEEP = 4  # provisional lines remembered for new clients (the board has one)
+_BACKLOG = 128  # connections waiting for the next idle(); a full backlog blocks connect()
+
+_HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_FD_SHORTAGE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+# --- messages ---------------------------------------------------------------------------
+def encode(message: dict[str, Any]) -> bytes:
+    """One protocol line. Unicode stays readable (``ensure_ascii=False``); a lone surrogate
+    cannot break the encoding, and JSON never carries NaN (see ``_number``)."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8", "replace") + b"\n"
+
+
+def _number(value: float | None, digits: int = 3) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+def hello_message(service: str, languages: list[str]) -> dict[str, Any]:
+    return {
+        "type": "hello",
+        "v": PROTOCOL_VERSION,
+        "server": f"edgecap {__version__}",
+        "service": service,
+        "languages": list(languages),
+    }
+
+
+def caption_message(line: CaptionLine) -> dict[str, Any]:
+    """A caption line. ``translations`` is a list so that any number of directions fit: in
+    two-way translation each line carries its own source language and target."""
+    translations = []
+    if line.translation:
+        translations.append(
+            {
+                "language": line.translation_language,
+                "text": line.translation,
+                "final": line.translation_final,
+            }
+        )
+    return {
+        "type": "caption",
+        "id": f"c{line.seq}",
+        "seq": line.seq,
+        "final": line.final,
+        "done": line.done,
+        "text": line.text,
+        "language": line.language,
+        "translations": translations,
+        "speaker": line.speaker,
+        "start": _number(line.start),
+        "end": _number(line.end),
+    }
+
+
+def status_message(snap: StatusSnapshot) -> dict[str, Any]:
+    counters: dict[str, float | None] = {}
+    for name, value in snap.counters.items():
+        counters[name] = value if isinstance(value, int) else _number(value, 6)
+    return {
+        "type": "status",
+        "summary": snap.summary(),
+        "parts": {n: {"state": p.state, "detail": p.detail} for n, p in snap.parts.items()},
+        "counters": counters,
+    }
+
+
+def gap_message(loss: AudioLoss) -> dict[str, Any]:
+    return {
+        "type": "gap",
+        "seconds": _number(loss.seconds),
+        "start": _number(loss.start),
+        "end": _number(loss.end),
+        "reason": loss.reason,
+    }
+
+
+def error_message(error: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": error, "message": message}
+
+
+_BYE = encode({"type": "bye"})
+
+
+# --- one connected client ---------------------------------------------------------------
+class _Client:
+    __slots__ = ("cut_at", "fd", "limit", "mask", "mid_line", "out", "reading", "sock")
+
+    def __init__(self, sock: socket.socket, limit: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.out = bytearray()  # bytes not yet taken by the kernel
+        self.limit = limit  # more than this pending: cut as slow
+        self.reading = True  # False after it half-closed: it may still read, it will not write
+        self.mid_line = False  # the last send ended inside a line
+        self.cut_at: float | None = None  # cut as slow: only the notice is left to send
+        self.mask = select.POLLIN  # what it is registered for in the poller
+
+
+class SocketOutput:
+    """The ``socket`` output. The counters below are plain attributes, safe to read from
+    any thread (each is a single int written by the worker's thread)."""
+
+    name = "socket"
+    idle_interval = 0.05
+
+    def __init__(self, cfg: SocketConfig, *, service: str, languages: list[str]) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self._hello = encode(hello_message(service, languages))
+        self._listener: socket.socket | None = None
+        self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
+        self._poller = select.poll()
+        self._clients: dict[int, _Client] = {}
+        self._cut: list[_Client] = []
+        self._scratch = bytearray(_READ_CHUNK)
+        # What a new client is sent after hello; kept across close()/open().
+        self._history: OrderedDict[int, bytes] = OrderedDict()  # seq → newest final message
+        self._provisional: OrderedDict[int, bytes] = OrderedDict()
+        self._status: bytes | None = None
+        self._next_path_check = 0.0
+        self._path_warned = False
+        self._shortage_warned = False
+        # Counters (for the status board).
+        self.clients = 0  # connected now (clients being cut are no longer counted)
+        self.clients_served = 0  # accepted since start
+        self.clients_refused = 0  # turned away: max_clients reached
+        self.clients_dropped_slow = 0  # cut because they did not read
+        self.bytes_sent = 0
+
+    # --- Output -----------------------------------------------------------------------
+    def open(self) -> None:
+        self._listener = self._listen()
+        self._poller.register(self._listener.fileno(), select.POLLIN)
+        self._next_path_check = time.monotonic() + _PATH_CHECK_EVERY
+        self._path_warned = False
+        log.info("captions served on %s", self.path)
+
+    def handle(self, event: OutputEvent) -> None:
+        if isinstance(event, CaptionLine):
+            data = encode(caption_message(event))
+            self._remember(event, data)
+        elif isinstance(event, AudioLoss):
+            data = encode(gap_message(event))
+        elif isinstance(event, StatusSnapshot):
+            data = encode(status_message(event))
+            self._status = data
+        else:
+            return
+        for client in list(self._clients.values()):
+            self._send(client, data)
+
+    def idle(self, now: float) -> None:
+        # Our own clock: grace periods must not depend on what a caller passes.
+        mono = time.monotonic()
+        listener_fd = self._listener.fileno() if self._listener is not None else -1
+        for fd, ready in self._poller.poll(0):
+            if fd == listener_fd:
+                self._accept()
+                continue
+            client = self._clients.get(fd)
+            if client is None:
+                continue
+            if ready & _HANGUP:
+                self._drop(client)  # gone for good (a half-close is not a hang-up)
+                continue
+            if ready & select.POLLIN:
+                self._read(client)
+            if ready & select.POLLOUT and client.fd in self._clients:
+                self._write(client)
+        if self._cut:
+            for client in list(self._cut):
+                if client.cut_at is not None and mono - client.cut_at > _NOTICE_GRACE:
+                    self._drop(client)
+        if mono >= self._next_path_check:
+            self._next_path_check = mono + _PATH_CHECK_EVERY
+            self._check_path()
+
+    def close(self) -> None:
+        """Say ``bye`` to every client (within ``_CLOSE_BUDGET``), close them all and remove
+        the socket file if it is still ours."""
+        self._close_listener()  # first: nobody new arrives while we say bye
+        try:
+            self._say_bye()
+        except Exception:
+            log.exception("caption socket: saying bye failed")
+        for client in list(self._clients.values()):
+            self._drop(client)
+
+    # --- the listening socket -----------------------------------------------------------
+    def _listen(self) -> socket.socket:
+        """A listening socket at the configured path, with its mode and group applied."""
+        path = self.path
+        gid = self._group_id()
+        self._make_parent(path.parent)
+        self._clear_stale(path)
+        sock = socket.socket(
+            socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+        )
+        try:
+            try:
+                sock.bind(str(path))
+            except OSError as exc:
+                raise OutputUnavailable(f"cannot create {path}: {_why(exc)}") from None
+            # Nobody can connect before listen(), so the mode and group are in place first.
+            try:
+                os.chmod(path, self.cfg.mode)
+                if gid is not None:
+                    os.chown(path, -1, gid)
+                sock.listen(_BACKLOG)
+                st = os.stat(path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                step = f"give it to group {self.cfg.group!r}" if gid is not None else "set it up"
+                raise OutputUnavailable(f"cannot {step} ({path}): {_why(exc)}") from None
+        except BaseException:
+            sock.close()
+            raise
+        self._file_id = (st.st_dev, st.st_ino)
+        return sock
+
+    def _group_id(self) -> int | None:
+        name = self.cfg.group.strip()
+        if not name:
+            return None
+        if name.isdigit():
+            return int(name)
+        try:
+            return grp.getgrnam(name).gr_gid
+        except KeyError:
+            raise OutputUnavailable(
+                f"[socket] group {name!r}: no such group on this system"
+            ) from None
+
+    @staticmethod
+    def _make_parent(parent: Path) -> None:
+        if parent.is_dir():
+            return
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(parent, 0o755)  # not left to the umask: group members must get through
+        except OSError as exc:
+            raise OutputUnavailable(f"cannot create {parent}: {_why(exc)}") from None
+
+    def _clear_stale(self, path: Path) -> None:
+        """Remove a socket file left by a run that ended without cleaning up; refuse when
+        something still listens there, or when the path is not a socket at all."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise OutputUnavailable(f"cannot check {path}: {_why(exc)}") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OutputUnavailable(
+                f"{path} exists and is not a socket; not touching it (choose another "
+                "[socket] path or remove that file)"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        probe.settimeout(_PROBE_TIMEOUT)
+        try:
+            probe.connect(str(path))
+        except FileNotFoundError:
+            return  # it went away meanwhile
+        except ConnectionRefusedError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            log.info("removed a stale caption socket %s (left by an earlier run)", path)
+            return
+        except (TimeoutError, BlockingIOError):
+            probe.close()
+            raise OutputUnavailable(
+                f"another program is listening on {path} (busy, not answering); "
+                "is another edgecap running?"
+            ) from None
+        except OSError as exc:
+            probe.close()
+            raise OutputUnavailable(f"cannot check whether {path} is in use: {_why(exc)}") from None
+        try:
+            who = _describe_peer(probe)
+        finally:
+            probe.close()
+        raise OutputUnavailable(
+            f"{who} is already serving on {path}; stop it or choose another [socket] path"
+        )
+
+    def _check_path(self) -> None:
+        """The socket file is how clients find us. If it was removed or replaced (someone
+        cleaned /run), make a new one; the clients already connected keep their streams."""
+        try:
+            st = os.lstat(self.path)
+            ours = (st.st_dev, st.st_ino) == self._file_id
+        except OSError:
+            ours = False
+        if ours or self._listener is None:
+            return
+        try:
+            fresh = self._listen()
+        except OutputUnavailable as exc:
+            # Someone else may hold the path now; probing them costs up to _PROBE_TIMEOUT
+            # of this thread, so look again only now and then.
+            self._next_path_check = time.monotonic() + 30 * _PATH_CHECK_EVERY
+            if not self._path_warned:
+                self._path_warned = True
+                log.warning(
+                    "caption socket %s was removed and cannot be made again: %s", self.path, exc
+                )
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._poller.unregister(self._listener.fileno())
+        self._listener.close()
+        self._listener = fresh
+        self._poller.register(fresh.fileno(), select.POLLIN)
+        self._path_warned = False
+        log.warning("caption socket %s had been removed; it is served again", self.path)
+
+    def _close_listener(self) -> None:
+        if self._listener is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._poller.unregister(self._listener.fileno())
+        self._listener.close()
+        self._listener = None
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._file_id:  # never remove another server's
+                self.path.unlink()
+        except OSError:
+            pass
+        self._file_id = None
+
+    # --- clients ------------------------------------------------------------------------
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _FD_SHORTAGE:
+                    # The connection waits in the backlog; try again at the next turn.
+                    if not self._shortage_warned:
+                        self._shortage_warned = True
+                        log.warning("caption socket cannot accept a client: %s", _why(exc))
+                    return
+                raise OutputUnavailable(f"caption socket {self.path} failed: {_why(exc)}") from None
+            self._shortage_warned = False
+            sock.setblocking(False)
+            if self.clients >= self.cfg.max_clients:
+                self.clients_refused += 1
+                limit = self.cfg.max_clients
+                note = encode(
+                    error_message("too_many_clients", f"too many clients (limit {limit})")
+                )
+                with contextlib.suppress(OSError):
+                    sock.send(note, socket.MSG_NOSIGNAL)
+                _close_quietly(sock)
+                log.warning(
+                    "caption socket: a client was turned away (%d connected)",
+                    self.clients,
+                    **fields(output=self.name),
+                )
+                continue
+            greeting = b"".join(
+                [
+                    self._hello,
+                    *self._history.values(),
+                    *self._provisional.values(),
+                    *([self._status] if self._status is not None else []),
+                ]
+            )
+            # The greeting does not count against the client's allowance (a long history
+            # may be larger than client_buffer); once it has caught up, the limit is exact.
+            client = _Client(sock, self.cfg.client_buffer + len(greeting))
+            self._clients[client.fd] = client
+            self._poller.register(client.fd, client.mask)
+            self.clients += 1
+            self.clients_served += 1
+            self._send(client, greeting)
+
+    def _send(self, client: _Client, data: bytes) -> None:
+        if client.cut_at is not None:
+            return
+        client.out += data
+        self._write(client)
+        if client.fd in self._clients and client.cut_at is None and len(client.out) > client.limit:
+            self._cut_slow(client)
+
+    def _write(self, client: _Client) -> None:
+        if client.out:
+            try:
+                sent = client.sock.send(client.out, socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._drop(client)  # it went away (EPIPE, ECONNRESET)
+                return
+            if sent:
+                client.mid_line = client.out[sent - 1] != 0x0A
+                del client.out[:sent]  # cheap: bytearray trims its front in place
+                self.bytes_sent += sent
+                if not client.out:
+                    client.limit = self.cfg.client_buffer  # caught up: greeting allowance spent
+        if client.cut_at is not None and not client.out:
+            self._drop(client)  # the notice is out
+            return
+        self._watch(client)
+
+    def _cut_slow(self, client: _Client) -> None:
+        self.clients_dropped_slow += 1
+        self.clients -= 1
+        pending = len(client.out)
+        # Finish the line the client already has the start of (it must never see half a
+        # JSON object followed by something else), drop the rest, end with the notice.
+        keep = client.out.find(b"\n") + 1 if client.mid_line else 0
+        del client.out[keep:]
+        client.out += encode(
+            error_message(
+                "slow_client",
+                f"more than {self.cfg.client_buffer} bytes waited unread; disconnected",
+            )
+        )
+        client.cut_at = time.monotonic()
+        client.reading = False
+        self._cut.append(client)
+        log.warning(
+            "caption socket: a client stopped reading (%d bytes waiting); disconnected it",
+            pending,
+            **fields(output=self.name),
+        )
+        self._write(client)
+
+    def _read(self, client: _Client) -> None:
+        """What clients send means nothing: read it so it cannot pile up, notice EOF."""
+        for _ in range(_READS_PER_TURN):
+            try:
+                n = client.sock.recv_into(self._scratch)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._drop(client)
+                return
+            if n == 0:
+                # A half-close: the client still reads, it will not write any more.
+                client.reading = False
+                self._watch(client)
+                return
+
+    def _watch(self, client: _Client) -> None:
+        mask = (select.POLLIN if client.reading else 0) | (select.POLLOUT if client.out else 0)
+        if mask != client.mask:
+            # Still registered with mask 0: poll always reports a hang-up.
+            self._poller.modify(client.fd, mask)
+            client.mask = mask
+
+    def _drop(self, client: _Client) -> None:
+        if self._clients.pop(client.fd, None) is None:
+            return
+        if client.cut_at is None:
+            self.clients -= 1
+        else:
+            with contextlib.suppress(ValueError):
+                self._cut.remove(client)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._poller.unregister(client.fd)
+        _close_quietly(client.sock)
+
+    def _say_bye(self) -> None:
+        for client in list(self._clients.values()):
+            if client.cut_at is None:
+                client.out += _BYE
+                self._write(client)
+        deadline = time.monotonic() + _CLOSE_BUDGET
+        while any(c.out for c in self._clients.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            for fd, ready in self._poller.poll(max(1, int(left * 1000))):
+                client = self._clients.get(fd)
+                if client is None:
+                    continue
+                if ready & _HANGUP:
+                    self._drop(client)
+                elif ready & select.POLLOUT:
+                    self._write(client)
+                elif ready & select.POLLIN:
+                    self._read(client)
+
+    # --- history for new clients --------------------------------------------------------
+    def _remember(self, line: CaptionLine, data: bytes) -> None:
+        if not line.final:
+            self._provisional[line.seq] = data
+            self._provisional.move_to_end(line.seq)
+            while len(self._provisional) > _PROVISIONAL_KEEP:
+                self._provisional.popitem(last=False)
+            return
+        self._provisional.pop(line.seq, None)
+        if not line.text:
+            self._history.pop(line.seq, None)  # withdrawn: a newcomer never saw it
+            return
+        # An update (its translation grew) keeps the line's place: history stays in order.
+        self._history[line.seq] = data
+        while len(self._history) > self.cfg.history:
+            self._history.popitem(last=False)
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    """Close a client. What it sent and we never read is read first (bounded): closing a
+    Unix socket with unread input makes the peer's next read fail with ECONNRESET instead
+    of returning the last lines and then EOF."""
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        for _ in range(_READS_PER_TURN):
+            if not sock.recv(_READ_CHUNK):
+                break
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def _describe_peer(sock: socket.socket) -> str:
+    """Who listens at the other end: 'another edgecap (edgecap 0.1.0, pid 812)'."""
+    pid = None
+    with contextlib.suppress(OSError, struct.error):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid = struct.unpack("3i", creds)[0] or None
+    server = None
+    with contextlib.suppress(OSError, ValueError):
+        first = sock.recv(4096).split(b"\n", 1)[0]
+        hello = json.loads(first)
+        if isinstance(hello, dict) and hello.get("type") == "hello":
+            server = str(hello.get("server") or "edgecap")
+    where = f"pid {pid}" if pid else "pid unknown"
+    if server is not None:
+        return f"another edgecap ({server}, {where})"
+    return f"another program ({where})"
