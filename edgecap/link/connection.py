@@ -1,8 +1,16 @@
 """One WebSocket connection to a speech service: TLS, optional proxy, one reader thread.
 
-The Connection is owned by the LinkWorker, which opens it, sends on it (every send goes
-through one lock: websocket-client sockets are not safe for concurrent sends, and the
-library itself answers pings from the reader thread) and closes it. The reader thread turns
+The Connection is owned by the LinkWorker, which opens it, sends on it and closes it.
+
+Reads and writes never overlap. One TLS connection (one OpenSSL ``SSL`` object) must not be
+read by one thread while another writes to it: the record layer's state is shared, and
+doing so breaks the connection now and then with a made-up "connection lost" or "bad file
+descriptor" (seen: a few connections in a hundred, under bursts of audio and replies). So
+every read and every write holds one I/O lock. The reader waits for bytes with ``select``
+*without* the lock, and takes it only to read what is there, with a short socket timeout
+(``READ_SLICE``): a frame that arrives in pieces is resumed on the next turn
+(websocket-client keeps the partial frame), and a send waits at most that long. Pongs that
+the library sends while reading happen under the lock too. The reader thread turns
 every message into the codec's events and posts them, tagged with the connection's number,
 into the link's bounded inbox; the end of the connection — a close frame, a reset, a
 protocol error — is posted as a ``Closed`` event, so the link learns of every ending in one
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import select
 import socket
 import ssl
 import threading
@@ -30,6 +39,7 @@ from edgecap.link.codec import Codec, Handshake, Outgoing, ProtocolError, Retry,
 log = logging.getLogger(__name__)
 
 READ_POLL = 0.25  # the reader wakes this often to see whether it should stop
+READ_SLICE = 0.05  # the longest the reader holds the I/O lock waiting for the rest of a frame
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,8 @@ class Connection:
         self._proxy = proxy
         self._connect_timeout = connect_timeout
         self._ws: websocket.WebSocket | None = None
-        self._send_lock = threading.Lock()
+        self._io_lock = threading.Lock()  # see the module docstring
+        self._send_timeout = connect_timeout
         self._reader: _Reader | None = None
         self.opened_at = 0.0
         self.last_received = 0.0  # any frame, pongs included
@@ -146,7 +157,6 @@ class Connection:
             raise ConnectFailed(
                 ServiceError(None, "connect_failed", _short(exc), Retry.BACKOFF)
             ) from None
-        ws.settimeout(READ_POLL)
         self._ws = ws
         self.opened_at = self.last_received = self.last_message = self.clock()
         self._reader = _Reader(self, ws)
@@ -176,10 +186,12 @@ class Connection:
         opcode = websocket.ABNF.OPCODE_TEXT
         if isinstance(out.payload, bytes):
             opcode = websocket.ABNF.OPCODE_BINARY
-        with self._send_lock:
+        with self._io_lock:
             try:
+                ws.sock.settimeout(self._send_timeout)
                 ws.send(out.payload, opcode=opcode)
-            except (OSError, websocket.WebSocketException) as exc:
+            except (OSError, websocket.WebSocketException, AttributeError) as exc:
+                # AttributeError: the socket is gone (closed under us)
                 raise SendFailed(_short(exc)) from None
         self.bytes_sent += len(out.payload)
         self.messages_sent += 1
@@ -188,10 +200,11 @@ class Connection:
         ws = self._ws
         if ws is None:
             raise SendFailed("not connected")
-        with self._send_lock:
+        with self._io_lock:
             try:
+                ws.sock.settimeout(self._send_timeout)
                 ws.ping(b"edgecap")
-            except (OSError, websocket.WebSocketException) as exc:
+            except (OSError, websocket.WebSocketException, AttributeError) as exc:
                 raise SendFailed(_short(exc)) from None
 
     # --- reader side ------------------------------------------------------------------
@@ -215,12 +228,19 @@ class _Reader(Worker):
     def run(self) -> None:
         conn, ws, stop = self.conn, self.ws, self._stop
         ending = Closed(conn.number, None, "")
+        sock = ws.sock
+        buffered = getattr(sock, "pending", lambda: 0)  # plain ws:// has no TLS buffer
         try:
             while not stop.is_set():
-                try:
-                    opcode, frame = ws.recv_data_frame(control_frame=True)
-                except websocket.WebSocketTimeoutException:
+                # Wait for bytes without the lock (TLS may hold decrypted bytes already).
+                if not buffered() and not select.select([sock], [], [], READ_POLL)[0]:
                     continue
+                with conn._io_lock:
+                    try:
+                        sock.settimeout(READ_SLICE)
+                        opcode, frame = ws.recv_data_frame(control_frame=True)
+                    except websocket.WebSocketTimeoutException:
+                        continue
                 now = conn.clock()
                 conn.last_received = now
                 data = frame.data if frame is not None else b""
@@ -243,8 +263,9 @@ class _Reader(Worker):
                     continue
                 if events:
                     conn._post(Message(conn.number, events), stop)
-        except (OSError, websocket.WebSocketException, AttributeError) as exc:
-            # AttributeError: websocket-client after abort() (its socket is gone).
+        except (OSError, ValueError, websocket.WebSocketException, AttributeError) as exc:
+            # AttributeError: websocket-client after abort() (its socket is gone);
+            # ValueError: select() on a socket closed under it.
             ending = Closed(conn.number, None, _short(exc))
         finally:
             conn._post(ending, stop)
