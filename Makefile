@@ -90,7 +90,7 @@ install:
 	fi
 	install -d -m 755 $(DESTDIR)$(PREFIX)
 	[ -x $(DESTDIR)$(PREFIX)/venv/bin/python ] || $(PYTHON) -m venv --system-site-packages $(DESTDIR)$(PREFIX)/venv
-	$(DESTDIR)$(PREFIX)/venv/bin/python -m pip install -q --upgrade $(PIP_FLAGS) .
+	$(DESTDIR)$(PREFIX)/venv/bin/python -m pip install -q --upgrade $(PIP_FLAGS) '.[offline]'
 	install -m 644 README.md $(DESTDIR)$(PREFIX)/README.md
 	install -d -m 755 $(DESTDIR)/usr/local/bin
 	ln -sf $(PREFIX)/venv/bin/edgecap $(DESTDIR)/usr/local/bin/edgecap

@@ -32,7 +32,8 @@ PACKAGES = (
     "python3-websocket,make,alsa-utils,procps"
 )
 MIRROR = os.environ.get("EDGECAP_E2E_MIRROR", "http://deb.debian.org/debian")
-WHEELS = ("webrtcvad-wheels", "websocket-client>=1.6", "Pillow>=10")
+# what Debian does not package (pocketsphinx: the offline engine, the embedded default)
+WHEELS = ("webrtcvad-wheels", "websocket-client>=1.6", "Pillow>=10", "pocketsphinx>=5.0")
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("debootstrap") or not shutil.which("systemd-nspawn"),
@@ -71,7 +72,7 @@ def base_root() -> Path:
 
 
 def wheels() -> Path:
-    out = CACHE / "wheels"
+    out = CACHE / f"wheels-{hashlib.sha256(' '.join(WHEELS).encode()).hexdigest()[:12]}"
     if not (out / ".complete").exists():
         out.mkdir(parents=True, exist_ok=True)
         proc = run(
@@ -121,6 +122,10 @@ def test_the_installed_service_under_a_real_systemd(tmp_path):
         shutil.rmtree(root, ignore_errors=True)  # half a gigabyte: not kept with tmp_path
 
 
+def result_file(root: Path) -> Path:
+    return root / "var/lib/edgecap-e2e/result"
+
+
 def check_in_container(root: Path) -> None:
     proc = run("cp", "-a", base_root(), root, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -163,10 +168,14 @@ def check_in_container(root: Path) -> None:
         boot = nspawn(root, "--private-network", "-b", "--console=pipe", timeout=240)
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"")[-3000:]
-        pytest.fail(f"the container did not power off in time; its console ended with: {out!r}")
-    result = root / "var/lib/edgecap-e2e/result"
+        found = result_file(root).read_text() if result_file(root).exists() else "(none)"
+        pytest.fail(
+            f"the container did not power off in time; checks so far: {found}; console: {out!r}"
+        )
+    result = result_file(root)
     assert result.exists(), boot.stdout[-3000:] + boot.stderr[-3000:]
     got = dict(line.split("=", 1) for line in result.read_text().splitlines() if "=" in line)
+    assert got.get("active") == "active", got  # else "journal" holds why
     assert got.get("done") == "yes", got
     assert got["active"] == "active"
     assert got["status"] in ("Listening…", "Hearing speech")  # our STATUS= text
