@@ -24,6 +24,7 @@ service never translates cannot shift every later translation onto the wrong lin
 from __future__ import annotations
 
 import logging
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -102,6 +103,7 @@ class _Line:
         "got_translation",
         "last",
         "marked",
+        "offline",
         "pieces",
         "seq",
         "speaker",
@@ -114,8 +116,9 @@ class _Line:
         "translation_language",
     )
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, offline: bool = False) -> None:
         self.seq = seq
+        self.offline = offline
         self.pieces: list[_Piece] = []  # its final spoken tokens
         self.speaker: str | None = None
         self.translation = ""  # final translation tokens, raw
@@ -166,7 +169,27 @@ class _Line:
             end=max(ends) if ends else None,
             final=final,
             translation_final=final and self.translation_final,
+            offline=self.offline,
         )
+
+
+class Numbering:
+    """Line numbers for the daemon's life, shared by the boards that write at once (a cloud
+    service's and the offline fallback's), so every line has its own ``seq``."""
+
+    def __init__(self, first: int = 1) -> None:
+        self._next = first
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            seq = self._next
+            self._next += 1
+            return seq
+
+    @property
+    def next(self) -> int:
+        return self._next
 
 
 class CaptionBoard:
@@ -183,7 +206,10 @@ class CaptionBoard:
         translation: bool = False,
         max_line_chars: int = 120,
         first_seq: int = 1,
+        numbering: Numbering | None = None,
+        offline: bool = False,
     ) -> None:
+        """``offline``: the lines come from the offline engine (marked so on every output)."""
         if max_line_chars < 1:
             raise ValueError("max_line_chars must be positive")
         self._publish = publish
@@ -193,12 +219,14 @@ class CaptionBoard:
         self._hard_max = max_line_chars + max_line_chars // 4
         self._lines: list[_Line] = []  # lines that may still change, in seq order
         self._open: _Line | None = None
-        self._next_seq = first_seq  # a board replaced at a reload continues the numbering
+        # a board replaced at a reload continues the numbering
+        self._numbering = numbering if numbering is not None else Numbering(first_seq)
+        self._offline = offline
         self.orphan_translations = 0  # final translation tokens no line was waiting for
 
     @property
     def next_seq(self) -> int:
-        return self._next_seq
+        return self._numbering.next
 
     # --- the link's calls -----------------------------------------------------------------
 
@@ -251,8 +279,7 @@ class CaptionBoard:
         return self._translation and line.has_original and not line.translation_final
 
     def _new_line(self) -> _Line:
-        line = _Line(self._next_seq)
-        self._next_seq += 1
+        line = _Line(self._numbering.take(), self._offline)
         self._lines.append(line)
         self._open = line
         return line

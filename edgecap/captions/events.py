@@ -28,6 +28,7 @@ class CaptionLine:
     end: float | None
     final: bool
     translation_final: bool
+    offline: bool = False  # from the offline engine (service = local, or the fallback)
 
     @property
     def done(self) -> bool:

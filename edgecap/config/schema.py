@@ -53,6 +53,16 @@ class DaemonConfig:
         "local",
         "speech service: soniox, azure or sarvam (cloud, needs a key), or local (on the box)",
     )
+    fallback: str = key(
+        Choice("none", "local"),
+        "none",
+        "local = while the cloud service is unreachable, the offline engine ([local]) captions",
+    )
+    fallback_after: float = key(
+        Duration(min=0, max=600),
+        10.0,
+        "how long the service must be unreachable (or refusing) before the fallback takes over",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         if self.service not in AVAILABLE_SERVICES:

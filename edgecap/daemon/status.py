@@ -62,7 +62,12 @@ class StatusSnapshot:
         if audio.detail and audio.state not in ("listening", "speech"):
             text = f"{text}: {audio.detail}"
         link = self.parts.get("link")
-        if link is not None and link.state in LINK_PROBLEMS:
+        fallback = self.parts.get("fallback")
+        if fallback is not None and fallback.state == "offline":
+            # short enough for a screen's status line; the journal has the details
+            problem = LINK_PROBLEMS.get(link.state if link else "", "Speech service down")
+            text += f" · Offline captions ({problem.lower()})"
+        elif link is not None and link.state in LINK_PROBLEMS:
             text += f" · {LINK_PROBLEMS[link.state]}"
             if link.detail:
                 text += f" ({link.detail})"

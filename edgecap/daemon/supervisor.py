@@ -27,7 +27,7 @@ from typing import TextIO
 from edgecap.audio.factory import make_source
 from edgecap.audio.frames import SAMPLE_RATE, frame_samples
 from edgecap.audio.source import AudioSource, SourceConfigError
-from edgecap.captions.board import CaptionBoard
+from edgecap.captions.board import CaptionBoard, Numbering
 from edgecap.captions.events import CaptionEvent
 from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig
 from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
@@ -37,6 +37,7 @@ from edgecap.daemon.speech_queue import SpeechQueue
 from edgecap.daemon.status import StatusBoard
 from edgecap.daemon.worker import Worker
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.link.fallback import Fallback
 from edgecap.link.soniox import SonioxCodec
 from edgecap.link.worker import LinkSettings, LinkWorker
 from edgecap.local.recognizers import make_recognizer
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 EX_OK = 0
 EX_SOFTWARE = 70  # a worker failed: systemd restarts the service
+OFFLINE_MARK = "≈ "  # begins a fallback caption line on the screen
 QUEUE_SECONDS = 30  # speech held between capture and the consumer before the oldest is dropped
 
 
@@ -120,10 +122,10 @@ class Daemon:
         )
         self.link: LinkWorker | None = None
         self.board: CaptionBoard | None = None
+        self.fallback_worker: LocalWorker | None = None
         self.consumer: Worker = self._make_consumer(first_seq=1)
         self.outputs = self._make_outputs()
         self.fanout = FanOut(self.outputs)
-        self.workers: list[Worker] = [*self.outputs, self.consumer, self.capture]
         if self.stdout is not None:
             self.status.subscribe(self.stdout.status)
         self.status.subscribe(self.fanout.publish)
@@ -137,19 +139,41 @@ class Daemon:
         self.hung: list[str] = []
         self.exit_code: int | None = None
 
+    @property
+    def workers(self) -> list[Worker]:
+        """In start order; the fallback engine after the link that feeds it."""
+        consumers = [self.consumer]
+        if self.fallback_worker is not None:
+            consumers.append(self.fallback_worker)
+        return [*self.outputs, *consumers, self.capture]
+
     def _make_consumer(self, first_seq: int) -> Worker:
         """The speech consumer for the current config: the link to the configured service
-        (with a caption board numbering lines from ``first_seq``) or, for local, the gate's
-        activity."""
+        (with a caption board numbering lines from ``first_seq``, and the offline engine
+        standing by when ``fallback = local``) or the offline engine itself."""
         cfg = self.loaded.config
         self.link = None
         self.board = None
+        self.fallback_worker = None
+        numbering = Numbering(first_seq)
         if cfg.daemon.service == "soniox":
             self.board = CaptionBoard(
                 self._publish_caption,
                 translation=cfg.soniox.translation != "none",
-                first_seq=first_seq,
+                numbering=numbering,
             )
+            fallback = None
+            if cfg.daemon.fallback == "local":
+                queue = SpeechQueue(QUEUE_SECONDS * SAMPLE_RATE)
+                fallback = Fallback(
+                    queue, cfg.daemon.fallback_after, self.status, service=cfg.daemon.service
+                )
+                self.status.set("fallback", "standby")
+                self.fallback_worker = self._make_local(
+                    queue,
+                    CaptionBoard(self._publish_caption, numbering=numbering, offline=True),
+                    name="fallback",
+                )
             codec = SonioxCodec(cfg.soniox, replay_speed=cfg.link.replay_speed)
             self.link = LinkWorker(
                 self.queue,
@@ -158,21 +182,27 @@ class Daemon:
                 link_settings(self.loaded),
                 self.status,
                 self.board,
+                fallback=fallback,
             )
             # The last captions are awaited at stop (end of stream → finished).
             self.stop_timeout = self.base_stop_timeout + cfg.link.finish_timeout
             return self.link
         self.stop_timeout = self.base_stop_timeout
-        local = cfg.local
-        self.board = CaptionBoard(self._publish_caption, first_seq=first_seq)
-        recognizer = make_recognizer(local.engine, local.model_path)
+        self.board = CaptionBoard(self._publish_caption, numbering=numbering, offline=True)
+        return self._make_local(self.queue, self.board)
+
+    def _make_local(
+        self, queue: SpeechQueue, board: CaptionBoard, name: str = "local"
+    ) -> LocalWorker:
+        local = self.loaded.config.local
         return LocalWorker(
-            self.queue,
-            recognizer,
-            self.board,
+            queue,
+            make_recognizer(local.engine, local.model_path),
+            board,
             self.status,
             on_activity=self._publish_activity,
             partial_interval=local.partial_interval,
+            name=name,
         )
 
     def _make_stdout(self, stream: TextIO | None) -> StdoutOutput | None:
@@ -227,6 +257,8 @@ class Daemon:
                 max_fps=h.max_fps,
                 dim_after=h.dim_after,
                 blank_after=h.blank_after,
+                # with a cloud service, the offline fallback's lines are marked
+                offline_mark=OFFLINE_MARK if cfg.daemon.service != "local" else "",
             )
             outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
@@ -289,13 +321,21 @@ class Daemon:
 
     def _replace_consumer(self) -> None:
         old = self.consumer
+        old_fallback = self.fallback_worker
         first_seq = self.board.next_seq if self.board is not None else 1
         old.hand_over()
         if not old.join(self.stop_timeout):
             log.error("reload: the old %s worker did not stop; restart edgecap", old.name)
             self.hung.append(old.name)
+        if old_fallback is not None:
+            # its queue was closed by the old link: it finishes what it holds
+            if not old_fallback.join(self.stop_timeout):
+                log.error("reload: the old offline fallback did not stop; restart edgecap")
+                self.hung.append(old_fallback.name)
+            self.status.set("fallback", "off")
         self.consumer = self._make_consumer(first_seq)
-        self.workers = [*self.outputs, self.consumer, self.capture]
+        if self.fallback_worker is not None:
+            self.fallback_worker.start(self._on_worker_exit)
         self.consumer.start(self._on_worker_exit)
         log.info("reload: speech now goes to %s", self.loaded.config.daemon.service)
 
@@ -307,7 +347,6 @@ class Daemon:
                 self.hung.append(worker.name)
         self.outputs = self._make_outputs()
         self.fanout.workers = self.outputs
-        self.workers = [*self.outputs, self.consumer, self.capture]
         for worker in self.outputs:
             worker.start(self._on_worker_exit)
 
@@ -405,11 +444,15 @@ class Daemon:
         return EX_SOFTWARE
 
     def _await_consumer(self) -> None:
-        while self.consumer.alive and self._stop_reason is None:
+        consumers = [self.consumer]
+        if self.fallback_worker is not None:
+            consumers.append(self.fallback_worker)
+        while any(c.alive for c in consumers) and self._stop_reason is None:
             self._wake.wait(0.5)
             self._wake.clear()
-            if time.monotonic() - self.consumer.heartbeat > 10.0:
-                log.error("the %s worker stopped making progress", self.consumer.name)
+            stalled = [c for c in consumers if c.alive and time.monotonic() - c.heartbeat > 10.0]
+            if stalled:
+                log.error("the %s worker stopped making progress", stalled[0].name)
                 return
             self._count_listeners()
             self._tell_systemd()
@@ -454,7 +497,10 @@ class Daemon:
         deadline = time.monotonic() + self.stop_timeout
         # Order matters: capture closes the queue, the consumer drains it (its last captions
         # go to the outputs), then the outputs hand on what they hold and close.
-        for worker in (self.capture, self.consumer, *self.outputs):
+        consumers = [self.consumer]
+        if self.fallback_worker is not None:
+            consumers.append(self.fallback_worker)  # its queue closes when the link ends
+        for worker in (self.capture, *consumers, *self.outputs):
             worker.request_stop()
             if not worker.join(deadline - time.monotonic()):
                 self.hung.append(worker.name)

@@ -105,6 +105,31 @@ class UplinkBuffer:
             self.pending.appendleft(item)
         self.session_samples = 0
 
+    def take_all(self) -> list[GateEvent]:
+        """Hand over everything held (between sessions: nothing is out with a service), as
+        well-formed utterances: when the service confirmed the start of an utterance but
+        not all of its audio, the rest gets a SpeechStart of its own."""
+        if self.sent:
+            raise RuntimeError("take_all during a session")
+        out: list[GateEvent] = []
+        open_utterance: int | None = None
+        for item in self.pending:
+            event = item.event
+            if isinstance(event, SpeechStart):
+                open_utterance = event.utterance
+            elif isinstance(event, SpeechAudio) and open_utterance != event.utterance:
+                start = event.frame.start
+                out.append(SpeechStart(event.utterance, start, start, 0.0))
+                open_utterance = event.utterance
+            elif isinstance(event, SpeechEnd):
+                if open_utterance != event.utterance:
+                    continue  # its audio was all confirmed: nothing left of it to decode
+                open_utterance = None
+            out.append(event)
+        self.pending.clear()
+        self.held_samples = 0
+        return out
+
     # --- confirmation -------------------------------------------------------------
     def confirm_audio(self, session_samples: int) -> int:
         """The service's recognition is final up to ``session_samples`` of this session's

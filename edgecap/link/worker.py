@@ -48,6 +48,7 @@ from edgecap.link.connection import (
     SendFailed,
     tls_context,
 )
+from edgecap.link.fallback import Fallback
 from edgecap.link.uplink import Loss, UplinkBuffer
 from edgecap.logsetup import fields
 from edgecap.util.backoff import Backoff
@@ -98,9 +99,11 @@ class LinkWorker(Worker):
         status: StatusBoard,
         sink: CaptionSink,
         *,
+        fallback: Fallback | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__("link")
+        self.fallback = fallback
         self.speech = speech
         self.codec = codec
         self._key_source = key
@@ -174,6 +177,8 @@ class LinkWorker(Worker):
                 now = self._clock()
                 if self._reload.is_set():
                     self._do_reload(now)
+                if self.fallback is not None:
+                    self._check_fallback(now)
                 if self._conn is None:
                     if self._input_closed or self.stopping:
                         if not self._last_chance(now):
@@ -210,6 +215,11 @@ class LinkWorker(Worker):
 
     def _shutdown(self) -> None:
         self._flush_loss_report("service unreachable")
+        if self.fallback is not None:
+            if self.buffer.pending_samples and not self.buffer.sent:
+                # unsent at stop: the offline engine captions it rather than nothing
+                self.fallback.enter(self.buffer.take_all(), self._clock())
+            self.fallback.close()
         if self.buffer.pending_samples:
             loss = Loss()
             for item in self.buffer.pending:
@@ -238,7 +248,8 @@ class LinkWorker(Worker):
             if event is None:
                 self._input_closed = True
                 return
-            self.buffer.push(event)
+            if self.fallback is None or not self.fallback.offer(event, self._conn is not None):
+                self.buffer.push(event)
             if isinstance(event, SpeechAudio):
                 self.frames += 1
             elif isinstance(event, SpeechEnd):
@@ -294,6 +305,8 @@ class LinkWorker(Worker):
             self._rejected = None
         if self.settings.connect == "warm":
             return True
+        if self.fallback is not None and self.fallback.active:
+            return True  # keep trying, to learn when the service is back
         return bool(self.buffer.pending) or self.buffer.unconfirmed
 
     def _connect(self, now: float) -> None:
@@ -340,6 +353,8 @@ class LinkWorker(Worker):
         self._map_capture.clear()
         self._in_utterance = False
         self.backoff.succeeded()
+        if self.fallback is not None:
+            self.fallback.link_connected()
         replay = self.buffer.pending_samples / SAMPLE_RATE
         log.info(
             "connected to %s (session %d)%s",
@@ -447,6 +462,8 @@ class LinkWorker(Worker):
         self._unanswered_since = None
         if isinstance(event, TokenUpdate):
             self._now_retries = 0
+            if self.fallback is not None:
+                self.fallback.link_answered()
             if event.final_audio_ms is not None:
                 self.buffer.confirm_audio(event.final_audio_ms * SAMPLE_RATE // 1000)
             if event.finalized and self._finalize_marks:
@@ -639,5 +656,18 @@ class LinkWorker(Worker):
         self._session_failed(ServiceError(None, "finish_timeout", why, Retry.NOW))
 
     # --- status -----------------------------------------------------------------------
+    def _check_fallback(self, now: float) -> None:
+        fb = self.fallback
+        assert fb is not None
+        if fb.active:
+            fb.maybe_return(self._conn is not None)
+        elif self._conn is None and fb.due(now):
+            self._flush_loss_report("service unreachable")
+            # the service's open line ends here: the offline engine's lines follow it
+            self.sink.update(TokenUpdate(endpoint=True), lambda ms: None)
+            fb.enter(self.buffer.take_all(), now)
+
     def _set_state(self, state: str, detail: str = "") -> None:
+        if self.fallback is not None and state in ("retrying", "rejected"):
+            self.fallback.link_down(self._clock())
         self.status.set("link", state, detail)

@@ -39,8 +39,9 @@ class LocalWorker(Worker):
         partial_interval: float = 0.5,
         behind_limit: float = 5.0,
         stop_budget: float = 0.8,
+        name: str = "local",
     ) -> None:
-        super().__init__("local")
+        super().__init__(name)
         self.queue = queue
         self.recognizer = recognizer
         self.sink = sink

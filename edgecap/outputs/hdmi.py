@@ -115,6 +115,7 @@ class HdmiOutput:
         max_fps: int = 15,
         dim_after: float = 300.0,
         blank_after: float = 1800.0,
+        offline_mark: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if layout_mode not in ("rollup", "fullscreen"):
@@ -124,6 +125,7 @@ class HdmiOutput:
         self.layout_mode = layout_mode
         self.lines = lines
         self.show = show
+        self.offline_mark = offline_mark
         self.font_names = tuple(fonts)
         self.font_size = font_size
         self.colors: dict[str, RGB] = {
@@ -367,7 +369,9 @@ class HdmiOutput:
             if visible >= self.rows:
                 break
         recent.reverse()
-        return layout(recent, self.rows, self.text_width, self.show, self.fonts.width)
+        return layout(
+            recent, self.rows, self.text_width, self.show, self.fonts.width, self.offline_mark
+        )
 
     def _strip(
         self, kind: str, text: str, fill: RGB, used: dict[tuple[str, str, RGB], np.ndarray]

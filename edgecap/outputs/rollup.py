@@ -127,13 +127,17 @@ def layout(
     width: int,
     show: str = "both",
     measure: Measure = cell_width,
+    offline_mark: str = "",
 ) -> list[Row]:
-    """The newest ``rows`` rows of the lines, oldest first (bottom-aligned roll-up)."""
+    """The newest ``rows`` rows of the lines, oldest first (bottom-aligned roll-up).
+    ``offline_mark`` begins the lines of the offline engine (when it stands in for a cloud
+    service), so viewers can tell the rougher captions apart."""
     out: list[Row] = []
     for line in lines:
         if show in ("both", "original") and line.text:
             style: Style = "final" if line.final else "provisional"
-            out += [Row(t, style, line.seq) for t in wrap(line.text, width, measure)]
+            text = offline_mark + line.text if line.offline and offline_mark else line.text
+            out += [Row(t, style, line.seq) for t in wrap(text, width, measure)]
         if show in ("both", "translation") and line.translation:
             out += [Row(t, "translation", line.seq) for t in wrap(line.translation, width, measure)]
     return out[-rows:] if rows else []

@@ -109,6 +109,7 @@ def caption_message(line: CaptionLine) -> dict[str, Any]:
         "speaker": line.speaker,
         "start": _number(line.start),
         "end": _number(line.end),
+        "offline": line.offline,
     }
 
 

@@ -107,6 +107,7 @@ def _caption_record(line: CaptionLine) -> dict[str, object]:
         "translation_language": line.translation_language,
         "start": _round(line.start),
         "end": _round(line.end),
+        "offline": line.offline,
     }
 
 

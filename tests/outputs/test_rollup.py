@@ -55,3 +55,13 @@ def test_caption_lines_update_in_place_and_forget_old_ones():
     assert cl.apply(line(4, "e", final=False))
     assert cl.apply(line(4, "", final=True))  # withdrawn
     assert [x.seq for x in cl.lines()] == [3]
+
+
+def test_offline_lines_begin_with_the_mark_when_one_is_given():
+    from dataclasses import replace
+
+    lines = [line(1, "cloud words"), replace(line(2, "offline words here"), offline=True)]
+    rows = layout(lines, rows=5, width=12, offline_mark="≈ ")
+    assert [r.text for r in rows] == ["cloud words", "≈ offline", "words here"]
+    # service = local: every line is offline, and no mark is given
+    assert [r.text for r in layout(lines, 5, 12)] == ["cloud words", "offline", "words here"]

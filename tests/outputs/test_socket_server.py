@@ -166,6 +166,7 @@ def test_hello_then_history_then_live(out: SocketOutput) -> None:
         "speaker": None,
         "start": 12.0,
         "end": 13.5,
+        "offline": False,
     }
     # a line withdrawn (final, empty) is not part of the history of a newcomer
     out.handle(cap(7, "uh", final=False))
@@ -514,3 +515,12 @@ def test_a_long_history_does_not_count_against_a_newcomer(tmp_path: Path) -> Non
         c.close()
     finally:
         out.close()
+
+
+def test_offline_captions_say_so() -> None:
+    from dataclasses import replace
+
+    from edgecap.outputs.socket_server import caption_message
+
+    assert caption_message(replace(cap(1, "from the box"), offline=True))["offline"] is True
+    assert caption_message(cap(2, "from the cloud"))["offline"] is False

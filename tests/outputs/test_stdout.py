@@ -135,6 +135,7 @@ def test_captions_as_json_lines_include_provisional_ones():
             "translation_language": "es",
             "start": 1.2,
             "end": 2.5,
+            "offline": False,
         }
         assert [(r["seq"], r["final"], r["translation_final"]) for r in records[:6]] == [
             (1, False, False),

@@ -1,0 +1,75 @@
+"""`edgecap run` with service = soniox and fallback = local, end to end: a real daemon, the
+real gate, the Soniox emulator over TLS, and real pocketsphinx behind the fallback."""
+
+from __future__ import annotations
+
+from tests.daemon.test_daemon import edgecap, events
+from tests.daemon.test_daemon_soniox import DEMO, write_config
+from tests.emulators.soniox import SonioxEmulator, expected_words
+from tests.local.test_worker import decode, gate_events
+from tests.local.wer import wer
+
+LJ = (
+    "unless a system is established for the frequent formal review of activities "
+    "thereunder in this regard"
+)
+
+
+def offline_reference() -> str:
+    """What pocketsphinx makes of the demo's utterances as the gate forwards them."""
+    from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+    from tests.conftest import read_pcm16
+
+    texts, current = [], b""
+    for e in gate_events(read_pcm16(DEMO)):
+        if isinstance(e, SpeechStart):
+            current = b""
+        elif isinstance(e, SpeechAudio):
+            current += e.frame.pcm
+        elif isinstance(e, SpeechEnd):
+            texts.append(decode(current))
+    return " ".join(t for t in texts if t)
+
+
+def test_a_refused_service_falls_back_to_offline_captions(tmp_path):
+    with SonioxEmulator(tmp_path / "emu", api_key="the-right-key", lag_ms=300) as emu:
+        ini = write_config(
+            tmp_path,
+            emu,
+            "env:SONIOX_API_KEY",
+            audio__realtime="yes",
+            daemon__fallback="local",
+            daemon__fallback_after="1s",
+        )
+        proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "a-wrong-key"})
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "a-wrong-key" not in out + err
+    captions = [e for e in events(out) if e["type"] == "caption"]
+    finals = [e for e in captions if e["final"] and e["text"]]
+    assert finals and all(e["offline"] for e in captions)
+    text = " ".join(e["text"] for e in finals)
+    # the fallback gets the same utterances the offline engine gets with service = local
+    assert text.split() == offline_reference().split()
+    assert wer(LJ, text) < 0.5
+    assert "captions now come from the offline engine" in err
+
+
+def test_the_cloud_captions_while_it_works_and_nothing_is_offline(tmp_path):
+    with SonioxEmulator(tmp_path / "emu", api_key="the-key", lag_ms=300) as emu:
+        ini = write_config(
+            tmp_path,
+            emu,
+            "env:SONIOX_API_KEY",
+            audio__realtime="no",
+            daemon__fallback="local",
+            daemon__fallback_after="1s",
+        )
+        proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"})
+        out, err = proc.communicate(timeout=60)
+        sent = bytes(emu.sessions[0].audio)
+    assert proc.returncode == 0, err
+    captions = [e for e in events(out) if e["type"] == "caption"]
+    assert captions and not any(e["offline"] for e in captions)
+    words = " ".join(e["text"] for e in captions if e["final"]).split()
+    assert words == [w.strip() for w in expected_words(sent)]
