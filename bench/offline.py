@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.corpus import clips, corpus_available
 from edgecap.local.recognizers import PocketsphinxRecognizer
 from tests.local.test_worker import gate_events, run_worker
-from tests.local.wer import direct_decode, transcript, wer
+from tests.local.wer import direct_decode, transcript, wer, words
 
 
 def main() -> int:
@@ -32,6 +32,7 @@ def main() -> int:
     print(f"{'clip':<36} {'audio s':>7} {'WER direct':>10} {'WER daemon':>10} {'RTF':>5} "
           f"{'final ms p50/max':>17}")  # fmt: skip
     rtfs, finals = [], []
+    words_total, errors_direct, errors_daemon = 0, 0.0, 0.0
     for c in clips():
         if c.category != "speech" or c.lang != "en":
             continue
@@ -43,6 +44,10 @@ def main() -> int:
         sink, _, worker = run_worker(gate_events(pcm), PocketsphinxRecognizer())
         text = " ".join(w.strip() for w in sink.finals)
         ref = transcript(c.base)
+        n = len(words(ref))
+        words_total += n
+        errors_direct += wer(ref, direct) * n
+        errors_daemon += wer(ref, text) * n
         rtf = worker.decode_seconds / seconds
         rtfs.append(rtf)
         finals += worker.final_ms
@@ -52,6 +57,8 @@ def main() -> int:
             f"{rtf:>5.2f} {statistics.median(lat):>8.0f}/{max(lat):<8.0f}"
         )
         del direct_cpu
+    print(f"{'all (word-weighted)':<36} {'':>7} {errors_direct / words_total:>10.3f} "
+          f"{errors_daemon / words_total:>10.3f}   ({words_total} reference words)")  # fmt: skip
     print(f"real-time factor median {statistics.median(rtfs):.2f} "
           f"(CPU s per audio s of speech); final caption p50 {statistics.median(finals):.0f} ms, "
           f"max {max(finals):.0f} ms after speech end")  # fmt: skip

@@ -99,8 +99,10 @@ class CaptureWorker(Worker):
         self._push(self.gate.feed(frame))
 
     def _push(self, events: list[GateEvent]) -> None:
+        # A file read faster than real time waits for the consumer instead of dropping.
+        wait = None if getattr(self.source, "realtime", True) else self._room_wanted
         for event in events:
-            self.queue.put(event)
+            self.queue.put(event, wait)
             if isinstance(event, SpeechStart):
                 self.status.set("audio", "speech")
             elif isinstance(event, SpeechEnd):
@@ -108,6 +110,10 @@ class CaptureWorker(Worker):
         dropped = self.queue.dropped_samples
         if dropped:
             self.status.put("audio_dropped_s", dropped / SAMPLE_RATE)
+
+    def _room_wanted(self) -> bool:
+        self.beat()  # waiting for the consumer is progress, not a hang
+        return not self.stopping
 
     def _open(self) -> bool:
         self.open_attempts += 1

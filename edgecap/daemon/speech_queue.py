@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from edgecap.gate.events import GateEvent, SpeechAudio
 
@@ -30,9 +31,20 @@ class SpeechQueue:
         self.dropped_frames = 0
         self.dropped_markers = 0
 
-    def put(self, event: GateEvent) -> None:
-        """Append without ever blocking; drop the oldest audio when over the bound."""
+    def put(self, event: GateEvent, wait_for_room: Callable[[], bool] | None = None) -> None:
+        """Append without ever blocking; drop the oldest audio when over the bound.
+
+        ``wait_for_room``: for a source that is not live (a file read as fast as it can be),
+        where dropping would lose speech for nothing: wait while the queue is full, for as
+        long as ``wait_for_room()`` says so (it is asked every 100 ms; False: stopping)."""
         with self._cond:
+            if wait_for_room is not None and isinstance(event, SpeechAudio):
+                while (
+                    self._held_samples + event.frame.samples > self.max_samples
+                    and not self._closed
+                    and wait_for_room()
+                ):
+                    self._cond.wait(0.1)
             if self._closed:
                 raise RuntimeError("put() on a closed SpeechQueue")
             self._items.append(event)
@@ -61,6 +73,7 @@ class SpeechQueue:
                 event = self._items.popleft()
                 if isinstance(event, SpeechAudio):
                     self._held_samples -= event.frame.samples
+                    self._cond.notify_all()  # a producer may be waiting for room
                 else:
                     self._markers -= 1
                 return event

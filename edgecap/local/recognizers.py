@@ -4,6 +4,7 @@ the wheel: the embedded default) and Vosk (when the owner installed a model)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Protocol
@@ -31,9 +32,26 @@ class Recognizer(Protocol):
 
 
 class PocketsphinxRecognizer:
+    """pocketsphinx, streaming, with cepstral mean normalization done the way it works live.
+
+    pocketsphinx normalizes its features by their mean over the utterance (CMN). Decoding a
+    whole file it knows that mean; decoding live it starts from a built-in guess and adapts
+    slowly (a prior worth 5 s of speech) — on the corpus that doubled the word error rate
+    (JFK 0.45 → 1.09). So each utterance starts with a short *look-ahead*: its first
+    ``lookahead`` seconds are held, then given to pocketsphinx as a batch without search
+    (feature extraction only, a few ms), which computes their own mean; that mean, blended
+    with the running mean of the utterances before (the look-ahead is trusted in proportion
+    to its length, fully from ``trust`` seconds), becomes the mean the rest of the utterance
+    is decoded with, and the search runs over all of it from the first frame. No audio is
+    decoded twice. The cost: the first provisional words come ``lookahead`` later. The gain
+    (bench/offline.py): captions as accurate as decoding the whole file at once, or more.
+    """
+
     name = "pocketsphinx"
 
-    def __init__(self, model_path: Path | None = None) -> None:
+    def __init__(
+        self, model_path: Path | None = None, *, lookahead: float = 1.0, trust: float = 4.0
+    ) -> None:
         try:
             from pocketsphinx import Decoder
         except ImportError:
@@ -50,19 +68,38 @@ class PocketsphinxRecognizer:
         except (RuntimeError, ValueError) as exc:
             raise EngineError(f"pocketsphinx could not load its model: {exc}") from None
         self._frame_ms = 10  # pocketsphinx's frame rate is 100 per second
+        self._lookahead_bytes = round(lookahead * SAMPLE_RATE) * 2
+        self._trust = trust
+        self._running: list[float] | None = None  # mean of the utterances so far
+        self._utterance = bytearray()  # the look-ahead being held
+        self._decoding = False
 
     def start(self) -> None:
-        self._decoder.start_utt()
+        self._utterance.clear()
+        self._decoding = False
 
     def feed(self, pcm: bytes) -> None:
-        self._decoder.process_raw(pcm, False, False)
+        if self._decoding:
+            self._decoder.process_raw(pcm, False, False)
+            return
+        self._utterance += pcm
+        if len(self._utterance) >= self._lookahead_bytes:
+            self._begin()
 
     def partial(self) -> str:
+        if not self._decoding:
+            return ""
         hyp = self._decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
 
     def finish(self) -> list[Word]:
+        if not self._decoding:
+            if not self._utterance:
+                return []
+            self._begin()  # shorter than the look-ahead: all of it is the look-ahead
         self._decoder.end_utt()
+        self._decoding = False
+        self._utterance.clear()
         words = []
         for seg in self._decoder.seg() or ():  # None when nothing was heard
             word = _VARIANT.sub("", seg.word)
@@ -70,7 +107,32 @@ class PocketsphinxRecognizer:
                 continue  # <s>, </s>, <sil>, [NOISE]
             start, end = seg.start_frame * self._frame_ms, (seg.end_frame + 1) * self._frame_ms
             words.append((word, start, end))
+        # the live mean at the end of the utterance: its look-ahead's, adapted over the rest
+        self._running = _vector(self._decoder.get_cmn(False)) or self._running
         return words
+
+    def _begin(self) -> None:
+        """Open the utterance: the look-ahead's mean, then decoding from its first frame."""
+        held = bytes(self._utterance)
+        d = self._decoder
+        d.start_utt()
+        d.process_raw(held, True, True)  # features only, normalized by their own mean
+        mean = _vector(d.get_cmn(False))
+        if mean is not None and self._running is not None:
+            w = min(1.0, len(held) / 2 / SAMPLE_RATE / self._trust)
+            mean = [w * a + (1 - w) * b for a, b in zip(mean, self._running, strict=True)]
+        if mean is not None:
+            d.set_cmn(",".join(f"{v:.4f}" for v in mean))
+        self._utterance.clear()
+        self._decoding = True
+
+
+def _vector(text: str) -> list[float] | None:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        return None
+    return values if values and all(math.isfinite(v) for v in values) else None
 
 
 class VoskRecognizer:

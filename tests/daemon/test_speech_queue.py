@@ -63,3 +63,31 @@ def test_closed_queue_refuses_puts_and_wakes_a_waiting_reader():
     assert got == [None]
     with pytest.raises(RuntimeError):
         q.put(audio(1, 0))
+
+
+def test_a_source_that_is_not_live_waits_for_room_instead_of_dropping():
+    import time
+
+    q = SpeechQueue(3 * 320)  # three frames
+    for i in range(3):
+        q.put(audio(1, i))
+    done = threading.Event()
+
+    def producer() -> None:
+        q.put(audio(1, 3), wait_for_room=lambda: True)
+        done.set()
+
+    t = threading.Thread(target=producer)
+    t.start()
+    assert not done.wait(0.3)  # full: it waits
+    assert q.get(0.1).frame.start == 0  # room for one frame
+    assert done.wait(2.0)
+    t.join()
+    assert q.dropped_frames == 0
+    assert [q.get(0.1).frame.start // 320 for _ in range(3)] == [1, 2, 3]
+    # stopping (wait_for_room says no): it drops as a live source would, and does not hang
+    for i in range(3):
+        q.put(audio(2, i))
+    t0 = time.monotonic()
+    q.put(audio(2, 3), wait_for_room=lambda: False)
+    assert time.monotonic() - t0 < 0.5 and q.dropped_frames == 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -15,7 +17,7 @@ from edgecap.daemon.status import StatusBoard
 from edgecap.gate.events import SpeechAudio
 from edgecap.local.recognizers import EngineError, PocketsphinxRecognizer, VoskRecognizer
 from edgecap.local.worker import LocalWorker
-from tests.conftest import REPO, corpus_clip, read_pcm16
+from tests.conftest import CORPUS, REPO, corpus_clip, read_pcm16
 from tests.link.harness import RecordingSink
 from tests.local.wer import transcript, wer
 
@@ -33,10 +35,13 @@ def gate_events(pcm: bytes) -> list:
     return out + gate.flush("end_of_input")
 
 
-def decode(pcm: bytes) -> str:
-    rec = PocketsphinxRecognizer()
+def decode(pcm: bytes, rec: PocketsphinxRecognizer | None = None) -> str:
+    """One utterance, fed in 20 ms frames as the daemon does (the look-ahead and the live
+    mean depend on how the audio comes); pass ``rec`` to carry its mean over utterances."""
+    rec = rec or PocketsphinxRecognizer()
     rec.start()
-    rec.feed(pcm)
+    for i in range(0, len(pcm), 640):
+        rec.feed(pcm[i : i + 640])
     return " ".join(w for w, _, _ in rec.finish())
 
 
@@ -65,7 +70,8 @@ def test_captions_are_what_pocketsphinx_makes_of_the_forwarded_speech():
             utterances.append(current)
             current = b""
     sink, status, worker = run_worker(events, PocketsphinxRecognizer())
-    expected = " ".join(decode(u) for u in utterances).split()
+    rec = PocketsphinxRecognizer()
+    expected = " ".join(decode(u, rec) for u in utterances).split()
     assert [w.strip() for w in sink.finals] == expected
     assert len(expected) > 10
     assert sink.updates > len(utterances), "no provisional captions while speaking"
@@ -149,31 +155,65 @@ def test_engine_problems_are_clear(tmp_path):
     assert "local.model_path: no such directory" in info.value.errors[0]
 
 
-@pytest.mark.parametrize("base", ["en_ljspeech_LJ050-0131", "en_vosk_digits"])
-def test_the_daemon_does_not_hurt_recognition_on_these_clips(base):
-    from tests.local.wer import direct_decode
+def english_clips() -> list[str]:
+    manifest = CORPUS / "manifest.json"
+    if not manifest.exists():
+        pytest.skip(f"shared corpus not found at {CORPUS}")
+    entries = json.loads(manifest.read_text(encoding="utf-8"))
+    return [e["base"] for e in entries if e["lang"] == "en" and e["transcript"]]
 
-    path = corpus_clip(f"{base}.16k.wav")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgecap",
-            "run",
-            "--file",
-            str(path),
-            "--fast",
-            "--json",
-            "--set",
-            "socket.enabled=no",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+
+def test_the_daemon_recognizes_as_well_as_pocketsphinx_on_the_whole_file():
+    """Every English clip of the corpus through the whole daemon (real gate, utterance by
+    utterance, streaming) against pocketsphinx decoding each file at once: the word error
+    rate over all their words (weighted by words: one word of a 15-word clip is 7 points)
+    must be within 1 point. Without the per-utterance look-ahead mean it was 14 points
+    worse (0.71 against 0.57)."""
+    from tests.local.wer import direct_decode, words
+
+    bases = english_clips()
+    assert len(bases) >= 5
+
+    def daemon(base: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edgecap",
+                "run",
+                "--file",
+                str(corpus_clip(f"{base}.16k.wav")),
+                "--fast",
+                "--json",
+                "--set",
+                "socket.enabled=no",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
+
+    # the daemons run beside the direct decodes, one core left for those
+    pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1))
+    runs = {base: pool.submit(daemon, base) for base in bases}
+    n_words, direct_errors, daemon_errors = 0, 0.0, 0.0
+    for base in bases:
+        reference = transcript(base)
+        n = len(words(reference))
+        direct = direct_decode(CORPUS / f"{base}.16k.wav")  # meanwhile, in this process
+        proc = runs[base].result(timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        records = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
+        finals = [e for e in records if e["type"] == "caption" and e["final"]]
+        assert all(e["offline"] for e in finals)
+        text = " ".join(e["text"] for e in finals)
+        n_words += n
+        direct_errors += wer(reference, direct) * n
+        daemon_errors += wer(reference, text) * n
+    pool.shutdown()
+    assert n_words > 200
+    assert daemon_errors / n_words <= direct_errors / n_words + 0.01, (
+        daemon_errors / n_words,
+        direct_errors / n_words,
     )
-    assert proc.returncode == 0, proc.stderr
-    finals = [json.loads(x) for x in proc.stdout.splitlines() if x.strip()]
-    text = " ".join(e["text"] for e in finals if e["type"] == "caption" and e["final"])
-    reference = transcript(base)
-    assert wer(reference, text) <= wer(reference, direct_decode(path)) + 0.01
