@@ -6,7 +6,7 @@ Everything is real: a LinkWorker (edgecap/link/worker.py) with the Soniox codec,
 Soniox emulator over TLS on 127.0.0.1 (tests/emulators/soniox.py, its default 500 ms lag of
 finals) and the TCP fault proxy in front of it (tests/emulators/fault_proxy.py). Link
 settings are the configuration defaults (edgecap.config.schema.LinkConfig: on_demand,
-buffer 30 s, replay_speed 1.5, retry_first 1 s, retry_max 30 s, dead_after 10 s, ...)
+buffer 30 s, replay_speed 1.5, retry_first 1 s, retry_max 10 s, dead_after 10 s, ...)
 unless a section says otherwise. Each run is one emulator + proxy + link in a process of
 its own, so runs side by side do not share an interpreter lock; progress goes to stderr.
 

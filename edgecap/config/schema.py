@@ -183,7 +183,10 @@ class LinkConfig:
         Duration(min=0.05, max=60), 1.0, "longest wait before the first reconnect attempt"
     )
     retry_max: float = key(
-        Duration(min=1, max=3600), 30.0, "longest wait between reconnect attempts"
+        Duration(min=1, max=3600),
+        10.0,
+        "longest wait between reconnect attempts (also the longest a return of the "
+        "network goes unnoticed)",
     )
     fatal_retry: float = key(
         Duration(min=60, max=604800),

@@ -67,7 +67,7 @@ class LinkSettings:
     idle_close: float = 60.0
     buffer: float = 30.0
     retry_first: float = 1.0
-    retry_max: float = 30.0
+    retry_max: float = 10.0
     fatal_retry: float = 3600.0
     connect_timeout: float = 5.0
     dead_after: float = 10.0
