@@ -51,6 +51,9 @@ class CaptureWorker(Worker):
         self.gate = gate
         self.queue = queue
         self.status = status
+        # A file read faster than real time waits for the consumer instead of dropping.
+        live = getattr(source, "realtime", True)
+        self._wait_for_room = None if live else self._room_wanted
         self.backoff = Backoff(first=retry_first, cap=retry_max, healthy_after=10.0)
         self.end_of_input = False  # set when a wav/raw source ran out
         self.frames_read = 0
@@ -99,10 +102,8 @@ class CaptureWorker(Worker):
         self._push(self.gate.feed(frame))
 
     def _push(self, events: list[GateEvent]) -> None:
-        # A file read faster than real time waits for the consumer instead of dropping.
-        wait = None if getattr(self.source, "realtime", True) else self._room_wanted
         for event in events:
-            self.queue.put(event, wait)
+            self.queue.put(event, self._wait_for_room)
             if isinstance(event, SpeechStart):
                 self.status.set("audio", "speech")
             elif isinstance(event, SpeechEnd):

@@ -140,12 +140,16 @@ class Daemon:
         self.exit_code: int | None = None
 
     @property
+    def consumers(self) -> list[Worker]:
+        """The speech consumer, then the offline fallback it feeds (if any)."""
+        if self.fallback_worker is None:
+            return [self.consumer]
+        return [self.consumer, self.fallback_worker]
+
+    @property
     def workers(self) -> list[Worker]:
-        """In start order; the fallback engine after the link that feeds it."""
-        consumers = [self.consumer]
-        if self.fallback_worker is not None:
-            consumers.append(self.fallback_worker)
-        return [*self.outputs, *consumers, self.capture]
+        """In start order."""
+        return [*self.outputs, *self.consumers, self.capture]
 
     def _make_consumer(self, first_seq: int) -> Worker:
         """The speech consumer for the current config: the link to the configured service
@@ -444,9 +448,7 @@ class Daemon:
         return EX_SOFTWARE
 
     def _await_consumer(self) -> None:
-        consumers = [self.consumer]
-        if self.fallback_worker is not None:
-            consumers.append(self.fallback_worker)
+        consumers = self.consumers
         while any(c.alive for c in consumers) and self._stop_reason is None:
             self._wake.wait(0.5)
             self._wake.clear()
@@ -497,10 +499,8 @@ class Daemon:
         deadline = time.monotonic() + self.stop_timeout
         # Order matters: capture closes the queue, the consumer drains it (its last captions
         # go to the outputs), then the outputs hand on what they hold and close.
-        consumers = [self.consumer]
-        if self.fallback_worker is not None:
-            consumers.append(self.fallback_worker)  # its queue closes when the link ends
-        for worker in (self.capture, *consumers, *self.outputs):
+        # (The fallback's queue is closed by the link as it ends.)
+        for worker in (self.capture, *self.consumers, *self.outputs):
             worker.request_stop()
             if not worker.join(deadline - time.monotonic()):
                 self.hung.append(worker.name)

@@ -122,7 +122,6 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._ws: websocket.WebSocket | None = None
         self._io_lock = threading.Lock()  # see the module docstring
-        self._send_timeout = connect_timeout
         self._reader: _Reader | None = None
         self.opened_at = 0.0
         self.last_received = 0.0  # any frame, pongs included
@@ -188,7 +187,7 @@ class Connection:
             opcode = websocket.ABNF.OPCODE_BINARY
         with self._io_lock:
             try:
-                ws.sock.settimeout(self._send_timeout)
+                ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
                 ws.send(out.payload, opcode=opcode)
             except (OSError, websocket.WebSocketException, AttributeError) as exc:
                 # AttributeError: the socket is gone (closed under us)
@@ -202,7 +201,7 @@ class Connection:
             raise SendFailed("not connected")
         with self._io_lock:
             try:
-                ws.sock.settimeout(self._send_timeout)
+                ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
                 ws.ping(b"edgecap")
             except (OSError, websocket.WebSocketException, AttributeError) as exc:
                 raise SendFailed(_short(exc)) from None

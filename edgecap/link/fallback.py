@@ -42,13 +42,10 @@ class Fallback:
         self.active = False
         self._down_since: float | None = None
         self._paused: float | None = None  # the down clock while a new session proves itself
-        self._in_utterance = False  # the last event routed here opened an utterance
-        self._utterance: int | None = None
+        self._open: int | None = None  # the utterance routed here that has not ended
         self._last_sample = 0
         self.switches = 0  # times speech went to the offline engine
         self.returns = 0  # times it came back to the cloud
-        self.handed_samples = 0  # buffered speech handed over at a switch
-        self.routed_samples = 0  # new speech routed here while active
 
     # --- the down clock -------------------------------------------------------------------
     def link_down(self, now: float) -> None:
@@ -83,7 +80,6 @@ class Fallback:
             self._put(event)
             if isinstance(event, SpeechAudio):
                 samples += event.frame.samples
-        self.handed_samples += samples
         log.warning(
             "%s unreachable for %.0f s: captions now come from the offline engine "
             "(%.1f s of held speech handed to it)",
@@ -102,13 +98,11 @@ class Fallback:
         if self.maybe_return(connected):
             return False
         self._put(event)
-        if isinstance(event, SpeechAudio):
-            self.routed_samples += event.frame.samples
         return True
 
     def maybe_return(self, connected: bool) -> bool:
         """Back to the cloud if it is connected and no utterance is half-way here."""
-        if not self.active or not connected or self._in_utterance:
+        if not self.active or not connected or self._open is not None:
             return False
         self.active = False
         self.returns += 1
@@ -123,17 +117,17 @@ class Fallback:
 
     def close(self) -> None:
         """No more speech: the offline engine finishes what it has and stops."""
-        if self._in_utterance and self._utterance is not None:
+        if self._open is not None:
             # never leave an utterance open: the engine would wait for its end forever
-            self.queue.put(SpeechEnd(self._utterance, self._last_sample, "stop", 0.0))
-            self._in_utterance = False
+            self.queue.put(SpeechEnd(self._open, self._last_sample, "stop", 0.0))
+            self._open = None
         self.queue.close()
 
     def _put(self, event: GateEvent) -> None:
         if isinstance(event, SpeechStart):
-            self._in_utterance, self._utterance = True, event.utterance
+            self._open = event.utterance
         elif isinstance(event, SpeechEnd):
-            self._in_utterance = False
+            self._open = None
         else:
             self._last_sample = event.frame.start + event.frame.samples
         self.queue.put(event)

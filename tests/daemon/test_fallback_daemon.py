@@ -31,19 +31,25 @@ def offline_reference() -> str:
     return " ".join(t for t in texts if t)
 
 
+def run_with_fallback(tmp_path, emu: SonioxEmulator, key: str, realtime: str) -> tuple[str, str]:
+    """The daemon on the demo, service = soniox at ``emu``, fallback = local after 1 s."""
+    ini = write_config(
+        tmp_path,
+        emu,
+        "env:SONIOX_API_KEY",
+        audio__realtime=realtime,
+        daemon__fallback="local",
+        daemon__fallback_after="1s",
+    )
+    proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": key})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out, err
+
+
 def test_a_refused_service_falls_back_to_offline_captions(tmp_path):
     with SonioxEmulator(tmp_path / "emu", api_key="the-right-key", lag_ms=300) as emu:
-        ini = write_config(
-            tmp_path,
-            emu,
-            "env:SONIOX_API_KEY",
-            audio__realtime="yes",
-            daemon__fallback="local",
-            daemon__fallback_after="1s",
-        )
-        proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "a-wrong-key"})
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+        out, err = run_with_fallback(tmp_path, emu, "a-wrong-key", realtime="yes")
     assert "a-wrong-key" not in out + err
     captions = [e for e in events(out) if e["type"] == "caption"]
     finals = [e for e in captions if e["final"] and e["text"]]
@@ -57,18 +63,8 @@ def test_a_refused_service_falls_back_to_offline_captions(tmp_path):
 
 def test_the_cloud_captions_while_it_works_and_nothing_is_offline(tmp_path):
     with SonioxEmulator(tmp_path / "emu", api_key="the-key", lag_ms=300) as emu:
-        ini = write_config(
-            tmp_path,
-            emu,
-            "env:SONIOX_API_KEY",
-            audio__realtime="no",
-            daemon__fallback="local",
-            daemon__fallback_after="1s",
-        )
-        proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"})
-        out, err = proc.communicate(timeout=60)
+        out, _ = run_with_fallback(tmp_path, emu, "the-key", realtime="no")
         sent = bytes(emu.sessions[0].audio)
-    assert proc.returncode == 0, err
     captions = [e for e in events(out) if e["type"] == "caption"]
     assert captions and not any(e["offline"] for e in captions)
     words = " ".join(e["text"] for e in captions if e["final"]).split()

@@ -22,6 +22,7 @@ from edgecap.daemon.status import StatusBoard
 from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.link.soniox import SonioxCodec
 from edgecap.link.worker import LinkSettings, LinkWorker
+from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SonioxEmulator, noise_pcm
 
 FRAME_BYTES = 640  # 20 ms
@@ -177,6 +178,11 @@ class LinkRun:
     def detail(self) -> str:
         part = self.status.snapshot().parts.get("link")
         return part.detail if part else ""
+
+
+def proxied(emu: SonioxEmulator, proxy: FaultProxy) -> str:
+    """The emulator's URL, through the fault proxy."""
+    return emu.url.replace(f":{emu.port}/", f":{proxy.port}/")
 
 
 def fast_clock(factor: float):  # type: ignore[no-untyped-def]

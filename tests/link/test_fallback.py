@@ -11,8 +11,6 @@ whole daemon in tests/daemon/test_fallback_daemon.py.
 
 from __future__ import annotations
 
-import pytest
-
 from edgecap.captions.board import CaptionBoard, Numbering
 from edgecap.daemon.speech_queue import SpeechQueue
 from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
@@ -26,6 +24,7 @@ from tests.link.harness import (
     RecordingSink,
     coverage_gaps,
     forwarded_pcm,
+    proxied,
     utterances,
     wait_until,
 )
@@ -58,18 +57,6 @@ class RecordingRecognizer:
         return [("offline", 0, len(pcm) // 32)] if pcm else []
 
 
-@pytest.fixture
-def emu(tmp_path):
-    with SonioxEmulator(tmp_path, api_key="test-key", lag_ms=300) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def proxy(emu):
-    with FaultProxy(("127.0.0.1", emu.port)) as px:
-        yield px
-
-
 class FallbackRun:
     """A LinkRun whose link has an offline fallback (a LocalWorker on its own queue)."""
 
@@ -77,8 +64,7 @@ class FallbackRun:
         self.queue = SpeechQueue(600 * 16_000)
         self.recognizer = RecordingRecognizer()
         self.offline_sink = RecordingSink()
-        url = emu.url.replace(f":{emu.port}/", f":{proxy.port}/")
-        self.run = LinkRun(emu, url=url, **settings)
+        self.run = LinkRun(emu, url=proxied(emu, proxy), **settings)
         self.run.status.set("audio", "listening")  # as capture would
         self.fallback = Fallback(self.queue, after, self.run.status, service="soniox")
         self.run.link.fallback = self.fallback

@@ -9,25 +9,15 @@ import time
 import pytest
 
 from edgecap.link.worker import PACE_BURST
-from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SessionPlan, SonioxEmulator, expected_words
-from tests.link.harness import LinkRun, coverage_gaps, forwarded_pcm, utterances, wait_until
-
-
-@pytest.fixture
-def emu(tmp_path):
-    with SonioxEmulator(tmp_path, api_key="test-key", lag_ms=300) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def proxy(emu):
-    with FaultProxy(("127.0.0.1", emu.port)) as px:
-        yield px
-
-
-def proxied(emu, proxy) -> str:
-    return emu.url.replace(f":{emu.port}/", f":{proxy.port}/")
+from tests.link.harness import (
+    LinkRun,
+    coverage_gaps,
+    forwarded_pcm,
+    proxied,
+    utterances,
+    wait_until,
+)
 
 
 def assert_complete(run: LinkRun, emu: SonioxEmulator, events) -> None:
