@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.audio.frames import SAMPLE_RATE, SAMPLE_WIDTH, Frame
+from edgecap.runtime.frames import SAMPLE_RATE, SAMPLE_WIDTH, Frame
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = Path(os.environ.get("EDGECAP_CORPUS", REPO_ROOT.parent / "shared" / "corpus"))

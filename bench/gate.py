@@ -42,9 +42,9 @@ from bench.corpus import (
     speech_bounds,
     speech_mask,
 )
-from edgecap.audio.frames import SAMPLE_RATE, Frame
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.runtime.frames import SAMPLE_RATE, Frame
+from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
 
 LEAD = SAMPLE_RATE  # digital silence before each clip
 TAIL = 2 * SAMPLE_RATE  # and after it

@@ -61,11 +61,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import CORPUS_DIR, clips, corpus_available, frames_of
 from bench.gate import CATEGORY_ORDER
-from edgecap.audio.frames import SAMPLE_RATE
 from edgecap.config.schema import LinkConfig
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.runtime.frames import SAMPLE_RATE
+from edgecap.runtime.speech import GateEvent, SpeechAudio, SpeechEnd
+from edgecap.runtime.speech_queue import SpeechQueue
 from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SonioxEmulator
 from tests.link.harness import FRAME_BYTES, LinkRun, coverage_gaps, utterances, wait_until

@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import clips, corpus_available
-from edgecap.local.recognizers import PocketsphinxRecognizer
-from tests.local.test_worker import gate_events, run_worker
-from tests.local.wer import direct_decode, transcript, wer, words
+from edgecap.services.local.recognizers import PocketsphinxRecognizer
+from tests.services.local.test_worker import gate_events, run_worker
+from tests.services.local.wer import direct_decode, transcript, wer, words
 
 
 def main() -> int:

@@ -30,11 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgecap.captions.events import CaptionLine
 from edgecap.config.schema import SerialConfig, SocketConfig
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.hdmi import HdmiOutput
-from edgecap.outputs.serial_out import SerialOutput
+from edgecap.outputs.serial.output import SerialOutput
 from edgecap.outputs.socket_server import SocketOutput
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.status import StatusBoard
 
 WORDS = (
     "unless", "the", "system", "is", "established", "for",

@@ -101,11 +101,11 @@ def _report_config_error(exc: ConfigError) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args)  # before importing the daemon: a config error needs none of it
     from edgecap.daemon.supervisor import Daemon
-    from edgecap.logsetup import setup_logging
+    from edgecap.runtime.logsetup import setup_logging
 
     lc = loaded.config.log
     setup_logging("debug" if args.verbose else lc.level, lc.target, lc.repeat_interval)
-    from edgecap.local.recognizers import EngineError
+    from edgecap.services.local.recognizers import EngineError
 
     try:
         daemon = Daemon(loaded, reloader=lambda: load(args.config, _overrides(args)))
@@ -150,7 +150,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     from edgecap.audio.devices import list_capture_devices
     from edgecap.outputs.framebuffer import list_framebuffers
-    from edgecap.outputs.serial_out import list_serial_ports
+    from edgecap.outputs.serial.output import list_serial_ports
 
     devices = list_capture_devices()
     sys.stdout.write("Capture devices ([audio] device):\n")

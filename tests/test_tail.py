@@ -17,9 +17,9 @@ from pathlib import Path
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import SocketConfig
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.socket_server import SocketOutput
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.status import StatusBoard
 from edgecap.tail import run_tail
 
 ERASE = "\r\x1b[2K"

@@ -36,7 +36,6 @@ import pyaudio
 
 from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
 from edgecap.audio.devices import DeviceInfo, list_capture_devices, resolve_device
-from edgecap.audio.frames import SAMPLE_RATE, Frame, frame_samples
 from edgecap.audio.pcm import S16LE, decode_samples, int16_to_bytes, to_mono
 from edgecap.audio.resample import StreamResampler
 from edgecap.audio.source import (
@@ -46,6 +45,7 @@ from edgecap.audio.source import (
     SourceUnavailable,
     _NotReady,
 )
+from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
 
 log = logging.getLogger(__name__)
 

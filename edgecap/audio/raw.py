@@ -23,10 +23,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from edgecap.audio.frames import SAMPLE_RATE, Frame, frame_samples
 from edgecap.audio.pcm import S16LE, decode_samples, int16_to_bytes, to_mono
 from edgecap.audio.resample import StreamResampler
 from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
-from edgecap.audio.frames import Frame
+from edgecap.runtime.frames import Frame
 
 
 class SourceError(Exception):

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import NamedTuple
 
-from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine
+from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine, SynthesizedAudio
 from edgecap.captions.sanitize import clean_label, clean_text
 from edgecap.captions.tokens import Token, TokenUpdate
 
@@ -272,6 +272,16 @@ class CaptionBoard:
 
     def loss(self, seconds: float, start: float | None, end: float | None, reason: str) -> None:
         self._send(AudioLoss(seconds, start, end, reason))
+
+    def synthesized(self, audio: SynthesizedAudio) -> None:
+        """Spoken translation: passed on, tagged with the newest line that has a translation
+        in its language (what the service is speaking)."""
+        if audio.seq is None:
+            for line in reversed(self._lines):
+                if line.translation and line.translation_language == audio.language:
+                    audio = replace(audio, seq=line.seq)
+                    break
+        self._send(audio)
 
     # --- rules ----------------------------------------------------------------------------
 

@@ -46,4 +46,17 @@ class AudioLoss:
     reason: str  # for people: "network down", "buffer full" …
 
 
-CaptionEvent = CaptionLine | AudioLoss
+@dataclass(frozen=True, slots=True)
+class SynthesizedAudio:
+    """A piece of speech the service synthesized: a spoken translation (Azure Speech's
+    translation synthesis). The chunks of one utterance arrive in order; the last one has
+    ``end`` True (and may be empty). Only outputs that declare ``takes_audio`` get them."""
+
+    language: str  # the voice's language: the translation's target
+    format: str  # e.g. "riff-16khz-16bit-mono-pcm", "audio/ogg; codecs=opus"
+    data: bytes
+    end: bool
+    seq: int | None = None  # the caption line it speaks, when the board knows it
+
+
+CaptionEvent = CaptionLine | AudioLoss | SynthesizedAudio

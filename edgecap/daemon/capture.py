@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 
-from edgecap.audio.frames import SAMPLE_RATE, Frame
 from edgecap.audio.source import (
     NOT_READY,
     AudioSource,
@@ -20,13 +19,14 @@ from edgecap.audio.source import (
     SourceLost,
     SourceUnavailable,
 )
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.daemon.worker import Worker
-from edgecap.gate.events import EndReason, GateEvent, SpeechEnd, SpeechStart
 from edgecap.gate.speech_gate import SpeechGate
-from edgecap.logsetup import fields
-from edgecap.util.backoff import Backoff
+from edgecap.runtime.backoff import Backoff
+from edgecap.runtime.frames import SAMPLE_RATE, Frame
+from edgecap.runtime.logsetup import fields
+from edgecap.runtime.speech import EndReason, GateEvent, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
 

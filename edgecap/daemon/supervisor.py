@@ -25,7 +25,6 @@ from dataclasses import replace
 from typing import TextIO
 
 from edgecap.audio.factory import make_source
-from edgecap.audio.frames import SAMPLE_RATE, frame_samples
 from edgecap.audio.source import AudioSource, SourceConfigError
 from edgecap.captions.board import CaptionBoard, Numbering
 from edgecap.captions.events import CaptionEvent
@@ -33,24 +32,25 @@ from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig
 from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
 from edgecap.daemon.capture import CaptureWorker
 from edgecap.daemon.notify import Notifier
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.daemon.worker import Worker
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
 from edgecap.link.fallback import Fallback
-from edgecap.link.soniox import SonioxCodec
-from edgecap.link.worker import LinkSettings, LinkWorker
-from edgecap.local.recognizers import make_recognizer
-from edgecap.local.worker import LocalWorker
-from edgecap.logsetup import under_journal
+from edgecap.link.worker import LinkWorker
 from edgecap.outputs.console import ConsoleOutput
 from edgecap.outputs.fanout import FanOut
 from edgecap.outputs.hdmi import HdmiOutput
-from edgecap.outputs.serial_out import SerialOutput
+from edgecap.outputs.serial.output import SerialOutput
 from edgecap.outputs.socket_server import SocketOutput
 from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.transcript import TranscriptOutput
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.frames import SAMPLE_RATE, frame_samples
+from edgecap.runtime.logsetup import under_journal
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.worker import Worker
+from edgecap.services.local.recognizers import make_recognizer
+from edgecap.services.local.worker import LocalWorker
+from edgecap.services.registry import SERVICES, service
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +70,6 @@ def gate_settings(loaded: LoadedConfig) -> GateSettings:
         hangover_ms=round(g.hangover * 1000),
         min_speech_ms=round(g.min_speech * 1000),
         max_utterance_s=g.max_utterance,
-    )
-
-
-def link_settings(loaded: LoadedConfig) -> LinkSettings:
-    c = loaded.config.link
-    return LinkSettings(
-        connect=c.connect,
-        idle_close=c.idle_close,
-        buffer=c.buffer,
-        retry_first=c.retry_first,
-        retry_max=c.retry_max,
-        fatal_retry=c.fatal_retry,
-        connect_timeout=c.connect_timeout,
-        dead_after=c.dead_after,
-        finish_timeout=c.finish_timeout,
-        ca_file=c.ca_file,
-        proxy=c.proxy,
     )
 
 
@@ -160,17 +143,19 @@ class Daemon:
         self.board = None
         self.fallback_worker = None
         numbering = Numbering(first_seq)
-        if cfg.daemon.service == "soniox":
+        spec = service(cfg.daemon.service)
+        if spec.cloud:
+            settings = spec.settings(cfg)
             self.board = CaptionBoard(
                 self._publish_caption,
-                translation=cfg.soniox.translation != "none",
+                translation=bool(spec.targets(settings)),
                 numbering=numbering,
             )
             fallback = None
             if cfg.daemon.fallback == "local":
                 queue = SpeechQueue(QUEUE_SECONDS * SAMPLE_RATE)
                 fallback = Fallback(
-                    queue, cfg.daemon.fallback_after, self.status, service=cfg.daemon.service
+                    queue, cfg.daemon.fallback_after, self.status, service=spec.name
                 )
                 self.status.set("fallback", "standby")
                 self.fallback_worker = self._make_local(
@@ -178,12 +163,11 @@ class Daemon:
                     CaptionBoard(self._publish_caption, numbering=numbering, offline=True),
                     name="fallback",
                 )
-            codec = SonioxCodec(cfg.soniox, replay_speed=cfg.link.replay_speed)
             self.link = LinkWorker(
                 self.queue,
-                codec,
+                spec.codec(cfg),
                 self._service_key,
-                link_settings(self.loaded),
+                cfg.link,
                 self.status,
                 self.board,
                 fallback=fallback,
@@ -236,8 +220,8 @@ class Daemon:
         self.socket_output: SocketOutput | None = None
         if cfg.socket.enabled:
             sc = cfg.socket
-            service_cfg = getattr(cfg, cfg.daemon.service, None)
-            languages = list(getattr(service_cfg, "language_hints", ()))
+            spec = service(cfg.daemon.service)
+            languages = list(spec.languages(spec.settings(cfg)))
             self.socket_output = SocketOutput(sc, service=cfg.daemon.service, languages=languages)
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
         if cfg.hdmi.enabled:
@@ -279,13 +263,13 @@ class Daemon:
     def _service_key(self) -> SecretValue | None:
         """The service key, read again from its sources at each (re)connection after a
         reload; if it has vanished since, the one read at start is used."""
-        service = self.loaded.config.daemon.service
-        ref = getattr(self.loaded.config, service).api_key
+        spec = service(self.loaded.config.daemon.service)
+        ref = spec.settings(self.loaded.config).api_key
         try:
             return resolve(ref)
         except SecretNotFound as exc:
-            log.error("%s key: %s; using the key read at start", service, exc)
-            return self.loaded.secrets.get(service)
+            log.error("%s key: %s; using the key read at start", spec.name, exc)
+            return self.loaded.secrets.get(spec.section)
 
     def reload(self) -> None:
         """SIGHUP: read the config again and apply it without dropping the microphone.
@@ -313,7 +297,7 @@ class Daemon:
             log.warning("reload: [audio] and [gate] changes take effect at the next restart")
         kept = replace(new.config, audio=old.audio, gate=old.gate)
         self.loaded = replace(new, config=kept)
-        consumer_keys = ("daemon", "link", "local", "soniox", "azure", "sarvam")
+        consumer_keys = {"daemon", "link", "local", *(s.section for s in SERVICES.values())}
         if any(getattr(kept, k) != getattr(old, k) for k in consumer_keys):
             self._replace_consumer()
         elif self.link is not None:

@@ -1,7 +1,7 @@
 """The speech gate: turns a stream of frames into utterances of speech (webrtcvad).
 
 ``SpeechGate.feed()`` is called by the capture thread for every frame and returns the events
-it caused (see ``edgecap.gate.events``): ``SpeechStart``, then the utterance's frames as
+it caused (see ``edgecap.runtime.speech``): ``SpeechStart``, then the utterance's frames as
 ``SpeechAudio``, then ``SpeechEnd``. It costs one webrtcvad call per frame (none for a frame
 of digital silence) plus O(1) bookkeeping.
 
@@ -92,8 +92,8 @@ from typing import Final, Literal
 
 import webrtcvad
 
-from edgecap.audio.frames import FRAME_MS_CHOICES, SAMPLE_RATE, SAMPLE_WIDTH, Frame, frame_samples
-from edgecap.gate.events import EndReason, GateEvent, SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.frames import FRAME_MS_CHOICES, SAMPLE_RATE, SAMPLE_WIDTH, Frame, frame_samples
+from edgecap.runtime.speech import EndReason, GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 import websocket
 
-from edgecap.daemon.worker import Worker
-from edgecap.link.codec import Codec, Handshake, Outgoing, ProtocolError, Retry, ServiceError
+from edgecap.runtime.worker import Worker
+from edgecap.services.codec import Codec, Handshake, Outgoing, ProtocolError, Retry, ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from edgecap.audio.frames import SAMPLE_RATE
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
-from edgecap.logsetup import fields
+from edgecap.runtime.frames import SAMPLE_RATE
+from edgecap.runtime.logsetup import fields
+from edgecap.runtime.speech import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from edgecap.audio.frames import SAMPLE_RATE
-from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.frames import SAMPLE_RATE
+from edgecap.runtime.speech import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 
 
 @dataclass(slots=True)

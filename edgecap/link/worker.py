@@ -27,17 +27,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-from edgecap.audio.frames import SAMPLE_RATE
+from edgecap.captions.sink import CaptionSink
 from edgecap.captions.tokens import TokenUpdate
+from edgecap.config.schema import LinkConfig
 from edgecap.config.secrets import SecretValue
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.daemon.worker import Worker
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
-from edgecap.link.codec import Codec, Retry, ServiceError, SessionFinished
 from edgecap.link.connection import (
     BadMessage,
     Closed,
@@ -50,8 +44,14 @@ from edgecap.link.connection import (
 )
 from edgecap.link.fallback import Fallback
 from edgecap.link.uplink import Loss, UplinkBuffer
-from edgecap.logsetup import fields
-from edgecap.util.backoff import Backoff
+from edgecap.runtime.backoff import Backoff
+from edgecap.runtime.frames import SAMPLE_RATE
+from edgecap.runtime.logsetup import fields
+from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.worker import Worker
+from edgecap.services.codec import Codec, Retry, ServiceError, SessionFinished
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +59,7 @@ POLL = 0.02  # the link wakes at least this often while it has something to do
 INBOX_SIZE = 256  # parsed service messages waiting for the link thread
 PACE_BURST = 1.0  # seconds of audio that may go at once above the replay speed
 ROLLOVER_GRACE = 30.0  # past session_max, renew even in the middle of an utterance
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    connect: str = "on_demand"  # or "warm"
-    idle_close: float = 60.0
-    buffer: float = 30.0
-    retry_first: float = 1.0
-    retry_max: float = 10.0
-    fatal_retry: float = 3600.0
-    connect_timeout: float = 5.0
-    dead_after: float = 10.0
-    finish_timeout: float = 3.0
-    ca_file: Path | None = None
-    proxy: str | None = None
-    healthy_after: float = 30.0
-
-
-class CaptionSink:
-    """Where recognised tokens go (the CaptionBoard implements this)."""
-
-    def update(self, u: TokenUpdate, clock: Callable[[int], float | None]) -> None: ...
-
-    def session_ended(self) -> None: ...
-
-    def loss(self, seconds: float, start: float | None, end: float | None, reason: str) -> None: ...
-
-    def close(self) -> None: ...
+HEALTHY_AFTER = 30.0  # a session this old resets the backoff
 
 
 class LinkWorker(Worker):
@@ -95,7 +68,7 @@ class LinkWorker(Worker):
         speech: SpeechQueue,
         codec: Codec,
         key: Callable[[], SecretValue | None],
-        settings: LinkSettings,
+        settings: LinkConfig,
         status: StatusBoard,
         sink: CaptionSink,
         *,
@@ -117,7 +90,7 @@ class LinkWorker(Worker):
         self.backoff = Backoff(
             first=settings.retry_first,
             cap=settings.retry_max,
-            healthy_after=settings.healthy_after,
+            healthy_after=HEALTHY_AFTER,
             clock=clock,
         )
         self._inbox: queue.Queue[InboxItem] = queue.Queue(INBOX_SIZE)

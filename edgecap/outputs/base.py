@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.daemon.status import StatusSnapshot
+from edgecap.captions.events import AudioLoss, CaptionLine, SynthesizedAudio
+from edgecap.runtime.status import StatusSnapshot
 
-OutputEvent = CaptionLine | AudioLoss | StatusSnapshot
+OutputEvent = CaptionLine | AudioLoss | SynthesizedAudio | StatusSnapshot
 
 
 class OutputUnavailable(Exception):
@@ -27,6 +27,8 @@ class OutputUnavailable(Exception):
 class Output(Protocol):
     name: str  # "hdmi", "serial", …: the status part is "output:<name>"
     idle_interval: float  # call idle() at least this often, in seconds
+    # An output that plays synthesized speech sets ``takes_audio = True``; the others never
+    # see SynthesizedAudio events (the fan-out filters them).
 
     def open(self) -> None:
         """Acquire the device. Raise OutputUnavailable to be retried later."""

@@ -24,9 +24,9 @@ from typing import BinaryIO
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.captions.sanitize import clean_text
 from edgecap.config.schema import ConsoleConfig
-from edgecap.daemon.status import LINK_PROBLEMS, StatusSnapshot
 from edgecap.outputs.base import OutputEvent, OutputUnavailable
 from edgecap.outputs.rollup import CaptionLines, cell_width, layout
+from edgecap.runtime.status import LINK_PROBLEMS, StatusSnapshot
 
 StreamOpener = Callable[[Path], BinaryIO]
 

@@ -14,8 +14,8 @@ import threading
 from collections import OrderedDict, deque
 
 from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.daemon.status import StatusSnapshot
 from edgecap.outputs.base import OutputEvent
+from edgecap.runtime.status import StatusSnapshot
 
 
 class EventQueue:

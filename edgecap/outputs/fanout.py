@@ -2,10 +2,12 @@
 
 Each worker has its own bounded, coalescing queue (event_queue.py), so the caption source
 (the link's thread) spends a few microseconds per output and event, whatever the outputs do.
+Synthesized speech goes only to the outputs that declare ``takes_audio``.
 """
 
 from __future__ import annotations
 
+from edgecap.captions.events import SynthesizedAudio
 from edgecap.outputs.base import OutputEvent
 from edgecap.outputs.worker import OutputWorker
 
@@ -17,7 +19,10 @@ class FanOut:
 
     def publish(self, event: OutputEvent) -> None:
         self.published += 1
+        audio = isinstance(event, SynthesizedAudio)
         for worker in self.workers:
+            if audio and not getattr(worker.output, "takes_audio", False):
+                continue
             worker.publish(event)
 
     def __len__(self) -> int:

@@ -42,7 +42,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.daemon.status import LINK_PROBLEMS, StatusSnapshot
 from edgecap.outputs.base import OutputEvent, OutputUnavailable
 from edgecap.outputs.fonts import FontChain
 from edgecap.outputs.framebuffer import (
@@ -53,6 +52,7 @@ from edgecap.outputs.framebuffer import (
     read_geometry,
 )
 from edgecap.outputs.rollup import CaptionLines, Row, layout, wrap
+from edgecap.runtime.status import LINK_PROBLEMS, StatusSnapshot
 
 if TYPE_CHECKING:
     from edgecap.config.schema import HdmiConfig

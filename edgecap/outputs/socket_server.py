@@ -40,9 +40,9 @@ from typing import Any
 from edgecap import __version__
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import SocketConfig
-from edgecap.daemon.status import StatusSnapshot
-from edgecap.logsetup import fields
 from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.runtime.logsetup import fields
+from edgecap.runtime.status import StatusSnapshot
 
 log = logging.getLogger(__name__)
 

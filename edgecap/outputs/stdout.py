@@ -19,24 +19,14 @@ import json
 import shutil
 import threading
 import unicodedata
-from dataclasses import dataclass
 from typing import TextIO
 
 from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine
-from edgecap.daemon.status import StatusSnapshot
+from edgecap.runtime.speech import Activity
+from edgecap.runtime.status import StatusSnapshot
 
 CLEAR = "\r\x1b[2K"  # back to the start of the line and erase it
 INDENT = " " * len("[00:00.00] ")
-
-
-@dataclass(frozen=True)
-class Activity:
-    """The gate's view of one utterance: ``end`` is None while it goes on."""
-
-    utterance: int
-    start: float  # seconds since the source opened (sample-accurate)
-    end: float | None = None
-    reason: str = ""
 
 
 def _clock(seconds: float) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 
-from edgecap.daemon.status import StatusBoard
-from edgecap.daemon.worker import Worker
-from edgecap.logsetup import fields
 from edgecap.outputs.base import Output, OutputUnavailable
 from edgecap.outputs.event_queue import EventQueue
-from edgecap.util.backoff import Backoff
+from edgecap.runtime.backoff import Backoff
+from edgecap.runtime.logsetup import fields
+from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from edgecap.audio.alsa import (
     plan_read,
 )
 from edgecap.audio.devices import list_capture_devices
-from edgecap.audio.frames import Frame
 from edgecap.audio.source import SourceConfigError, SourceLost, SourceUnavailable
+from edgecap.runtime.frames import Frame
 from tests.audio.conftest import MIC, AlsaTestbed, file_pcm
 from tests.audio.signals import dominant_frequency, rms_db, sine
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap.audio.frames import Frame
 from edgecap.audio.raw import RawSource
 from edgecap.audio.source import NOT_READY, SourceConfigError
+from edgecap.runtime.frames import Frame
 from tests.audio.conftest import MIC, AlsaTestbed, file_pcm
 from tests.audio.signals import dominant_frequency, sine
 

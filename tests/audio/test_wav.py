@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap.audio.frames import Frame
 from edgecap.audio.source import NOT_READY, SourceConfigError
 from edgecap.audio.wav import WavSource, read_wav
+from edgecap.runtime.frames import Frame
 from tests.audio.signals import chunk, dominant_frequency, sine, wav_bytes, write_wav
 
 RNG = np.random.default_rng(42)

@@ -14,9 +14,9 @@ import pytest
 
 from edgecap.audio.wav import WavSource
 from edgecap.config.schema import GateConfig
-from edgecap.gate.events import SpeechAudio
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
 from edgecap.outputs.framebuffer import read_geometry, unpack
+from edgecap.runtime.speech import SpeechAudio
 from tests.conftest import REPO
 from tests.daemon.test_daemon import edgecap, events
 from tests.emulators.soniox import SonioxEmulator, expected_words

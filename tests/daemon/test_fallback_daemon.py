@@ -6,8 +6,8 @@ from __future__ import annotations
 from tests.daemon.test_daemon import edgecap, events
 from tests.daemon.test_daemon_soniox import DEMO, write_config
 from tests.emulators.soniox import SonioxEmulator, expected_words
-from tests.local.test_worker import decode, gate_events
-from tests.local.wer import wer
+from tests.services.local.test_worker import decode, gate_events
+from tests.services.local.wer import wer
 
 LJ = (
     "unless a system is established for the frequent formal review of activities "
@@ -17,7 +17,7 @@ LJ = (
 
 def offline_reference() -> str:
     """What pocketsphinx makes of the demo's utterances as the gate forwards them."""
-    from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+    from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
     from tests.conftest import read_pcm16
 
     texts, current = [], b""

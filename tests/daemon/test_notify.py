@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from edgecap.audio.frames import Frame
 from edgecap.audio.source import NOT_READY
 from edgecap.daemon.notify import Notifier
 from edgecap.daemon.supervisor import Daemon
+from edgecap.runtime.frames import Frame
 from tests.daemon.test_daemon import edgecap
 from tests.daemon.test_supervisor import config
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
-from edgecap.audio.frames import Frame
 from edgecap.audio.source import NOT_READY, SourceConfigError, SourceUnavailable
 from edgecap.config.loader import load
 from edgecap.daemon.supervisor import EX_SOFTWARE, Daemon
+from edgecap.runtime.frames import Frame
 
 
 class ScriptedSource:

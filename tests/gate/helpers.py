@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgecap.audio.frames import SAMPLE_RATE, Frame
-from edgecap.gate.events import EndReason, GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.gate.speech_gate import SpeechGate
+from edgecap.runtime.frames import SAMPLE_RATE, Frame
+from edgecap.runtime.speech import EndReason, GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 
 END_REASONS = {"silence", "max_length", "end_of_input", "stop", "source_lost"}
 

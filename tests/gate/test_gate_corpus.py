@@ -31,8 +31,8 @@ from bench.corpus import (
     speech_bounds,
     speech_mask,
 )
-from edgecap.audio.frames import SAMPLE_RATE
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.runtime.frames import SAMPLE_RATE
 from tests.gate.helpers import drive, forwarded, utterances
 
 SPEECH = [

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.corpus import clip, corpus_available
-from edgecap.audio.frames import Frame
-from edgecap.gate.events import SpeechStart
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.runtime.frames import Frame
+from edgecap.runtime.speech import SpeechStart
 from tests.gate.conftest import CORPUS
 from tests.gate.helpers import Fed, buzz, noise, utterances
 

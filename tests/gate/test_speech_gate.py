@@ -12,9 +12,9 @@ import math
 
 import pytest
 
-from edgecap.audio.frames import Frame
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
+from edgecap.runtime.frames import Frame
+from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
 from tests.gate.helpers import (
     Script,
     buzz,

@@ -13,15 +13,15 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from edgecap.audio.frames import Frame
 from edgecap.captions.tokens import TokenUpdate
-from edgecap.config.schema import SonioxConfig
+from edgecap.config.schema import LinkConfig, SonioxConfig
 from edgecap.config.secrets import SecretValue
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.gate.events import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
-from edgecap.link.soniox import SonioxCodec
-from edgecap.link.worker import LinkSettings, LinkWorker
+from edgecap.link.worker import LinkWorker
+from edgecap.runtime.frames import Frame
+from edgecap.runtime.speech import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
+from edgecap.services.soniox import SonioxCodec
 from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SonioxEmulator, noise_pcm
 
@@ -112,7 +112,7 @@ class LinkRun:
             retry_first=0.1, retry_max=0.5, connect_timeout=2.0, dead_after=2.0, finish_timeout=2.0
         )
         defaults.update(settings)
-        self.settings = LinkSettings(ca_file=Path(ca_file or emu.ca_file), **defaults)
+        self.settings = LinkConfig(ca_file=Path(ca_file or emu.ca_file), **defaults)
         self.queue = SpeechQueue(600 * 16_000)
         self.status = StatusBoard()
         self.sink = RecordingSink()

@@ -19,7 +19,7 @@ import pytest
 
 from edgecap.config.secrets import SecretValue
 from edgecap.link.connection import Closed, Connection, Message, SendFailed, tls_context
-from edgecap.link.soniox import SonioxCodec
+from edgecap.services.soniox import SonioxCodec
 from tests.emulators.soniox import SonioxEmulator, noise_pcm
 from tests.link.harness import soniox_config
 

@@ -12,11 +12,11 @@ whole daemon in tests/daemon/test_fallback_daemon.py.
 from __future__ import annotations
 
 from edgecap.captions.board import CaptionBoard, Numbering
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.link.fallback import Fallback
 from edgecap.link.uplink import UplinkBuffer
-from edgecap.local.worker import LocalWorker
+from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.services.local.worker import LocalWorker
 from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SonioxEmulator, expected_words
 from tests.link.harness import (
@@ -174,7 +174,7 @@ def test_refused_key_falls_back_too(emu, proxy):
 def test_a_service_that_connects_but_never_answers_is_still_down():
     """The down clock is paused by a connect and cleared only by an answer."""
     status_queue = SpeechQueue(16_000)
-    from edgecap.daemon.status import StatusBoard
+    from edgecap.runtime.status import StatusBoard
 
     fb = Fallback(status_queue, 5.0, StatusBoard(), service="soniox")
     fb.link_down(100.0)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecap.audio.frames import Frame
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.link.uplink import UplinkBuffer
+from edgecap.runtime.frames import Frame
+from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
 
 FRAME = 320  # samples: 20 ms
 

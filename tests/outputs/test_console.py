@@ -17,10 +17,10 @@ import pytest
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import ConsoleConfig
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.base import OutputUnavailable
 from edgecap.outputs.console import MIN_REDRAW, NOTICE_SECONDS, SIZE_CHECK, ConsoleOutput
 from edgecap.outputs.rollup import cell_width
+from edgecap.runtime.status import StatusBoard
 
 ESCAPE = re.compile(r"\x1b\[([?\d;]*)([A-Za-z\]])")
 

@@ -6,8 +6,8 @@ import threading
 import time
 
 from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.event_queue import EventQueue
+from edgecap.runtime.status import StatusBoard
 
 
 def line(seq: int, text: str, final: bool = False) -> CaptionLine:

@@ -18,7 +18,6 @@ from PIL import Image, ImageDraw
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import HdmiConfig
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs import fonts as fontmod
 from edgecap.outputs import framebuffer as fbmod
 from edgecap.outputs.base import OutputUnavailable
@@ -26,6 +25,7 @@ from edgecap.outputs.fonts import FontChain, find_font
 from edgecap.outputs.framebuffer import read_geometry, screenshot
 from edgecap.outputs.hdmi import HdmiOutput, auto_font_size
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.status import StatusBoard
 from tests.conftest import REPO
 from tests.outputs.test_framebuffer import fake_fb
 

@@ -19,11 +19,16 @@ from serial.tools.list_ports_common import ListPortInfo
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import SerialConfig
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.base import OutputUnavailable
+from edgecap.outputs.serial.output import (
+    PROBE_INTERVAL,
+    SerialOutput,
+    SerialPort,
+    list_serial_ports,
+)
 from edgecap.outputs.serial.transport import links_to
-from edgecap.outputs.serial_out import PROBE_INTERVAL, SerialOutput, SerialPort, list_serial_ports
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.status import StatusBoard
 
 SETUP = b"\x03\x012 cc1 3 b15 word\r"
 

@@ -22,11 +22,11 @@ import pytest
 from edgecap import __version__
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import SocketConfig
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs import socket_server
 from edgecap.outputs.base import OutputUnavailable
 from edgecap.outputs.socket_server import SocketOutput
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.status import StatusBoard
 
 Msgs = list[dict]
 

@@ -7,8 +7,9 @@ import shutil
 import threading
 
 from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine
-from edgecap.daemon.status import StatusBoard
-from edgecap.outputs.stdout import Activity, StdoutOutput
+from edgecap.outputs.stdout import StdoutOutput
+from edgecap.runtime.speech import Activity
+from edgecap.runtime.status import StatusBoard
 
 
 def test_text_on_a_pipe_is_whole_lines_only():

@@ -6,9 +6,9 @@ import threading
 import time
 
 from edgecap.captions.events import CaptionLine
-from edgecap.daemon.status import StatusBoard
 from edgecap.outputs.base import OutputUnavailable
 from edgecap.outputs.worker import OutputWorker
+from edgecap.runtime.status import StatusBoard
 
 
 def line(seq, text, final=True):

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from edgecap.gate.events import GateEvent, SpeechAudio
+from edgecap.runtime.speech import GateEvent, SpeechAudio
 
 MAX_MARKERS = 10_000  # start/end markers are tiny, but even they are bounded
 

@@ -1,6 +1,6 @@
 import logging
 
-from edgecap.logsetup import RepeatLimiter
+from edgecap.runtime.logsetup import RepeatLimiter
 
 
 def record(msg: str, *args) -> logging.LogRecord:
@@ -53,7 +53,7 @@ def test_journal_records_carry_edgecap_fields():
         sock.settimeout(5)
         code = (
             "import logging\n"
-            "from edgecap.logsetup import setup_logging, fields\n"
+            "from edgecap.runtime.logsetup import setup_logging, fields\n"
             "setup_logging('info', 'journal', 60)\n"
             "logging.getLogger('edgecap.link').error('soniox refused: %s', 'unauthenticated 401',"
             " **fields(state='rejected', service='soniox', error='unauthenticated'))\n"

@@ -1,7 +1,7 @@
 import threading
 import time
 
-from edgecap.daemon.worker import Worker
+from edgecap.runtime.worker import Worker
 
 
 class Looper(Worker):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from edgecap.captions.tokens import Token, TokenUpdate
 from edgecap.config.schema import SonioxConfig
 from edgecap.config.secrets import SecretValue
-from edgecap.link.codec import (
+from edgecap.services.codec import (
     Codec,
     Outgoing,
     ProtocolError,
@@ -23,7 +23,7 @@ from edgecap.link.codec import (
     ServiceEvent,
     SessionFinished,
 )
-from edgecap.link.soniox import SonioxCodec, error_retry
+from edgecap.services.soniox import SonioxCodec, error_retry
 from tests.link.traces import client_texts, handshake_headers, load_trace, of_kind
 
 KEY = SecretValue("test", "sk-TEST-7f3a9c0d1e2b-KEY")

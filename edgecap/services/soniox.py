@@ -1,6 +1,6 @@
 """The Soniox real-time codec: edgecap's side of ``wss://stt-rt.soniox.com/transcribe-websocket``.
 
-Pure translation (see ``edgecap.link.codec``); the wire format is the one the official SDK
+Pure translation (see ``edgecap.services.codec``); the wire format is the one the official SDK
 2.10 was recorded sending and accepting (``../shared/protocol-traces/soniox_*.jsonl``,
 ``../shared/PROTOCOLS.md`` §1):
 
@@ -23,7 +23,7 @@ from typing import Any
 from edgecap.captions.tokens import Token, TokenKind, TokenUpdate
 from edgecap.config.schema import SonioxConfig
 from edgecap.config.secrets import SecretValue
-from edgecap.link.codec import (
+from edgecap.services.codec import (
     Handshake,
     Outgoing,
     ProtocolError,

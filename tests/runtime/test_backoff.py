@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from edgecap.util.backoff import Backoff
+from edgecap.runtime.backoff import Backoff
 
 
 def test_ceiling_doubles_up_to_the_cap_and_jitter_stays_below_it():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgecap.daemon.status import StatusBoard
+from edgecap.runtime.status import StatusBoard
 
 
 def test_summary_tells_a_refused_service_and_lost_speech():

@@ -14,15 +14,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from edgecap.audio.frames import SAMPLE_RATE, seconds
+from edgecap.captions.sink import CaptionSink
 from edgecap.captions.tokens import Token, TokenUpdate
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.daemon.worker import Worker
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
-from edgecap.link.worker import CaptionSink
-from edgecap.local.recognizers import Recognizer
-from edgecap.outputs.stdout import Activity
+from edgecap.runtime.frames import SAMPLE_RATE, seconds
+from edgecap.runtime.speech import Activity, SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.worker import Worker
+from edgecap.services.local.recognizers import Recognizer
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from edgecap.audio.frames import Frame
+from edgecap.runtime.frames import Frame
 
 EndReason = Literal["silence", "max_length", "end_of_input", "stop", "source_lost"]
 
@@ -42,3 +42,14 @@ class SpeechEnd:
 
 
 GateEvent = SpeechStart | SpeechAudio | SpeechEnd
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """The gate's view of one utterance, for people watching (stdout): ``end`` is None while
+    it goes on. Times are seconds since the source opened."""
+
+    utterance: int
+    start: float  # seconds since the source opened (sample-accurate)
+    end: float | None = None
+    reason: str = ""

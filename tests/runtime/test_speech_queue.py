@@ -2,9 +2,9 @@ import threading
 
 import pytest
 
-from edgecap.audio.frames import Frame
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.gate.events import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.frames import Frame
+from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
+from edgecap.runtime.speech_queue import SpeechQueue
 
 N = 320
 

@@ -12,21 +12,21 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from edgecap.config.loader import ConfigError, load
-from edgecap.daemon.speech_queue import SpeechQueue
-from edgecap.daemon.status import StatusBoard
-from edgecap.gate.events import SpeechAudio
-from edgecap.local.recognizers import EngineError, PocketsphinxRecognizer, VoskRecognizer
-from edgecap.local.worker import LocalWorker
+from edgecap.runtime.speech import SpeechAudio
+from edgecap.runtime.speech_queue import SpeechQueue
+from edgecap.runtime.status import StatusBoard
+from edgecap.services.local.recognizers import EngineError, PocketsphinxRecognizer, VoskRecognizer
+from edgecap.services.local.worker import LocalWorker
 from tests.conftest import CORPUS, REPO, corpus_clip, read_pcm16
 from tests.link.harness import RecordingSink
-from tests.local.wer import transcript, wer
+from tests.services.local.wer import transcript, wer
 
 DEMO = REPO / "edgecap" / "data" / "demo_ljspeech_LJ050-0131.wav"
 
 
 def gate_events(pcm: bytes) -> list:
-    from edgecap.audio.frames import Frame
     from edgecap.gate.speech_gate import GateSettings, SpeechGate
+    from edgecap.runtime.frames import Frame
 
     gate = SpeechGate(GateSettings(True, 2, 20, 300, 600, 150, 60.0))
     out = []
@@ -101,8 +101,8 @@ class SlowRecognizer:
 
 
 def test_a_backlog_shows_as_behind_in_status():
-    from edgecap.audio.frames import Frame
-    from edgecap.gate.events import SpeechEnd, SpeechStart
+    from edgecap.runtime.frames import Frame
+    from edgecap.runtime.speech import SpeechEnd, SpeechStart
 
     events = [SpeechStart(1, 0, 0, 0.0)]
     events += [SpeechAudio(1, Frame(bytes(640), i * 320, 0.0)) for i in range(600)]
@@ -122,8 +122,8 @@ def test_a_backlog_shows_as_behind_in_status():
 
 
 def test_stop_decodes_for_a_bounded_time_and_reports_the_rest(tmp_path):
-    from edgecap.audio.frames import Frame
-    from edgecap.gate.events import SpeechStart
+    from edgecap.runtime.frames import Frame
+    from edgecap.runtime.speech import SpeechStart
 
     queue = SpeechQueue(600 * 16_000)
     sink, status = RecordingSink(), StatusBoard()
@@ -169,7 +169,7 @@ def test_the_daemon_recognizes_as_well_as_pocketsphinx_on_the_whole_file():
     rate over all their words (weighted by words: one word of a 15-word clip is 7 points)
     must be within 1 point. Without the per-utterance look-ahead mean it was 14 points
     worse (0.71 against 0.57)."""
-    from tests.local.wer import direct_decode, words
+    from tests.services.local.wer import direct_decode, words
 
     bases = english_clips()
     assert len(bases) >= 5

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from edgecap.audio.frames import SAMPLE_RATE
+from edgecap.runtime.frames import SAMPLE_RATE
 
 Word = tuple[str, int, int]  # text, start ms, end ms (within the utterance)
 _VARIANT = re.compile(r"\(\d+\)$")  # pocketsphinx pronunciation variants: "the(2)"

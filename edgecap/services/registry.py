@@ -1,0 +1,100 @@
+"""Every speech service edgecap knows, by the name ``[daemon] service`` gives it.
+
+The daemon builds whatever is configured from here and nowhere else: a cloud service is a
+codec the Link drives; the offline engine runs in-process. An entry says which config
+section holds the service's settings, how its codec is made, which languages it translates
+to under that config, and what it can do. Adding a service is one module in ``services/``,
+one entry here and one section in ``config/schema.py`` (see ``docs/services.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgecap.config.schema import Config, LinkConfig, SonioxConfig
+from edgecap.services.codec import Codec
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a service can do at all (whatever the config asks of it)."""
+
+    partials: bool  # provisional captions while someone speaks
+    translates: bool  # gives translations of what was said
+    max_targets: int  # target languages at once (0: none)
+    translation_only: bool = False  # can give a translation without the transcript
+    speaks: bool = False  # can synthesize the translation as speech
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # as in ``[daemon] service``
+    section: str  # the config section with its settings (and ``api_key`` if cloud)
+    capabilities: Capabilities
+    # Builds the codec from the service's section and [link]; None: the offline engine,
+    # which runs in-process and needs no codec.
+    make_codec: Callable[[Any, LinkConfig], Codec] | None
+    # The translation target languages the config asks for, in display order (empty: none).
+    targets: Callable[[Any], tuple[str, ...]] = lambda section: ()
+    # The spoken languages the config expects (empty: any), for clients of the socket.
+    languages: Callable[[Any], tuple[str, ...]] = lambda section: ()
+    # The config asks for translation alone: lines carry no transcript.
+    translation_only: Callable[[Any], bool] = lambda section: False
+
+    @property
+    def cloud(self) -> bool:
+        return self.make_codec is not None
+
+    def settings(self, config: Config) -> Any:
+        """This service's config section."""
+        return getattr(config, self.section)
+
+    def codec(self, config: Config) -> Codec:
+        if self.make_codec is None:
+            raise ValueError(f"{self.name} runs in-process: it has no codec")
+        return self.make_codec(self.settings(config), config.link)
+
+
+def _soniox_codec(section: SonioxConfig, link: LinkConfig) -> Codec:
+    from edgecap.services.soniox import SonioxCodec
+
+    return SonioxCodec(section, replay_speed=link.replay_speed)
+
+
+def _soniox_targets(section: SonioxConfig) -> tuple[str, ...]:
+    if section.translation == "one_way":
+        return (section.target_language,)
+    if section.translation == "two_way":
+        return (section.language_a, section.language_b)
+    return ()
+
+
+SERVICES: dict[str, Service] = {
+    service.name: service
+    for service in (
+        Service(
+            name="soniox",
+            section="soniox",
+            capabilities=Capabilities(partials=True, translates=True, max_targets=1),
+            make_codec=_soniox_codec,
+            targets=_soniox_targets,
+            languages=lambda section: tuple(section.language_hints),
+        ),
+        Service(
+            name="local",
+            section="local",
+            capabilities=Capabilities(partials=True, translates=False, max_targets=0),
+            make_codec=None,
+        ),
+    )
+}
+
+
+def service(name: str) -> Service:
+    """The registered service ``name``; KeyError names the ones there are."""
+    try:
+        return SERVICES[name]
+    except KeyError:
+        raise KeyError(f"unknown service {name!r} (known: {', '.join(SERVICES)})") from None
