@@ -87,7 +87,14 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
-    return load(args.config, _overrides(args))
+    """The config, checked also against what its service can do (the registry)."""
+    from edgecap.services.registry import service
+
+    loaded = load(args.config, _overrides(args))
+    problems = service(loaded.config.daemon.service).problems(loaded.config)
+    if problems:
+        raise ConfigError(problems)
+    return loaded
 
 
 def _report_config_error(exc: ConfigError) -> int:
@@ -108,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgecap.services.local.recognizers import EngineError
 
     try:
-        daemon = Daemon(loaded, reloader=lambda: load(args.config, _overrides(args)))
+        daemon = Daemon(loaded, reloader=lambda: _load(args))
     except EngineError as exc:
         log.error("the offline engine cannot be used: %s", exc)
         return EX_CONFIG
@@ -136,6 +143,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args)
     files = ", ".join(str(p) for p in loaded.files) or "no file, built-in defaults"
     sys.stdout.write(f"config OK ({files})\n")
+    if loaded.config.hdmi.enabled and not shaping_status().startswith("available"):
+        sys.stderr.write(f"edgecap: warning: [hdmi] text shaping {shaping_status()}\n")
     return 0
 
 
@@ -175,7 +184,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
         sys.stdout.write(f"  {device}  {description}\n")
     if not ports:
         sys.stdout.write("  none found\n")
+    sys.stdout.write("\nText shaping (Devanagari, Arabic … on the screen):\n")
+    sys.stdout.write(f"  {shaping_status()}\n")
     return 0
+
+
+def shaping_status() -> str:
+    """Whether Pillow can shape complex scripts (libraqm with FriBiDi and HarfBuzz): without
+    it Devanagari is drawn letter by letter, wrongly."""
+    from PIL import features
+
+    if features.check("raqm"):
+        return f"available (libraqm {features.version('raqm')})"
+    return (
+        "NOT available: Devanagari and Arabic captions will be drawn wrongly on the screen; "
+        "install libraqm0 (apt-get install libraqm0)"
+    )
 
 
 def cmd_tail(args: argparse.Namespace) -> int:

@@ -51,6 +51,24 @@ class Service:
         """This service's config section."""
         return getattr(config, self.section)
 
+    def problems(self, config: Config) -> list[str]:
+        """What the config asks of this service that it cannot do, as config errors
+        (``section.key: problem``); checked at start, by ``edgecap check`` and at reload."""
+        settings = self.settings(config)
+        caps = self.capabilities
+        out = []
+        targets = self.targets(settings)
+        if targets and not caps.translates:
+            out.append(f"{self.section}: {self.name} does not translate")
+        elif len(targets) > caps.max_targets:
+            out.append(
+                f"{self.section}: {len(targets)} target languages configured; {self.name} "
+                f"translates to at most {caps.max_targets} at once"
+            )
+        if self.translation_only(settings) and not caps.translation_only:
+            out.append(f"{self.section}: {self.name} cannot give translations alone")
+        return out
+
     def codec(self, config: Config) -> Codec:
         if self.make_codec is None:
             raise ValueError(f"{self.name} runs in-process: it has no codec")
@@ -77,7 +95,7 @@ SERVICES: dict[str, Service] = {
         Service(
             name="soniox",
             section="soniox",
-            capabilities=Capabilities(partials=True, translates=True, max_targets=1),
+            capabilities=Capabilities(partials=True, translates=True, max_targets=2),
             make_codec=_soniox_codec,
             targets=_soniox_targets,
             languages=lambda section: tuple(section.language_hints),
