@@ -55,10 +55,7 @@ class CaptureWorker(Worker):
         live = getattr(source, "realtime", True)
         self._wait_for_room = None if live else self._room_wanted
         self.backoff = Backoff(first=retry_first, cap=retry_max, healthy_after=10.0)
-        self.end_of_input = False  # set when a wav/raw source ran out
         self.frames_read = 0
-        self.last_frame_at = 0.0  # monotonic; the supervisor's proof that capture progresses
-        self.open_attempts = 0
 
     def run(self) -> None:
         opened = False
@@ -80,7 +77,6 @@ class CaptureWorker(Worker):
                 if item is NOT_READY:
                     continue
                 if item is None:
-                    self.end_of_input = True
                     reason = "end_of_input"
                     self._push(self.gate.flush(reason))
                     self.status.set("audio", "ended", self.source.name)
@@ -97,7 +93,6 @@ class CaptureWorker(Worker):
 
     def _frame(self, frame: Frame) -> None:
         self.frames_read += 1
-        self.last_frame_at = time.monotonic()
         self.backoff.reset_if_healthy()
         self._push(self.gate.feed(frame))
 
@@ -117,7 +112,6 @@ class CaptureWorker(Worker):
         return not self.stopping
 
     def _open(self) -> bool:
-        self.open_attempts += 1
         self.status.add("audio_open_attempts")
         try:
             self.source.open()

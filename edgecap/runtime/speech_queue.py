@@ -29,7 +29,6 @@ class SpeechQueue:
         self._closed = False
         self.dropped_samples = 0
         self.dropped_frames = 0
-        self.dropped_markers = 0
 
     def put(self, event: GateEvent, wait_for_room: Callable[[], bool] | None = None) -> None:
         """Append without ever blocking; drop the oldest audio when over the bound.
@@ -104,5 +103,4 @@ class SpeechQueue:
             if not isinstance(item, SpeechAudio):
                 del self._items[index]
                 self._markers -= 1
-                self.dropped_markers += 1
                 return
