@@ -1,8 +1,22 @@
 """Logging: the journal under systemd, standard error otherwise; repeats rate-limited.
 
-A device that stays unplugged for a week must not write a million identical lines. The
-RepeatLimiter lets the first record of each (logger, level, message template) through, drops
-repeats for ``interval`` seconds, and then reports how many it dropped.
+A device that stays unplugged for a week must not write a million identical lines, and a
+service that sends a flood of malformed messages must not fill the journal. But a record
+that carries new values — a second loss of speech, a key refused again after a reload, a
+state change — must never vanish: the journal is where an owner finds out what happened.
+
+The RepeatLimiter groups records by (logger, level, message template) and gives each record a
+*signature*: its structured journal fields (``fields()``: state, service, error …) when it
+has them, else its arguments. Within ``interval`` seconds of the last record of its group
+that went out, a record is dropped only if
+
+- its signature is the one that went out last (a true repeat: the same state again, the
+  same device still missing), or
+- it has no structured fields and its group already let ``DISTINCT_MAX`` different records
+  out in this interval (a flood of varying values).
+
+Records at ERROR or above are never dropped. When a group's record goes out after drops, it
+says how many similar records were dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -21,6 +36,29 @@ LEVELS = {
     "error": logging.ERROR,
 }
 MAX_KEYS = 2048
+DISTINCT_MAX = 20  # different records of one unstructured group let out per interval
+FIELD_PREFIX = "EDGECAP_"
+
+
+@dataclass
+class _Group:
+    since: float  # start of the current interval
+    last: tuple[object, ...]  # signature of the last record let out
+    distinct: int  # records let out in this interval
+    dropped: int  # records dropped since the last one let out
+
+
+def _signature(record: logging.LogRecord) -> tuple[tuple[object, ...], bool]:
+    """(signature, structured): the record's journal fields if any, else its arguments."""
+    structured = tuple(
+        sorted((k, v) for k, v in vars(record).items() if k.startswith(FIELD_PREFIX))
+    )
+    if structured:
+        return structured, True
+    args = record.args
+    if isinstance(args, tuple):
+        return tuple(repr(a) for a in args), False
+    return (repr(args),), False
 
 
 class RepeatLimiter(logging.Filter):
@@ -29,24 +67,31 @@ class RepeatLimiter(logging.Filter):
         self.interval = interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self._groups: dict[tuple[str, int, str], _Group] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.interval <= 0:
+        if self.interval <= 0 or record.levelno >= logging.ERROR:
             return True
         key = (record.name, record.levelno, str(record.msg))
+        signature, structured = _signature(record)
         now = self._clock()
         with self._lock:
-            last = self._seen.get(key)
-            if last is not None and now - last[0] < self.interval:
-                self._seen[key] = (last[0], last[1] + 1)
+            group = self._groups.get(key)
+            if group is None or now - group.since >= self.interval:
+                dropped = group.dropped if group is not None else 0
+                if len(self._groups) >= MAX_KEYS:
+                    self._groups.clear()
+                self._groups[key] = _Group(now, signature, 1, 0)
+                elapsed = now - group.since if group is not None else 0.0
+            elif signature == group.last or (not structured and group.distinct >= DISTINCT_MAX):
+                group.dropped += 1
                 return False
-            if len(self._seen) >= MAX_KEYS:
-                self._seen.clear()
-            self._seen[key] = (now, 0)
-        if last is not None and last[1]:
+            else:
+                dropped, elapsed = group.dropped, now - group.since
+                group.last, group.distinct, group.dropped = signature, group.distinct + 1, 0
+        if dropped:
             record.msg = (
-                f"{record.msg} (and {last[1]} similar messages in the last {now - last[0]:.0f} s)"
+                f"{record.msg} (and {dropped} similar messages in the last {elapsed:.0f} s)"
             )
         return True
 
