@@ -290,6 +290,11 @@ class Daemon:
             log.error("reload refused, config unchanged: %s", "; ".join(exc.errors))
             self.status.set("config", "rejected", exc.errors[0] if exc.errors else "")
             return
+        except Exception as exc:
+            # A loader bug must never take the supervisor down: the running config stays.
+            log.exception("reload refused, config unchanged: the config could not be read")
+            self.status.set("config", "rejected", f"could not be read: {type(exc).__name__}")
+            return
         old = self.loaded.config
         if self.status.snapshot().state_of("config") == "rejected":
             self.status.set("config", "ok")
@@ -371,29 +376,12 @@ class Daemon:
         started = time.monotonic()
         for worker in self.workers:
             worker.start(self._on_worker_exit)
-        code = EX_OK
-        while True:
-            self._wake.wait(0.5)
-            self._wake.clear()
-            if self._stop_reason is not None:
-                log.info("stopping (%s)", self._stop_reason)
-                break
-            if self._reload_requested:
-                self._reload_requested = False
-                self.notifier.reloading()
-                self.reload()
-                self.notifier.ready(self._service_status())
-            self._count_listeners()
-            self._tell_systemd()
-            failed = [w for w in self.workers if w.finished.is_set() and w.error is not None]
-            if failed:
-                code = self._failure_code(failed[0])
-                break
-            if self.capture.finished.is_set():
-                # End of input: the consumer works through what is queued (an offline engine
-                # may need longer than the stop budget) for as long as it makes progress.
-                self._await_consumer()
-                break
+        try:
+            code = self._supervise()
+        except Exception:
+            # A bug here must not leave the workers running with nobody to stop them.
+            log.exception("the supervisor failed; stopping")
+            code = EX_SOFTWARE
         code = self._stop(code)
         if self.link is not None:
             link = self.link
@@ -424,6 +412,31 @@ class Daemon:
         )
         self.exit_code = code
         return code
+
+    def _supervise(self) -> int:
+        """The loop: wakes on a signal, a worker's exit or every half second; returns the
+        exit code when the daemon should stop."""
+        while True:
+            self._wake.wait(0.5)
+            self._wake.clear()
+            if self._stop_reason is not None:
+                log.info("stopping (%s)", self._stop_reason)
+                return EX_OK
+            if self._reload_requested:
+                self._reload_requested = False
+                self.notifier.reloading()
+                self.reload()
+                self.notifier.ready(self._service_status())
+            self._count_listeners()
+            self._tell_systemd()
+            failed = [w for w in self.workers if w.finished.is_set() and w.error is not None]
+            if failed:
+                return self._failure_code(failed[0])
+            if self.capture.finished.is_set():
+                # End of input: the consumer works through what is queued (an offline engine
+                # may need longer than the stop budget) for as long as it makes progress.
+                self._await_consumer()
+                return EX_OK
 
     def _failure_code(self, worker: Worker) -> int:
         if isinstance(worker.error, SourceConfigError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -99,3 +100,62 @@ def test_a_broken_config_is_refused_and_the_running_one_kept(tmp_path):
     statuses = [json.loads(x) for x in out.splitlines() if '"status"' in x]
     rejected = [s for s in statuses if s["parts"].get("config", {}).get("state") == "rejected"]
     assert rejected and "aggressiveness" in rejected[0]["parts"]["config"]["detail"]
+
+
+def test_a_config_that_makes_the_loader_fail_is_refused_and_stop_still_works(tmp_path):
+    """Found by hand: a duration of 400 nines made the loader raise, the exception ended the
+    main thread, and the process then ignored SIGTERM (captions kept flowing)."""
+    ini = tmp_path / "edgecap.ini"
+    write(ini, base(tmp_path))
+    proc = edgecap("run", "-c", str(ini), own_socket=True)
+    try:
+        assert wait(lambda: (tmp_path / "a.sock").exists())
+        ini.write_text(ini.read_text() + "[link]\nidle_close = " + "9" * 400 + "s\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the daemon died on a bad reload"
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert took < 5.0
+    assert "reload refused, config unchanged" in err
+    assert "Traceback" not in err or "the config could not be read" in err
+
+
+def test_any_exception_while_reloading_keeps_the_running_config(tmp_path):
+    """In-process, with a loader that fails in a way no config error covers: the supervisor
+    refuses the reload, says so in the status, and still stops on request."""
+    from edgecap.config.loader import load
+    from edgecap.daemon.supervisor import Daemon
+
+    cfg = base(tmp_path)
+    cfg["stdout"]["enabled"] = "no"
+    cfg["audio"]["realtime"] = "yes"
+    ini = tmp_path / "edgecap.ini"
+    write(ini, cfg)
+    loaded = load([ini], env={})
+
+    def broken_loader():
+        raise OverflowError("int too large to convert to float")
+
+    daemon = Daemon(loaded, reloader=broken_loader)
+    runner = threading.Thread(target=lambda: daemon.run())
+    runner.start()
+    try:
+        assert wait(lambda: daemon.status.snapshot().state_of("audio") == "listening")
+        daemon._reload_requested = True
+        daemon._wake.set()
+        assert wait(lambda: daemon.status.snapshot().state_of("config") == "rejected")
+        assert "OverflowError" in daemon.status.snapshot().parts["config"].detail
+        assert daemon.loaded is loaded
+        assert runner.is_alive()
+    finally:
+        daemon.request_stop("test")
+        runner.join(20)
+    assert not runner.is_alive()
+    assert daemon.exit_code == 0
