@@ -10,8 +10,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Build headers for PyAudio and systemd-python (no wheels), tools the tests use for real
 # (systemd brings systemd-analyze, which checks the unit; it does not become PID 1;
 # debootstrap and systemd-nspawn boot a real systemd in a container for the service test).
+# libraqm0 (with FriBiDi and HarfBuzz) shapes complex scripts (Devanagari, Arabic) in Pillow;
+# procps brings /bin/kill, which the service unit's ExecReload uses.
 APT_PACKAGES = gcc pkg-config portaudio19-dev libsystemd-dev alsa-utils espeak-ng sox \
-               fonts-dejavu-core fonts-lohit-deva systemd systemd-container debootstrap
+               fonts-dejavu-core fonts-lohit-deva libraqm0 procps \
+               systemd systemd-container debootstrap
 
 STAMP = $(VENV)/.edgecap-installed
 
@@ -77,7 +80,7 @@ DESTDIR   ?=
 SYSTEMCTL ?= systemctl
 USERADD   ?= useradd
 RUNTIME_APT = python3-venv python3-pip python3-pyaudio python3-numpy python3-serial python3-pil \
-              python3-systemd python3-websocket alsa-utils
+              python3-systemd python3-websocket alsa-utils libraqm0 fonts-dejavu-core procps
 CREDENTIALS = soniox_api_key azure_speech_key sarvam_api_key
 PIP_FLAGS ?=
 

@@ -13,11 +13,14 @@ error (exit 78).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ E2E = Path(__file__).parent / "e2e"
 PACKAGES = (
     "systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,python3-setuptools,"
     "python3-numpy,python3-pyaudio,python3-serial,python3-pil,python3-systemd,"
-    "python3-websocket,make,alsa-utils,procps"
+    "python3-websocket,make,alsa-utils,procps,libraqm0,fonts-dejavu-core"
 )
 MIRROR = os.environ.get("EDGECAP_E2E_MIRROR", "http://deb.debian.org/debian")
 # what Debian does not package (pocketsphinx: the offline engine, the embedded default)
@@ -47,13 +50,30 @@ def run(*cmd: str | Path, timeout: float, **kw) -> subprocess.CompletedProcess:
     )
 
 
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """Runs at once (two checkouts, two CI jobs) share the cache: one builds, the others
+    wait for it instead of deleting each other's half-built root."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def base_root() -> Path:
     """The cached Debian root with systemd and Debian's Python packages."""
+    with cache_lock():
+        return _base_root()
+
+
+def _base_root() -> Path:
     key = hashlib.sha256(f"{PACKAGES} {MIRROR}".encode()).hexdigest()[:12]
     root = CACHE / f"root-{key}"
     if (root / ".complete").exists():
         return root
-    CACHE.mkdir(parents=True, exist_ok=True)
     tmp = CACHE / f"root-{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     proc = run(
@@ -72,6 +92,11 @@ def base_root() -> Path:
 
 
 def wheels() -> Path:
+    with cache_lock():
+        return _wheels()
+
+
+def _wheels() -> Path:
     out = CACHE / f"wheels-{hashlib.sha256(' '.join(WHEELS).encode()).hexdigest()[:12]}"
     if not (out / ".complete").exists():
         out.mkdir(parents=True, exist_ok=True)
