@@ -16,6 +16,7 @@ from pathlib import Path
 from edgecap import __version__
 from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig, load
 from edgecap.config.render import render_defaults, render_effective
+from edgecap.runtime.escape import escape_controls
 
 log = logging.getLogger("edgecap")
 
@@ -101,7 +102,7 @@ def _report_config_error(exc: ConfigError) -> int:
     count = len(exc.errors)
     sys.stderr.write(f"edgecap: {count} config error{'s' if count != 1 else ''}:\n")
     for line in exc.errors:
-        sys.stderr.write(f"  {line}\n")
+        sys.stderr.write(f"  {escape_controls(line)}\n")  # values are the user's: escaped
     return EX_CONFIG
 
 

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgecap.runtime.escape import escape_controls
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -96,6 +98,15 @@ class RepeatLimiter(logging.Filter):
         return True
 
 
+class SafeFormatter(logging.Formatter):
+    """Escapes control characters in the message (a file name with terminal escapes, a
+    line break that would forge a second record); a traceback keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 def under_journal() -> bool:
     """True when stderr is connected to the journal (systemd sets JOURNAL_STREAM)."""
     stream = os.environ.get("JOURNAL_STREAM", "")
@@ -119,12 +130,13 @@ def setup_logging(level: str = "info", target: str = "auto", repeat_interval: fl
             from systemd.journal import JournalHandler
 
             handler = JournalHandler(SYSLOG_IDENTIFIER="edgecap")
+            handler.setFormatter(SafeFormatter("%(message)s"))
         except ImportError:
             handler = None
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+            SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
         )
     handler.addFilter(RepeatLimiter(repeat_interval))
     root.addHandler(handler)

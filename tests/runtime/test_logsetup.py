@@ -120,3 +120,38 @@ def test_journal_records_carry_edgecap_fields():
     assert "EDGECAP_ERROR=unauthenticated" in lines
     assert "SYSLOG_IDENTIFIER=edgecap" in lines
     assert "PRIORITY=3" in lines
+
+
+def test_log_lines_escape_terminal_sequences_from_local_text():
+    """A WAV file named with an escape sequence reached the log raw (issue: it could clear
+    or recolour the owner's terminal, or forge a log line with a line break)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from edgecap.runtime.logsetup import setup_logging\n"
+        "setup_logging('info', 'stderr', 60)\n"
+        "logging.getLogger('edgecap.audio').info('opened %s', 'wav:a\\x1b[2J\\u202eb\\nFAKE.wav')\n"
+        "try:\n"
+        "    raise ValueError('boom')\n"
+        "except ValueError:\n"
+        "    logging.getLogger('edgecap.x').exception('failed')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    err = proc.stderr
+    assert "\x1b" not in err and "\u202e" not in err
+    assert r"opened wav:a\x1b[2J\u202eb\x0aFAKE.wav" in err
+    lines = err.splitlines()
+    assert not any(line.startswith("FAKE") for line in lines)
+    assert "Traceback (most recent call last):" in lines  # a traceback keeps its lines
+
+
+def test_escape_controls_leaves_every_script_alone():
+    from edgecap.runtime.escape import escape_controls
+
+    for text in ("plain", "हिन्दी — क्ष", "العربية", "日本語", "zero\u200dwidth joiner"):
+        assert escape_controls(text) == text
+    assert escape_controls("a\tb\x7f\x9b") == r"a\x09b\x7f\x9b"
