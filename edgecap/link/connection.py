@@ -10,15 +10,20 @@ every read and every write holds one I/O lock. The reader waits for bytes with `
 *without* the lock, and takes it only to read what is there, with a short socket timeout
 (``READ_SLICE``): a frame that arrives in pieces is resumed on the next turn
 (websocket-client keeps the partial frame), and a send waits at most that long. Pongs that
-the library sends while reading happen under the lock too. The reader thread turns
-every message into the codec's events and posts them, tagged with the connection's number,
-into the link's bounded inbox; the end of the connection — a close frame, a reset, a
-protocol error — is posted as a ``Closed`` event, so the link learns of every ending in one
-place and in order with the messages before it.
+the library sends while reading happen under the lock too.
+
+The reader thread does not interpret what it reads: it posts every data frame as it came
+(text or bytes), tagged with the connection's number, into the link's bounded inbox, and the
+link thread parses it with the codec — so every codec call happens on that one thread, and
+a reply the protocol requires goes out from where the codec's state lives. The end of the
+connection — a close frame, a reset, a protocol error — is posted as a ``Closed`` item, so
+the link learns of every ending in one place and in order with the messages before it.
+The connection knows no codec at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import select
@@ -34,7 +39,7 @@ from urllib.parse import urlsplit
 import websocket
 
 from edgecap.runtime.worker import Worker
-from edgecap.services.codec import Codec, Handshake, Outgoing, ProtocolError, Retry, ServiceError
+from edgecap.services.codec import Handshake, Outgoing, Retry, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +49,10 @@ READ_SLICE = 0.05  # the longest the reader holds the I/O lock waiting for the r
 
 @dataclass(frozen=True)
 class Message:
-    """Service events parsed from one message of connection ``conn``."""
+    """One data frame of connection ``conn``, as it came (TEXT: str, BINARY: bytes)."""
 
     conn: int
-    events: list
+    data: str | bytes
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,7 @@ class Closed:
     reason: str
 
 
-@dataclass(frozen=True)
-class BadMessage:
-    conn: int
-    problem: str
-
-
-InboxItem = Message | Closed | BadMessage
+InboxItem = Message | Closed
 
 
 class ConnectFailed(Exception):
@@ -74,6 +73,15 @@ class ConnectFailed(Exception):
     def __init__(self, error: ServiceError) -> None:
         super().__init__(error.describe())
         self.error = error
+
+
+class Refused(Exception):
+    """The service answered the HTTP upgrade with ``status`` instead of 101 (what that
+    means is the codec's to say)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
 
 
 class SendFailed(Exception):
@@ -104,7 +112,6 @@ class Connection:
         self,
         number: int,
         handshake: Handshake,
-        codec: Codec,
         inbox: queue.Queue[InboxItem],
         *,
         tls: ssl.SSLContext,
@@ -115,7 +122,6 @@ class Connection:
         self.number = number
         self.clock = clock
         self._handshake = handshake
-        self._codec = codec
         self._inbox = inbox
         self._tls = tls
         self._proxy = proxy
@@ -132,7 +138,8 @@ class Connection:
 
     # --- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
-        """Connect, TLS-verify and upgrade; raise ConnectFailed with the classified reason."""
+        """Connect, TLS-verify and upgrade; raise Refused (an HTTP answer other than 101) or
+        ConnectFailed with the classified reason."""
         ws = websocket.WebSocket(sslopt={"context": self._tls}, enable_multithread=True)
         try:
             ws.connect(
@@ -145,7 +152,7 @@ class Connection:
             )
         except websocket.WebSocketBadStatusException as exc:
             ws.shutdown()
-            raise ConnectFailed(self._codec.handshake_refused(exc.status_code)) from None
+            raise Refused(exc.status_code) from None
         except ssl.SSLCertVerificationError as exc:
             ws.shutdown()
             raise ConnectFailed(
@@ -161,13 +168,23 @@ class Connection:
         self._reader = _Reader(self, ws)
         self._reader.start()
 
-    def close(self, timeout: float = 1.0) -> bool:
-        """Tear the connection down now; True if the reader thread ended in time."""
+    def close(self, timeout: float = 1.0, *, code: int | None = None) -> bool:
+        """Tear the connection down now; True if the reader thread ended in time.
+
+        ``code``: say goodbye first with a close frame (a graceful end: a service that
+        never ends a session itself learns that we did), without waiting for the answer."""
         ws = self._ws
         if ws is None:
             return True
         if self._reader is not None:
             self._reader.request_stop()
+        if code is not None:
+            with (
+                self._io_lock,
+                contextlib.suppress(OSError, websocket.WebSocketException, AttributeError),
+            ):
+                ws.sock.settimeout(min(self._connect_timeout, timeout))
+                ws.send_close(code)
         ws.abort()  # wakes the reader; no close handshake (the link decided it is over)
         ok = self._reader.join(timeout) if self._reader else True
         ws.shutdown()
@@ -255,13 +272,8 @@ class _Reader(Worker):
                 message: str | bytes = data
                 if opcode == websocket.ABNF.OPCODE_TEXT and isinstance(data, bytes):
                     message = data.decode("utf-8", "replace")
-                try:
-                    events = conn._codec.parse(message)
-                except ProtocolError as exc:
-                    conn._post(BadMessage(conn.number, str(exc)), stop)
-                    continue
-                if events:
-                    conn._post(Message(conn.number, events), stop)
+                # Parsed on the link thread (every codec call happens there).
+                conn._post(Message(conn.number, message), stop)
         except (OSError, ValueError, websocket.WebSocketException, AttributeError) as exc:
             # AttributeError: websocket-client after abort() (its socket is gone);
             # ValueError: select() on a socket closed under it.

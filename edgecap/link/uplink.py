@@ -95,6 +95,15 @@ class UplinkBuffer:
         self.sent.append(item)
         return item
 
+    def skip(self) -> Item:
+        """The first pending item, an utterance marker, needs nothing from this session (a
+        speech end whose audio an earlier session confirmed): it leaves the buffer unsent."""
+        item = self.pending.popleft()
+        if isinstance(item.event, SpeechAudio):
+            self.pending.appendleft(item)
+            raise ValueError("audio is never skipped")
+        return item
+
     def new_session(self) -> None:
         """A session ended: everything it did not confirm is sent again on the next one."""
         while self.sent:

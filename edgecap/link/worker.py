@@ -2,20 +2,27 @@
 
 It takes the gate's speech from the speech queue, keeps it in the uplink buffer until the
 service confirmed it, and runs the session on one thread (its own), with a reader thread per
-connection (``connection.py``). Everything a service does differently is in its codec; the
-Link decides *when*:
+connection (``connection.py``) that only hands the frames it reads over. Everything a service
+does differently is in its codec, and every codec call happens on this thread — the codec
+parses here, and the replies its protocol requires are sent from here. The Link decides
+*when*:
 
 - connect on demand at speech start (and close after ``idle_close`` of quiet), or stay warm;
+- a turn per utterance: ``begin_turn`` before its first audio (again on a new session when
+  the utterance goes on there), ``end_turn`` at its end (or when the session ends inside it);
 - send audio in chunks of ``codec.audio_chunk_ms``, buffered speech no faster than
   ``replay_speed`` × real time (a token bucket with a one-second burst);
-- keepalive while no audio flows, finalize at every speech end;
+- keepalive while no audio flows;
 - notice a dead connection: nothing received — not even a pong — for ``dead_after``, or
   audio sent and no answer for ``dead_after``;
 - reconnect with exponential backoff and full jitter; a retry class decided by the codec:
   now (503), once, slow (rate limits), or never until a reload or ``fatal_retry`` (a refused
   key, account or config — the state says so, and nothing hammers the service);
 - renew the session before the service's limit, at a pause if there is one, and end it
-  gracefully (end of stream, wait for ``finished``) at stop, so the last words arrive.
+  gracefully at stop, so the last words arrive: end of stream, then wait for ``finished``
+  — or, for a service that never says it (``codec.sends_finished`` False), until every turn
+  end was answered and the service went quiet for ``codec.finish_grace``. Either is a
+  normal end: no failure, no replay, no fallback.
 """
 
 from __future__ import annotations
@@ -28,17 +35,18 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from edgecap.captions.events import SynthesizedAudio
 from edgecap.captions.sink import CaptionSink
 from edgecap.captions.tokens import TokenUpdate
 from edgecap.config.schema import LinkConfig
 from edgecap.config.secrets import SecretValue
 from edgecap.link.connection import (
-    BadMessage,
     Closed,
     ConnectFailed,
     Connection,
     InboxItem,
     Message,
+    Refused,
     SendFailed,
     tls_context,
 )
@@ -51,12 +59,19 @@ from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.runtime.speech_queue import SpeechQueue
 from edgecap.runtime.status import StatusBoard
 from edgecap.runtime.worker import Worker
-from edgecap.services.codec import Codec, Retry, ServiceError, SessionFinished
+from edgecap.services.codec import (
+    Codec,
+    Outgoing,
+    ProtocolError,
+    Retry,
+    ServiceError,
+    SessionFinished,
+)
 
 log = logging.getLogger(__name__)
 
 POLL = 0.02  # the link wakes at least this often while it has something to do
-INBOX_SIZE = 256  # parsed service messages waiting for the link thread
+INBOX_SIZE = 256  # service messages (raw frames) waiting for the link thread
 PACE_BURST = 1.0  # seconds of audio that may go at once above the replay speed
 ROLLOVER_GRACE = 30.0  # past session_max, renew even in the middle of an utterance
 HEALTHY_AFTER = 30.0  # a session this old resets the backoff
@@ -106,10 +121,11 @@ class LinkWorker(Worker):
         self._ping_sent_at: float | None = None
         self._tokens = PACE_BURST
         self._tokens_at = 0.0
+        # per turn end sent and not yet answered (``finalized``): the audio sent before it
         self._finalize_marks: deque[int] = deque(maxlen=1000)
         self._map_pos: list[int] = []  # session audio position → capture sample
         self._map_capture: list[int] = []
-        self._in_utterance = False  # the last item sent is inside an utterance
+        self._in_utterance = False  # a turn is open on this session
         # link state
         self._input_closed = False
         self._stop_attempted = False
@@ -126,6 +142,8 @@ class LinkWorker(Worker):
         self.sessions = 0
         self.failures = 0
         self.bad_messages = 0
+        self.unknown_events = 0
+        self._unknown_types: set[str] = set()
         self.dead_detected = 0
         self.bytes_sent = 0
         self.resumed_at: list[float] = []  # when sending resumed after an outage (monotonic)
@@ -293,7 +311,6 @@ class LinkWorker(Worker):
         conn = Connection(
             self._conn_no,
             self.codec.handshake(self._key),
-            self.codec,
             self._inbox,
             tls=self._tls,
             proxy=self.settings.proxy,
@@ -304,6 +321,9 @@ class LinkWorker(Worker):
             conn.open()
             for out in self.codec.start():
                 conn.send(out)
+        except Refused as exc:
+            self._session_failed(self.codec.handshake_refused(exc.status))
+            return
         except ConnectFailed as exc:
             self._session_failed(exc.error)
             return
@@ -380,9 +400,11 @@ class LinkWorker(Worker):
         )
         self._set_state("retrying", error.describe())
 
-    def _teardown(self) -> None:
+    def _teardown(self, graceful: bool = False) -> None:
+        """Close the connection (with a close frame after a graceful end) and hand back
+        to the buffer what the session did not confirm."""
         if self._conn is not None:
-            if not self._conn.close(1.0):
+            if not self._conn.close(1.0, code=1000 if graceful else None):
                 log.error("reader of connection %d did not stop", self._conn.number)
             self._conn = None
         self._finishing_since = None
@@ -418,41 +440,81 @@ class LinkWorker(Worker):
             if self._conn is None or item.conn != self._conn.number:
                 continue  # from a connection already torn down
             if isinstance(item, Message):
-                for event in item.events:
-                    if self._conn is None:
-                        break
-                    self._on_event(event)
-            elif isinstance(item, BadMessage):
-                self.bad_messages += 1
-                self.status.put("link_bad_messages", self.bad_messages)
-                log.warning(
-                    "ignored a malformed message from %s: %s", self.codec.name, item.problem
-                )
+                self._on_message(item.data)
             elif isinstance(item, Closed):
                 self._on_closed(item)
 
+    def _on_message(self, data: str | bytes) -> None:
+        """Parse one message of the current session, send the replies it asks for, then
+        handle its events."""
+        try:
+            parsed = self.codec.parse(data)
+        except ProtocolError as exc:
+            self._bad_message(str(exc))
+            return
+        except Exception as exc:  # a codec bug on odd input must not end the link
+            log.exception("the %s codec failed on a message", self.codec.name)
+            self._bad_message(f"{type(exc).__name__}: {exc}")
+            return
+        self._unanswered_since = None  # the service is answering
+        if parsed.replies:
+            try:
+                for out in parsed.replies:
+                    self._send(out, self._clock())
+            except SendFailed as exc:
+                self._lost(exc)
+                return
+        for event in parsed.events:
+            if self._conn is None:
+                break  # an earlier event ended the session
+            self._on_event(event)
+
+    def _bad_message(self, problem: str) -> None:
+        self.bad_messages += 1
+        self.status.put("link_bad_messages", self.bad_messages)
+        log.warning("ignored a malformed message from %s: %s", self.codec.name, problem)
+
     def _on_event(self, event: object) -> None:
-        self._unanswered_since = None
         if isinstance(event, TokenUpdate):
-            self._now_retries = 0
-            if self.fallback is not None:
-                self.fallback.link_answered()
+            self._answered()
             if event.final_audio_ms is not None:
                 self.buffer.confirm_audio(event.final_audio_ms * SAMPLE_RATE // 1000)
             if event.finalized and self._finalize_marks:
                 self.buffer.confirm_audio(self._finalize_marks.popleft())
             self.sink.update(event, self._capture_seconds)
+        elif isinstance(event, SynthesizedAudio):
+            self._answered()
+            self.sink.synthesized(event)
         elif isinstance(event, SessionFinished):
             self._finished = True
             self.buffer.confirm_all_sent()
         elif isinstance(event, ServiceError):
             self._session_failed(event)
+        else:
+            self.unknown_events += 1
+            self.status.put("link_unknown_events", self.unknown_events)
+            kind = type(event).__name__
+            if kind not in self._unknown_types:  # once per type: it repeats with every message
+                self._unknown_types.add(kind)
+                log.warning(
+                    "the %s codec reported an unknown event %s: ignored", self.codec.name, kind
+                )
+
+    def _answered(self) -> None:
+        """A result came: the service works (for retries and the fallback's down clock)."""
+        self._now_retries = 0
+        if self.fallback is not None:
+            self.fallback.link_answered()
 
     def _on_closed(self, item: Closed) -> None:
-        error = self.codec.closed(item.code, item.reason, self._finished)
+        # A service that never says "finished" ends a session by closing it, or not at all:
+        # once the link ended the stream, a close is the end it was waiting for.
+        quiet_end = self._finishing_since is not None and not self.codec.sends_finished
+        error = self.codec.closed(item.code, item.reason, self._finished or quiet_end)
         if error is None:
             log.info("%s session %d ended", self.codec.name, self.sessions)
-            self._teardown()
+            self.buffer.confirm_all_sent()  # a normal end: the service said all it will say
+            self._teardown(graceful=True)
             self._retry_at = self._clock()
             self._set_state("idle")
         else:
@@ -474,15 +536,18 @@ class LinkWorker(Worker):
                 event = item.event
                 if isinstance(event, SpeechStart):
                     self.buffer.mark_sent()
-                    self._in_utterance = True
+                    if self._in_utterance:  # never from a gate; a turn is never left open
+                        self._end_turn(now)
+                    self._begin_turn(now)
                     continue
                 if isinstance(event, SpeechEnd):
+                    if not self._in_utterance:
+                        # Nothing of this utterance is on this session (an earlier one
+                        # confirmed all its audio): there is no turn to end.
+                        self.buffer.skip()
+                        continue
                     self.buffer.mark_sent()
-                    self._in_utterance = False
-                    out = self.codec.finalize()
-                    if out is not None:
-                        self._send(out, now)
-                        self._finalize_marks.append(self.buffer.session_samples)
+                    self._end_turn(now)
                     continue
                 run = self._audio_run(chunk_samples)
                 if run < chunk_samples and not flush and not self._run_complete(run):
@@ -491,9 +556,28 @@ class LinkWorker(Worker):
                 if not flush and self._tokens < seconds:
                     return  # paced: buffered speech goes no faster than replay_speed
                 self._tokens -= seconds
+                if not self._in_utterance:
+                    self._begin_turn(now)  # the utterance goes on from an earlier session
                 self._send_audio(run, now)
         except SendFailed as exc:
-            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            self._lost(exc)
+
+    def _begin_turn(self, now: float) -> None:
+        self._in_utterance = True
+        for out in self.codec.begin_turn():
+            self._send(out, now)
+
+    def _end_turn(self, now: float) -> None:
+        """End the open turn; what the codec sends for it must be answered (finalized)."""
+        self._in_utterance = False
+        outs = self.codec.end_turn()
+        for out in outs:
+            self._send(out, now, answer=True)
+        if outs:
+            self._finalize_marks.append(self.buffer.session_samples)
+
+    def _lost(self, exc: SendFailed) -> None:
+        self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
 
     def _audio_run(self, limit: int) -> int:
         """Samples of consecutive pending audio at the head, up to ``limit``."""
@@ -525,17 +609,20 @@ class LinkWorker(Worker):
             self._map_capture.append(frame.start)
             parts.append(frame.pcm)
             taken += item.samples
-        self._send(self.codec.audio(b"".join(parts)), now)
+        for out in self.codec.audio(b"".join(parts)):
+            self._send(out, now, answer=True)
         if len(self._map_pos) > 20_000:
             del self._map_pos[:10_000]
             del self._map_capture[:10_000]
 
-    def _send(self, out, now: float) -> None:  # type: ignore[no-untyped-def]
+    def _send(self, out: Outgoing, now: float, answer: bool = False) -> None:
+        """Send one message; ``answer``: the service must answer it (audio, a turn's end),
+        so a silence from now on counts towards a dead connection."""
         assert self._conn is not None
         self._conn.send(out)
         self.bytes_sent += len(out.payload)
         self._last_sent = now
-        if out.what in ("audio", "finalize") and self._unanswered_since is None:
+        if answer and self._unanswered_since is None:
             self._unanswered_since = now
 
     def _capture_seconds(self, session_ms: int) -> float | None:
@@ -569,7 +656,7 @@ class LinkWorker(Worker):
                 conn.ping()
                 self._ping_sent_at = now
         except SendFailed as exc:
-            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            self._lost(exc)
             return
         if quiet >= dead:
             self._dead(f"nothing received for {quiet:.1f} s")
@@ -600,29 +687,43 @@ class LinkWorker(Worker):
         self._session_failed(ServiceError(None, "no_response", why, Retry.BACKOFF))
 
     def _finish(self, now: float, why: str) -> None:
-        """End the session gracefully: end of stream, then wait for ``finished``."""
+        """End the session gracefully: close the open turn, end of stream, then wait."""
         if self._conn is None:
             return
         try:
-            self._send(self.codec.end_of_stream(), now)
+            if self._in_utterance:
+                self._end_turn(now)  # the utterance goes on in the next session, if any
+            for out in self.codec.end_of_stream():
+                self._send(out, now)
         except SendFailed as exc:
-            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            self._lost(exc)
             return
         self._finishing_since = now
         self._set_state("finishing", why)
 
     def _check_finishing(self, now: float) -> None:
-        if self._finishing_since is None or self._conn is None:
+        conn = self._conn
+        if self._finishing_since is None or conn is None:
             return
+        if not self._finished and not self.codec.sends_finished:
+            # No "finished" will come: done once every turn end was answered and the
+            # service has said nothing more for finish_grace.
+            quiet = now - max(self._finishing_since, conn.last_message)
+            if not self._finalize_marks and quiet >= self.codec.finish_grace:
+                self._finished = True
+                self.buffer.confirm_all_sent()
         if self._finished:
             # Everything was answered; the service closes by itself, but need not be waited for.
             log.info("%s session %d finished", self.codec.name, self.sessions)
-            self._teardown()
+            self._teardown(graceful=True)
             self._retry_at = now
             self._set_state("idle")
             return
         if now - self._finishing_since > self.settings.finish_timeout:
-            self._abandon("no end of stream within finish_timeout")
+            if self.codec.sends_finished:
+                self._abandon("no end of stream within finish_timeout")
+            else:
+                self._abandon("a turn's end was not answered within finish_timeout")
 
     def _abandon(self, why: str) -> None:
         log.warning("%s session: %s", self.codec.name, why)

@@ -1,10 +1,21 @@
-"""The contract between the Link (sockets, threads, retries) and one service's codec.
+"""The contract between the Link (sockets, threads, retries) and one service's codec (v2).
 
 A codec is pure translation between edgecap and one service's wire protocol: where to
-connect and with which headers, what to send first, how audio, keepalive, finalize and end
-of stream look on the wire, and what each message from the service means — including
-whether an error is worth retrying. It owns no socket and no thread, so it is tested with
+connect and with which headers, what to send first, how a turn (one utterance) begins and
+ends on the wire, how audio is framed, what keepalive and end of stream look like, what each
+message from the service means — including whether an error is worth retrying — and which
+replies the protocol requires. It owns no socket and no thread, so it is tested with
 recorded messages alone (``../shared/protocol-traces``).
+
+Every call of a codec happens on one thread, the link's (the connection's reader thread
+only hands raw frames over). So a codec may keep per-session state — turn ids, how much
+audio each turn has had, what a reply must name — without a lock, and the order of its
+calls is the order of the wire. ``docs/services.md`` says when the link calls what.
+
+Why turns: services that are not one endless stream (Azure Speech: a new ``X-RequestId``,
+``speech.context`` and RIFF header per utterance; a ``telemetry`` reply after every
+``turn.end``) need to know where an utterance begins and ends; a service that is one stream
+(Soniox) returns nothing at a turn's start and its finalize request at its end.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edgecap.captions.events import SynthesizedAudio
 from edgecap.captions.tokens import TokenUpdate
 from edgecap.config.secrets import SecretValue
 
@@ -31,7 +43,9 @@ class Outgoing:
     """One WebSocket message: ``str`` goes as a TEXT frame, ``bytes`` as a BINARY frame."""
 
     payload: str | bytes
-    what: str  # for logs and counters: "start", "audio", "keepalive", "finalize", "end"
+    # For logs only ("start", "turn", "audio", "finalize", "keepalive", "end", "reply" …):
+    # the link decides what a message means by the call that produced it, never by this.
+    what: str
 
 
 class Retry(enum.Enum):
@@ -60,10 +74,27 @@ class ServiceError:
 
 @dataclass(frozen=True)
 class SessionFinished:
-    """The service has sent everything for the audio it got and ends the session."""
+    """The service has sent everything for the audio it got and ends the session (only a
+    codec with ``sends_finished`` reports it)."""
 
 
-ServiceEvent = TokenUpdate | ServiceError | SessionFinished
+# What a codec may report. SynthesizedAudio is speech the service made (a spoken
+# translation); the link passes it to the sink in order. An event of any other type is a
+# codec bug: the link logs it once per type and counts it ("link_unknown_events").
+ServiceEvent = TokenUpdate | ServiceError | SessionFinished | SynthesizedAudio
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What one message from the service means.
+
+    ``events`` are handled by the link in order. ``replies`` are messages the protocol
+    requires in answer (Azure: ``telemetry`` after ``turn.end``); the link sends them on the
+    same connection at once, before it handles the events.
+    """
+
+    events: tuple[ServiceEvent, ...] = ()
+    replies: tuple[Outgoing, ...] = ()
 
 
 class ProtocolError(ValueError):
@@ -76,8 +107,14 @@ class Codec(Protocol):
     keepalive_interval: float | None  # send keepalive() this often while no audio flows
     session_max: float  # renew the session after this many seconds, at a pause
     slow_retry_min: float  # Retry.SLOW waits at least this long
-    audio_chunk_ms: int  # audio is sent in messages of about this length
+    audio_chunk_ms: int  # audio is sent in pieces of about this length
     replay_speed: float  # buffered audio is sent at most this much faster than real time
+    # True: a graceful end waits for SessionFinished (within [link] finish_timeout; without
+    # it the session failed and its unconfirmed audio is replayed). False: the service never
+    # says it is done (Sarvam): a graceful end is over once every turn end was answered and
+    # the service then sent nothing for ``finish_grace`` seconds (or it closed) — a success.
+    sends_finished: bool
+    finish_grace: float
 
     def handshake(self, key: SecretValue | None) -> Handshake: ...
 
@@ -85,25 +122,36 @@ class Codec(Protocol):
         """Messages sent right after the connection opened (config, …)."""
         ...
 
-    def audio(self, pcm: bytes) -> Outgoing:
-        """16 kHz mono s16le → one message."""
+    def begin_turn(self) -> list[Outgoing]:
+        """An utterance begins on this session: sent before its first audio. Also called
+        when an utterance goes on in a new session (after a reconnect or a renewal), so
+        every session sees whole turns."""
         ...
 
-    def keepalive(self) -> Outgoing | None: ...
-
-    def finalize(self) -> Outgoing | None:
-        """Ask for everything sent so far to be made final (at speech end)."""
+    def audio(self, pcm: bytes) -> list[Outgoing]:
+        """16 kHz mono s16le (whole samples, never empty) of the open turn → messages."""
         ...
 
-    def end_of_stream(self) -> Outgoing:
-        """No more audio in this session: the service finishes and closes."""
+    def end_turn(self) -> list[Outgoing]:
+        """The open turn ends (speech end, or the session ends in mid-utterance). Messages
+        returned here ask the service to finish the turn: it must answer them with a
+        TokenUpdate with ``finalized`` set, which confirms all audio sent before."""
+        ...
+
+    def keepalive(self) -> Outgoing | None:
+        """Sent when nothing else was sent for ``keepalive_interval``."""
+        ...
+
+    def end_of_stream(self) -> list[Outgoing]:
+        """No more audio in this session (no turn is open). May be empty: a service
+        without such a message just stops hearing from us."""
         ...
 
     def reset(self) -> None:
         """A new session begins: forget per-session state."""
         ...
 
-    def parse(self, message: str | bytes) -> list[ServiceEvent]:
+    def parse(self, message: str | bytes) -> Parsed:
         """One message from the service; raises ProtocolError for a malformed one."""
         ...
 
@@ -113,5 +161,7 @@ class Codec(Protocol):
 
     def closed(self, code: int | None, reason: str, finished: bool) -> ServiceError | None:
         """The service closed the socket (``code`` None: the TCP connection just ended).
-        None means a normal end (e.g. after SessionFinished)."""
+        ``finished``: the session had reached its end (SessionFinished came, or, for a codec
+        without it, the link had ended the stream and was waiting out its grace). None
+        means a normal end."""
         ...

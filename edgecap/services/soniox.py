@@ -7,6 +7,8 @@ Pure translation (see ``edgecap.services.codec``); the wire format is the one th
 - auth: ``Authorization: Bearer <key>`` at the handshake, never ``api_key`` in the config;
 - first frame: the JSON start message; then audio as BINARY frames; ``{"type": "keepalive"}``
   and ``{"type": "finalize"}`` as TEXT; an empty TEXT frame ends the audio;
+- no turns on the wire: a session is one audio stream, so ``begin_turn`` sends nothing and
+  ``end_turn`` is the finalize request;
 - from the service: JSON results (final tokens first, then the provisional tail, which each
   result replaces), the special final tokens ``<end>`` (endpoint) and ``<fin>`` (finalize
   done), ``finished: true`` at the end, or an error (``error_code``/``error_type``) that the
@@ -26,6 +28,7 @@ from edgecap.config.secrets import SecretValue
 from edgecap.services.codec import (
     Handshake,
     Outgoing,
+    Parsed,
     ProtocolError,
     Retry,
     ServiceError,
@@ -123,6 +126,8 @@ class SonioxCodec:
     name = "soniox"
     slow_retry_min = 5.0  # 429: Soniox asks for a backoff starting at 2-5 s
     audio_chunk_ms = 100
+    sends_finished = True  # the end of audio is answered with ``finished: true``
+    finish_grace = 0.0  # not used: the link waits for finished
 
     def __init__(
         self, cfg: SonioxConfig, *, sample_rate: int = 16000, replay_speed: float = 1.5
@@ -195,30 +200,39 @@ class SonioxCodec:
         # json.dumps with its default separators: the SDK's exact bytes.
         return [Outgoing(json.dumps(self.start_config()), "start")]
 
-    def audio(self, pcm: bytes) -> Outgoing:
+    def begin_turn(self) -> list[Outgoing]:
+        """Nothing: Soniox hears one stream per session and finds the utterances itself."""
+        return []
+
+    def audio(self, pcm: bytes) -> list[Outgoing]:
         # An empty binary frame means "end of audio" to Soniox, and an odd length would
         # shift every later sample by a byte: both are bugs upstream, not audio.
         if not pcm:
             raise ValueError("empty audio chunk (Soniox would take it as end of audio)")
         if len(pcm) % 2:
             raise ValueError(f"audio chunk of {len(pcm)} bytes is not whole s16le samples")
-        return Outgoing(bytes(pcm), "audio")
+        return [Outgoing(bytes(pcm), "audio")]
+
+    def end_turn(self) -> list[Outgoing]:
+        """Finalize: everything sent so far becomes final, answered by ``<fin>``."""
+        return [Outgoing(FINALIZE_MESSAGE, "finalize")]
 
     def keepalive(self) -> Outgoing:
         return Outgoing(KEEPALIVE_MESSAGE, "keepalive")
 
-    def finalize(self) -> Outgoing:
-        return Outgoing(FINALIZE_MESSAGE, "finalize")
-
-    def end_of_stream(self) -> Outgoing:
-        return Outgoing(END_OF_AUDIO_MESSAGE, "end")
+    def end_of_stream(self) -> list[Outgoing]:
+        return [Outgoing(END_OF_AUDIO_MESSAGE, "end")]
 
     def reset(self) -> None:
         """Nothing to forget: every Soniox message stands on its own."""
 
     # -- service → client ---------------------------------------------------------------
 
-    def parse(self, message: str | bytes) -> list[ServiceEvent]:
+    def parse(self, message: str | bytes) -> Parsed:
+        """Soniox asks for no replies: only events."""
+        return Parsed(events=tuple(self._events(message)))
+
+    def _events(self, message: str | bytes) -> list[ServiceEvent]:
         if not isinstance(message, str):
             size = len(message) if isinstance(message, bytes | bytearray) else "?"
             raise ProtocolError(f"binary message ({size} bytes): Soniox sends JSON text only")

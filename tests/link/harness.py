@@ -1,9 +1,10 @@
-"""Drive a real LinkWorker against the Soniox emulator: gate events in, captions out.
+"""Drive a real LinkWorker against a service emulator: gate events in, captions out.
 
 The speech fed in is what a gate would forward: utterances of 20 ms frames with sample
 positions. What the service should say about it is known independently of edgecap: the
-emulator's words are a function of the audio bytes alone (``expected_words``), so a test
-compares the captions with the words of the audio the gate forwarded.
+emulators' words are a function of the audio bytes alone (``expected_words``), so a test
+compares the captions with the words of the audio the gate forwarded. The Soniox emulator
+with the Soniox codec is the default; any other emulator comes with its codec (``codec=``).
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
+from edgecap.captions.events import SynthesizedAudio
 from edgecap.captions.tokens import TokenUpdate
 from edgecap.config.schema import LinkConfig, SonioxConfig
 from edgecap.config.secrets import SecretValue
+from edgecap.link.fallback import Fallback
 from edgecap.link.worker import LinkWorker
 from edgecap.runtime.frames import Frame
 from edgecap.runtime.speech import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.runtime.speech_queue import SpeechQueue
 from edgecap.runtime.status import StatusBoard
+from edgecap.services.codec import Codec
+from edgecap.services.local.worker import LocalWorker
 from edgecap.services.soniox import SonioxCodec
 from tests.emulators.fault_proxy import FaultProxy
-from tests.emulators.soniox import SonioxEmulator, noise_pcm
+from tests.emulators.soniox import noise_pcm
 
 FRAME_BYTES = 640  # 20 ms
 FRAME = 320
@@ -55,6 +61,10 @@ class RecordingSink:
 
     finals: list[str] = field(default_factory=list)  # spoken final token texts, in order
     translations: list[str] = field(default_factory=list)
+    # language → final translation texts, in order; languages of provisional translations
+    translated: dict[str, list[str]] = field(default_factory=dict)
+    provisional_languages: set[str] = field(default_factory=set)
+    audio: list[SynthesizedAudio] = field(default_factory=list)  # sink.synthesized() calls
     speakers: set[str] = field(default_factory=set)
     starts: list[float | None] = field(default_factory=list)
     updates: int = 0
@@ -72,8 +82,16 @@ class RecordingSink:
                     self.starts.append(clock(t.start_ms) if t.start_ms is not None else None)
                 else:
                     self.translations.append(t.text)
+                    self.translated.setdefault(t.language or "", []).append(t.text)
                 if t.speaker:
                     self.speakers.add(t.speaker)
+            for t in u.provisional:
+                if not t.spoken and t.language:
+                    self.provisional_languages.add(t.language)
+
+    def synthesized(self, audio: SynthesizedAudio) -> None:
+        with self.lock:
+            self.audio.append(audio)
 
     def session_ended(self) -> None:
         with self.lock:
@@ -91,23 +109,40 @@ def soniox_config(url: str, **changes: object) -> SonioxConfig:
     return replace(SonioxConfig(), url=url, **changes)  # type: ignore[arg-type]
 
 
+class Emulator(Protocol):
+    """What the harness needs of a service emulator."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def ca_file(self) -> str: ...
+
+    port: int
+
+
 class LinkRun:
-    """A LinkWorker with its speech queue, fed by a feeder thread the test owns."""
+    """A LinkWorker with its speech queue, fed by a feeder thread the test owns.
+
+    Without ``codec`` it speaks Soniox (to ``url`` or the emulator's URL, ``soniox``: config
+    changes); any other service comes with its codec, already pointed at its URL."""
 
     def __init__(
         self,
-        emu: SonioxEmulator,
+        emu: Emulator,
         *,
         url: str | None = None,
         key: str = "test-key",
         ca_file: str | None = None,
         soniox: dict | None = None,
+        codec: Codec | None = None,
         replay_speed: float = 10.0,
         clock=time.monotonic,  # type: ignore[no-untyped-def]
         **settings: object,
     ) -> None:
-        cfg = soniox_config(url or emu.url, **(soniox or {}))
-        self.codec = SonioxCodec(cfg, replay_speed=replay_speed)
+        if codec is None:
+            cfg = soniox_config(url or emu.url, **(soniox or {}))
+            codec = SonioxCodec(cfg, replay_speed=replay_speed)
+        self.codec: Any = codec
         defaults: dict = dict(
             retry_first=0.1, retry_max=0.5, connect_timeout=2.0, dead_after=2.0, finish_timeout=2.0
         )
@@ -180,7 +215,60 @@ class LinkRun:
         return part.detail if part else ""
 
 
-def proxied(emu: SonioxEmulator, proxy: FaultProxy) -> str:
+class RecordingRecognizer:
+    """An offline engine that keeps what it was fed, utterance by utterance."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.utterances: list[bytes] = []
+        self._current: bytearray | None = None
+
+    def start(self) -> None:
+        assert self._current is None, "an utterance started inside another"
+        self._current = bytearray()
+
+    def feed(self, pcm: bytes) -> None:
+        assert self._current is not None, "audio outside an utterance"
+        self._current += pcm
+
+    def partial(self) -> str:
+        return "partial" if self._current else ""
+
+    def finish(self) -> list[tuple[str, int, int]]:
+        assert self._current is not None
+        pcm, self._current = bytes(self._current), None
+        self.utterances.append(pcm)
+        return [("offline", 0, len(pcm) // 32)] if pcm else []
+
+
+class FallbackRun:
+    """A LinkRun whose link has an offline fallback (a LocalWorker on its own queue)."""
+
+    def __init__(self, emu: Emulator, proxy: FaultProxy, after: float, **settings: Any) -> None:
+        self.queue = SpeechQueue(600 * 16_000)
+        self.recognizer = RecordingRecognizer()
+        self.offline_sink = RecordingSink()
+        self.run = LinkRun(emu, url=proxied(emu, proxy), **settings)
+        self.run.status.set("audio", "listening")  # as capture would
+        self.fallback = Fallback(self.queue, after, self.run.status, service=self.run.codec.name)
+        self.run.link.fallback = self.fallback
+        self.local = LocalWorker(
+            self.queue, self.recognizer, self.offline_sink, self.run.status, name="fallback"
+        )
+
+    def start(self) -> FallbackRun:
+        self.local.start()
+        self.run.start()
+        return self
+
+    def stop(self) -> None:
+        self.run.stop()  # the link closes the fallback's queue as it ends
+        assert self.local.join(5), "the offline engine did not stop"
+        assert self.local.error is None
+
+
+def proxied(emu: Emulator, proxy: FaultProxy) -> str:
     """The emulator's URL, through the fault proxy."""
     return emu.url.replace(f":{emu.port}/", f":{proxy.port}/")
 

@@ -10,6 +10,7 @@ spurious outages in 400 replays).
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -35,9 +36,7 @@ def emu(tmp_path: Path):
 
 def open_connection(emu: SonioxEmulator, number: int, inbox: queue.Queue) -> Connection:
     codec = SonioxCodec(soniox_config(emu.url))
-    conn = Connection(
-        number, codec.handshake(KEY), codec, inbox, tls=tls_context(Path(emu.ca_file))
-    )
+    conn = Connection(number, codec.handshake(KEY), inbox, tls=tls_context(Path(emu.ca_file)))
     conn.open()
     for out in codec.start():
         conn.send(out)
@@ -55,7 +54,8 @@ def test_reads_and_writes_at_once_never_break_the_connection(emu: SonioxEmulator
         conn = open_connection(emu, number, inbox)
         try:
             for chunk in chunks:
-                conn.send(codec.audio(chunk))
+                for out in codec.audio(chunk):
+                    conn.send(out)
             deadline = time.monotonic() + 5
             got = 0
             while got < len(chunks) and time.monotonic() < deadline:
@@ -105,3 +105,32 @@ def test_close_ends_the_reader_while_it_waits(emu: SonioxEmulator) -> None:
     assert conn.close(timeout=2.0)
     assert time.monotonic() - t < 1.0
     assert "edgecap-link-reader-7" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_graceful_close_says_goodbye_with_a_close_frame(emu: SonioxEmulator) -> None:
+    inbox: queue.Queue = queue.Queue(maxsize=100)
+    conn = open_connection(emu, 5, inbox)
+    assert conn.close(timeout=2.0, code=1000)
+    assert emu.wait_for(lambda: len(emu.sessions) == 1 and emu.sessions[0].done, 3)
+    assert emu.sessions[0].client_close_code == 1000
+    # a plain close (a session given up) just ends the connection
+    conn = open_connection(emu, 6, inbox)
+    assert conn.close(timeout=2.0)
+    assert emu.wait_for(lambda: len(emu.sessions) == 2 and emu.sessions[1].done, 3)
+    assert emu.sessions[1].client_close_code is None
+
+
+def test_the_reader_hands_over_frames_as_they_came(emu: SonioxEmulator) -> None:
+    """No parsing on the reader thread: the link gets the service's text as it was sent."""
+    inbox: queue.Queue = queue.Queue(maxsize=100)
+    conn = open_connection(emu, 8, inbox)
+    codec = SonioxCodec(soniox_config(emu.url))
+    try:
+        for out in codec.audio(noise_pcm(100, seed=1)):
+            conn.send(out)
+        item = inbox.get(timeout=3)
+        assert isinstance(item, Message) and item.conn == 8
+        assert isinstance(item.data, str)
+        assert emu.sessions[0].sent[0] == json.loads(item.data)
+    finally:
+        assert conn.close(timeout=2.0)

@@ -4,8 +4,8 @@ at the next utterance boundary. Nothing is lost and nothing is captioned twice: 
 the gate forwarded is either confirmed final by the service or decoded by the offline
 engine, never both.
 
-The offline engine here records what it is fed (``RecordingRecognizer``): these tests are
-about where the speech goes. Real pocketsphinx behind the fallback is tested through the
+The offline engine here records what it is fed (``RecordingRecognizer`` in harness.py): these
+tests are about where the speech goes. Real pocketsphinx behind the fallback is tested through the
 whole daemon in tests/daemon/test_fallback_daemon.py.
 """
 
@@ -16,71 +16,14 @@ from edgecap.link.fallback import Fallback
 from edgecap.link.uplink import UplinkBuffer
 from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.runtime.speech_queue import SpeechQueue
-from edgecap.services.local.worker import LocalWorker
-from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SonioxEmulator, expected_words
 from tests.link.harness import (
-    LinkRun,
-    RecordingSink,
+    FallbackRun,
     coverage_gaps,
     forwarded_pcm,
-    proxied,
     utterances,
     wait_until,
 )
-
-
-class RecordingRecognizer:
-    """An offline engine that keeps what it was fed, utterance by utterance."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.utterances: list[bytes] = []
-        self._current: bytearray | None = None
-
-    def start(self) -> None:
-        assert self._current is None, "an utterance started inside another"
-        self._current = bytearray()
-
-    def feed(self, pcm: bytes) -> None:
-        assert self._current is not None, "audio outside an utterance"
-        self._current += pcm
-
-    def partial(self) -> str:
-        return "partial" if self._current else ""
-
-    def finish(self) -> list[tuple[str, int, int]]:
-        assert self._current is not None
-        pcm, self._current = bytes(self._current), None
-        self.utterances.append(pcm)
-        return [("offline", 0, len(pcm) // 32)] if pcm else []
-
-
-class FallbackRun:
-    """A LinkRun whose link has an offline fallback (a LocalWorker on its own queue)."""
-
-    def __init__(self, emu: SonioxEmulator, proxy: FaultProxy, after: float, **settings) -> None:
-        self.queue = SpeechQueue(600 * 16_000)
-        self.recognizer = RecordingRecognizer()
-        self.offline_sink = RecordingSink()
-        self.run = LinkRun(emu, url=proxied(emu, proxy), **settings)
-        self.run.status.set("audio", "listening")  # as capture would
-        self.fallback = Fallback(self.queue, after, self.run.status, service="soniox")
-        self.run.link.fallback = self.fallback
-        self.local = LocalWorker(
-            self.queue, self.recognizer, self.offline_sink, self.run.status, name="fallback"
-        )
-
-    def start(self) -> FallbackRun:
-        self.local.start()
-        self.run.start()
-        return self
-
-    def stop(self) -> None:
-        self.run.stop()  # the link closes the fallback's queue as it ends
-        assert self.local.join(5), "the offline engine did not stop"
-        assert self.local.error is None
 
 
 def cloud_finalized(emu: SonioxEmulator) -> list[bytes]:

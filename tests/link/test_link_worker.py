@@ -167,18 +167,20 @@ def test_429_backs_off_at_least_the_codecs_minimum(emu):
 
 
 def test_a_malformed_message_is_counted_and_the_session_goes_on(emu):
-    # the emulator speaks proper Soniox; feed the codec's parse path a bad message through
-    # the same inbox the reader uses
-    from edgecap.link.connection import BadMessage
+    # the emulator speaks proper Soniox; a bad frame goes into the inbox the reader posts
+    # to, and the link thread's parse refuses it
+    from edgecap.link.connection import Message
 
+    events = utterances([1000])
     run = LinkRun(emu).start()
-    run.feed(utterances([1000]))
+    run.feed(events)
     assert wait_until(lambda: run.link.connected, 5)
-    run.link._inbox.put(BadMessage(run.link._conn.number, "not JSON"))  # type: ignore[union-attr]
+    run.link._inbox.put(Message(run.link._conn.number, "not JSON"))  # type: ignore[union-attr]
     assert wait_until(lambda: run.link.bad_messages == 1, 3)
     run.stop()
     assert len(emu.sessions) == 1
     assert run.status.snapshot().counters["link_bad_messages"] == 1
+    assert run.sink.finals == expected_words(forwarded_pcm(events))
 
 
 def test_the_link_goes_through_an_http_proxy_and_tls_stays_end_to_end(emu):

@@ -156,3 +156,19 @@ def test_every_frame_is_confirmed_exactly_once_across_random_cuts(seed, cuts):
     expected = [e.frame.start for e in events if isinstance(e, SpeechAudio)]
     assert confirmed == expected
     assert sent_ever == set(expected)
+
+
+def test_skip_lets_an_unneeded_marker_leave_unsent_but_never_audio():
+    buf = UplinkBuffer(10 * 16_000)
+    for e in utterance(1, 2, 0):
+        buf.push(e)
+    buf.mark_sent()  # the start
+    with pytest.raises(ValueError):
+        buf.skip()  # the head is audio
+    assert isinstance(buf.peek().event, SpeechAudio)  # type: ignore[union-attr]
+    buf.mark_sent()
+    buf.mark_sent()
+    assert isinstance(buf.skip().event, SpeechEnd)
+    assert buf.peek() is None
+    buf.confirm_all_sent()
+    assert buf.empty and buf.held_samples == 0  # the skipped end is nowhere

@@ -62,8 +62,15 @@ def start_json(cfg: SonioxConfig, **kw: Any) -> dict[str, Any]:
     return json.loads(start_text(cfg, **kw))
 
 
+def events_of(c: SonioxCodec, message: str | bytes) -> list[ServiceEvent]:
+    """The events of one message; Soniox never asks for a reply."""
+    parsed = c.parse(message)
+    assert parsed.replies == ()
+    return list(parsed.events)
+
+
 def parse_one(message: str) -> list[ServiceEvent]:
-    return codec().parse(message)
+    return events_of(codec(), message)
 
 
 def result(*tokens: dict[str, Any], **top: Any) -> str:
@@ -81,6 +88,7 @@ def test_codec_attributes_follow_config() -> None:
     assert c.audio_chunk_ms == 100
     assert c.replay_speed == 2.0
     assert SonioxCodec(cfg).replay_speed == 1.5
+    assert c.sends_finished  # the end of audio is answered with finished: true
 
 
 # -- client → service, against the SDK 2.10 trace ----------------------------------------
@@ -120,27 +128,61 @@ def test_handshake_uses_the_configured_url() -> None:
     ("method", "expected_text", "what"),
     [
         ("keepalive", '{"type": "keepalive"}', "keepalive"),
-        ("finalize", '{"type": "finalize"}', "finalize"),
+        ("end_turn", '{"type": "finalize"}', "finalize"),
         ("end_of_stream", "", "end"),
     ],
 )
 def test_control_frames_are_the_sdk_bytes(method: str, expected_text: str, what: str) -> None:
     sdk_texts = client_texts(load_trace("soniox_happy.jsonl"))[1:]
-    out = getattr(codec(), method)()
+    result = getattr(codec(), method)()
+    (out,) = result if isinstance(result, list) else [result]
     assert out == Outgoing(expected_text, what)
     assert isinstance(out.payload, str)  # a TEXT frame, as the SDK's
     assert out.payload in sdk_texts
 
 
+def test_a_turn_begins_without_a_message() -> None:
+    # one stream per session: Soniox finds the utterances itself
+    assert codec().begin_turn() == []
+
+
 def test_the_trace_sends_no_other_text_frames() -> None:
     sdk_texts = set(client_texts(load_trace("soniox_happy.jsonl"))[1:])
     c = codec()
-    ours = {c.keepalive().payload, c.finalize().payload, c.end_of_stream().payload}
+    ours = {c.keepalive().payload, *(o.payload for o in [*c.end_turn(), *c.end_of_stream()])}
     assert sdk_texts == ours
 
 
+def test_a_session_of_v2_calls_is_the_sdk_session_frame_for_frame() -> None:
+    """The whole happy trace (start, two utterances with a finalize and keepalives between,
+    end of audio) replayed through the v2 calls gives the SDK's frames, in order."""
+    frames = of_kind(load_trace("soniox_happy.jsonl"), "client_frame")
+    c = codec()
+    ours: list[Outgoing] = [*c.start()]
+    in_turn = False
+    for record in frames[1:]:
+        if record["opcode"] == "binary":
+            if not in_turn:
+                ours += c.begin_turn()
+                in_turn = True
+            ours += c.audio(b"\x00\x01" * (record["len"] // 2))
+        elif record["text"] == '{"type": "finalize"}':
+            ours += c.end_turn()
+            in_turn = False
+        elif record["text"] == '{"type": "keepalive"}':
+            ours.append(c.keepalive())
+        else:
+            ours += c.end_of_stream()
+    wire = [
+        ("binary", len(o.payload)) if isinstance(o.payload, bytes) else ("text", o.payload)
+        for o in ours
+    ]
+    sdk = [("binary", r["len"]) if r["opcode"] == "binary" else ("text", r["text"]) for r in frames]
+    assert wire == sdk
+
+
 def test_audio_is_a_binary_frame() -> None:
-    out = codec().audio(bytearray(b"\x01\x02" * 1600))
+    (out,) = codec().audio(bytearray(b"\x01\x02" * 1600))
     assert out == Outgoing(b"\x01\x02" * 1600, "audio")
     assert type(out.payload) is bytes
 
@@ -346,12 +388,12 @@ def test_every_server_message_reads_as_the_sdk_read_it(trace: str) -> None:
     assert len(sent) == len(seen)  # one SDK event per message, in order
     c = codec()
     for message, event in zip(sent, seen, strict=True):
-        assert c.parse(message) == sdk_view(event), message
+        assert events_of(c, message) == sdk_view(event), message
 
 
 def session_events(trace: str) -> list[ServiceEvent]:
     c = codec()
-    return [e for r in of_kind(load_trace(trace), "server_sent") for e in c.parse(r["text"])]
+    return [e for r in of_kind(load_trace(trace), "server_sent") for e in events_of(c, r["text"])]
 
 
 def test_happy_trace_as_a_caption_stream() -> None:
@@ -753,7 +795,7 @@ def check_events(events: list[ServiceEvent]) -> None:
 
 def parse_or_protocol_error(message: str | bytes) -> None:
     try:
-        events = codec().parse(message)
+        events = events_of(codec(), message)
     except ProtocolError:
         return
     check_events(events)
@@ -798,7 +840,7 @@ good_token = st.fixed_dictionaries(
 @given(st.lists(good_token, max_size=8), st.sampled_from([None, "<end>", "<fin>"]))
 def test_well_formed_results_keep_every_word(tokens: list[dict[str, Any]], special: Any) -> None:
     sent = [*tokens, {"text": special, "is_final": True}] if special else tokens
-    (update,) = codec().parse(json.dumps({"tokens": sent}))
+    (update,) = parse_one(json.dumps({"tokens": sent}))
     assert isinstance(update, TokenUpdate)
     assert [t.text for t in update.final] == [t["text"] for t in tokens if t["is_final"]]
     assert [t.text for t in update.provisional] == [t["text"] for t in tokens if not t["is_final"]]
@@ -827,7 +869,14 @@ def test_key_is_only_in_the_handshake_header() -> None:
     assert secret not in repr(hs)
     assert secret not in repr(c)
     assert secret not in str(c.__dict__)
-    outgoing = [*c.start(), c.audio(b"\x00\x00"), c.keepalive(), c.finalize(), c.end_of_stream()]
+    outgoing = [
+        *c.start(),
+        *c.begin_turn(),
+        *c.audio(b"\x00\x00"),
+        c.keepalive(),
+        *c.end_turn(),
+        *c.end_of_stream(),
+    ]
     for out in outgoing:
         payload = out.payload if isinstance(out.payload, str) else out.payload.decode("latin-1")
         assert secret not in payload
