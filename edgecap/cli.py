@@ -27,7 +27,7 @@ def _config_options() -> argparse.ArgumentParser:
         "-c",
         "--config",
         action="append",
-        type=Path,
+        type=str,  # not Path: Path("") would be ".", and -c "" must be reported as empty
         metavar="FILE",
         help="config file (repeatable; its FILE.d/*.ini drop-ins are read too); "
         "default /etc/edgecap/edgecap.ini",

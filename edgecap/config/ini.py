@@ -6,9 +6,14 @@ key someone pasted in the wrong place. This reader collects all syntax problems,
 where each value came from, and never repeats a line's content in an error.
 
 Syntax: ``[section]`` headers; ``key = value`` (key: letters, digits, ``_``, ``-``, case
-folded to lower); full-line comments start with ``#`` or ``;``; `` #`` after a value starts
-an inline comment; an indented line continues the previous value (for lists); one pair of
-double quotes around a value is removed.
+folded to lower); a line whose first non-blank character is ``#`` or ``;`` is a comment; an
+indented line continues the previous value (for lists and long text); one pair of double
+quotes around a value is removed. Lines end at ``\n`` (a ``\r`` before it is dropped) and
+nowhere else.
+
+There are no comments after a value: ``title = Council meeting #5`` means what it says, and
+a colour may be written ``#ffcc00``. (An inline-comment rule cuts such values silently; a
+stray comment after a value is instead refused by the value's type, with a hint.)
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 _KEY_RE = re.compile(r"[a-z0-9_][a-z0-9_\-]*")
 _SECTION_RE = re.compile(r"[A-Za-z0-9_.\-]+")
 MAX_LINE = 8192
+MAX_ERRORS = 50  # per file: after that, only a count
 
 
 @dataclass
@@ -41,7 +47,10 @@ def parse_ini(text: str, name: str) -> IniFile:
         text = text[1:]
     section: str | None = None
     last: Value | None = None
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Not splitlines(): it also breaks at \v, \f, \x1c-\x1e, \x85, \u2028 and \u2029,
+    # which would number lines unlike any editor and cut values apart.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if len(line) > MAX_LINE:
             out.errors.append(f"{name}:{lineno}: line is longer than {MAX_LINE} characters")
             last = None
@@ -53,7 +62,7 @@ def parse_ini(text: str, name: str) -> IniFile:
         if stripped[0] in "#;":
             continue
         if line[0] in " \t" and last is not None:
-            last.text = f"{last.text}\n{_cut_comment(stripped)}".strip()
+            last.text = f"{last.text}\n{stripped}".strip()
             continue
         if stripped.startswith("["):
             last = None
@@ -101,16 +110,12 @@ def parse_ini(text: str, name: str) -> IniFile:
             )
             last = None
             continue
-        last = Value(_unquote(_cut_comment(raw_value.strip())), lineno)
+        last = Value(_unquote(raw_value.strip()), lineno)
         keys[key] = last
+    if len(out.errors) > MAX_ERRORS:
+        more = len(out.errors) - MAX_ERRORS
+        out.errors[MAX_ERRORS:] = [f"{name}: {more} more problems in this file not shown"]
     return out
-
-
-def _cut_comment(value: str) -> str:
-    if value.startswith("#"):
-        return ""
-    match = re.search(r"\s#", value)
-    return value[: match.start()].rstrip() if match else value
 
 
 def _unquote(value: str) -> str:

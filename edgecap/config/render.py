@@ -1,5 +1,12 @@
 """Config back to INI text: the effective config (``edgecap config``) and the documented
-defaults (``config/edgecap.ini``, generated so that documentation and schema cannot drift)."""
+defaults (``config/edgecap.ini``, generated so that documentation and schema cannot drift).
+
+The effective config loads again to the same config (a property test keeps it so): where a
+value was set is a comment on the line above it (this INI has no comments after a value),
+a value that is itself in double quotes gets a pair of quotes more (the reader removes one
+pair), and a line break in a value (no type yields one today: text joins its continuation
+lines) would be written as a continuation line.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ from dataclasses import fields
 from edgecap.config.loader import LoadedConfig
 from edgecap.config.schema import RESERVED_SECTIONS, Config, default_of, section_classes
 from edgecap.config.secrets import MASK
+from edgecap.config.types import escape_text
 
 HEADER = """\
 # edgecap configuration.
 #
 # This file lists every key with its default value and what it does. Lines starting with
-# '#' are comments: remove the '#' in front of a key to change it. Files in
+# '#' or ';' are comments: remove the '#' in front of a key to change it. Only a whole line
+# is a comment: in 'title = Council meeting #5' the '#5' is part of the value. Files in
 # /etc/edgecap/edgecap.ini.d/*.ini are read after this one, in name order, and override it
 # key by key. Check a config with 'edgecap check', see the effective values with
 # 'edgecap config'.
@@ -52,7 +61,7 @@ def render_effective(loaded: LoadedConfig) -> str:
     """Every key with its effective value; where it was set, as a comment; keys masked."""
     config: Config = loaded.config
     files = ", ".join(str(p) for p in loaded.files) or "none (built-in defaults)"
-    parts = [f"# effective edgecap config; files read: {files}"]
+    parts = [escape_text(f"# effective edgecap config; files read: {files}")]
     for name in section_classes():
         section = getattr(config, name)
         parts.append("")
@@ -60,8 +69,17 @@ def render_effective(loaded: LoadedConfig) -> str:
         for f in fields(section):
             value = f.metadata["type"].format(getattr(section, f.name))
             where = loaded.origins.get((name, f.name), "default")
-            comment = f"  # {where}"
+            comment = f"# {where}"
             if name in loaded.secrets and f.name == "api_key":
                 comment += f"; key {MASK} read from {loaded.secrets[name].origin}"
-            parts.append(f"{f.name} = {value}{comment}")
+            parts.append(escape_text(comment))  # a file name may hold a line break
+            parts.append(f"{f.name} = {ini_value(value)}".rstrip(" "))
     return "\n".join(parts) + "\n"
+
+
+def ini_value(text: str) -> str:
+    """``text`` as the INI reader will read it back: one more pair of quotes around a value
+    in quotes, and each further line indented (a continuation line)."""
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = f'"{text}"'
+    return "\n    ".join(text.split("\n"))

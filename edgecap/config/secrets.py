@@ -41,11 +41,38 @@ class SecretNotFound(Exception):
     """No source of a SecretRef yielded a value; the message lists what was tried."""
 
 
+class SecretInvalid(SecretNotFound):
+    """A source yielded a value that cannot be a key (control characters, spaces inside).
+
+    A subclass of SecretNotFound, so that every caller that handles a missing key handles a
+    broken one too: the key is not usable either way. The message never holds the value.
+    """
+
+
+def check_key(value: str, origin: str) -> None:
+    """Refuse a key that would break the protocol it is sent in: a CR/LF in a header value
+    splits the header (``k\\r\\nX: 1``), a space or a non-ASCII character is never part of a
+    service key. Found at load, it is a config error; found on the wire, a crash."""
+    if any(not ch.isprintable() or ch.isspace() for ch in value):
+        raise SecretInvalid(
+            f"the key contains control characters or spaces (read from {origin}); "
+            "write the key alone, on one line"
+        )
+    if not value.isascii():
+        raise SecretInvalid(
+            f"the key contains characters that are not ASCII (read from {origin}); "
+            "copy the key again from the service's console"
+        )
+
+
 def resolve(ref: SecretRef, env: Mapping[str, str] | None = None) -> SecretValue:
     """Return the first value found among ``ref.sources``.
 
     Raises SecretNotFound with every attempt described (never a value). A key file readable
-    by everyone is refused: the point of a key file is that only the service can read it.
+    by everyone, or writable by anyone but its owner, is refused: the point of a key file is
+    that only the service can read it, and that nobody else can swap the key. The first value
+    found must be a plausible key (``check_key``), else SecretInvalid: a broken key is
+    reported, not skipped in favour of the next source.
     """
     env = os.environ if env is None else env
     tried: list[str] = []
@@ -54,6 +81,7 @@ def resolve(ref: SecretRef, env: Mapping[str, str] | None = None) -> SecretValue
         if kind == "env":
             value = env.get(name, "").strip()
             if value:
+                check_key(value, f"env {name}")
                 return SecretValue(f"env {name}", value)
             tried.append(f"environment variable {name} is not set")
         elif kind == "credential":
@@ -63,10 +91,12 @@ def resolve(ref: SecretRef, env: Mapping[str, str] | None = None) -> SecretValue
                 continue
             value = _read_file(Path(cred_dir) / name, tried, f"credential {name}", check_mode=False)
             if value:
+                check_key(value, f"credential {name}")
                 return SecretValue(f"credential {name}", value)
         elif kind == "file":
             value = _read_file(Path(name), tried, f"key file {name}", check_mode=True)
             if value:
+                check_key(value, f"file {name}")
                 return SecretValue(f"file {name}", value)
     if not ref.sources:
         raise SecretNotFound("no source given (credential:NAME, file:PATH or env:VAR)")
@@ -79,11 +109,9 @@ def _read_file(path: Path, tried: list[str], label: str, *, check_mode: bool) ->
         if not stat.S_ISREG(st.st_mode):
             tried.append(f"{label} is not a regular file")
             return None
-        if check_mode and st.st_mode & stat.S_IROTH:
-            tried.append(
-                f"{label} is readable by everyone (mode {stat.S_IMODE(st.st_mode):04o}); "
-                "chmod 600 it"
-            )
+        loose = _loose_permissions(st.st_mode) if check_mode else ""
+        if loose:
+            tried.append(f"{label} is {loose} (mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
             return None
         if st.st_size > MAX_SECRET_BYTES:
             tried.append(f"{label} is too large to be a key ({st.st_size} bytes)")
@@ -95,6 +123,9 @@ def _read_file(path: Path, tried: list[str], label: str, *, check_mode: bool) ->
     except OSError as exc:
         tried.append(f"{label} cannot be read ({exc.strerror})")
         return None
+    except ValueError:  # a NUL in the name: the config types refuse it, but never crash
+        tried.append(f"{label} cannot be read (not a valid file name)")
+        return None
     try:
         value = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -104,3 +135,16 @@ def _read_file(path: Path, tried: list[str], label: str, *, check_mode: bool) ->
         tried.append(f"{label} is empty")
         return None
     return value
+
+
+def _loose_permissions(mode: int) -> str:
+    """What is wrong with a key file's mode, in words; empty when only its owner (and perhaps
+    its group, for reading) has access."""
+    problems = []
+    if mode & stat.S_IROTH:
+        problems.append("readable by everyone")
+    if mode & stat.S_IWOTH:
+        problems.append("writable by everyone")
+    if mode & stat.S_IWGRP:
+        problems.append("writable by its group")
+    return " and ".join(problems)

@@ -4,14 +4,20 @@ A type's ``parse`` returns the typed value or raises ``ValueError`` whose messag
 problem in words a Pi owner understands ("must be between 0 and 3, not 7"). It never echoes a
 value that could be a secret (see ``SecretRef``). ``format`` turns a value back into INI text,
 so that ``edgecap config`` prints something that loads again.
+
+Whatever the text, ``parse`` raises nothing but ``ValueError``: huge numbers, unknown users in
+``~user`` paths, over-long path names and control characters are all refused in words.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,21 +32,59 @@ class FieldType(Protocol):
         ...
 
 
+# Characters that must not reach a terminal or an INI line raw: controls (a newline would split
+# an error line, an escape would drive the terminal), format characters (bidi overrides),
+# line/paragraph separators and lone surrogates (undecodable command-line bytes).
+_UNPRINTABLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+# The ones a value may not hold (format characters such as ZWJ belong to many scripts).
+_FORBIDDEN_IN_VALUES = frozenset(("Cc", "Zl", "Zp", "Cs"))
+PATH_MAX = 4096  # bytes, with the terminating NUL (Linux)
+NAME_MAX = 255  # bytes of one path component
+
+
+def escape_text(text: str) -> str:
+    """``text`` with every unprintable character written as an escape (``\\x1b``, ``\\u202e``),
+    so that an error about a value stays one harmless line on a terminal or in the journal."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in _UNPRINTABLE:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _short(raw: str, limit: int = 40) -> str:
-    return raw if len(raw) <= limit else raw[: limit - 1] + "…"
+    text = raw if len(raw) <= limit else raw[: limit - 1] + "…"
+    return escape_text(text)
+
+
+def _has_control(text: str, allowed: str = "") -> bool:
+    return any(unicodedata.category(ch) in _FORBIDDEN_IN_VALUES for ch in text if ch not in allowed)
 
 
 @dataclass(frozen=True)
 class Str:
+    """Text on one line; a value written over continuation lines is joined with spaces."""
+
     allow_empty: bool = True
     max_len: int = 4096
 
     def parse(self, raw: str, base_dir: Path) -> str:
-        value = raw.strip()
+        # Continuation lines (long free text) are joined with a space, as a paragraph: the
+        # value stays one line, which `edgecap config` can always write back.
+        value = " ".join(part.strip() for part in raw.split("\n") if part.strip())
         if not value and not self.allow_empty:
             raise ValueError("must not be empty")
         if len(value) > self.max_len:
             raise ValueError(f"is too long ({len(value)} characters, at most {self.max_len})")
+        # A tab is harmless; any other control character is a mistake, or an attack on the
+        # terminal that shows it.
+        if _has_control(value, allowed="\t"):
+            raise ValueError("must not contain control characters")
         return value
 
     def format(self, value: Any) -> str:
@@ -57,7 +101,10 @@ class Int:
 
     def parse(self, raw: str, base_dir: Path) -> int:
         text = raw.strip().replace("_", "")
-        if not re.fullmatch(r"[+-]?\d{1,18}", text):
+        if re.fullmatch(r"[+-]?\d{19,}", text, re.ASCII):
+            allowed = _range_text(self.min, self.max)
+            raise ValueError(f"must be a whole number{allowed}, not a number of {len(text)} digits")
+        if not re.fullmatch(r"[+-]?\d{1,18}", text, re.ASCII):
             raise ValueError(f"must be a whole number, not '{_short(raw.strip())}'")
         value = int(text)
         _check_range(value, self.min, self.max)
@@ -77,14 +124,17 @@ class Float:
 
     def parse(self, raw: str, base_dir: Path) -> float:
         text = raw.strip()
-        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text):
+        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text, re.ASCII):
             raise ValueError(f"must be a number, not '{_short(text)}'")
         value = float(text)
+        if not math.isfinite(value):
+            raise ValueError("is too large")
         _check_range(value, self.min, self.max)
         return value
 
     def format(self, value: Any) -> str:
-        return f"{value:g}"
+        # repr is the shortest text that reads back as exactly this float; :g would round
+        return repr(float(value))
 
     def describe(self) -> str:
         return "number" + _range_text(self.min, self.max)
@@ -142,7 +192,7 @@ class IntChoice:
 
     def parse(self, raw: str, base_dir: Path) -> int:
         text = raw.strip()
-        if text.isdigit() and int(text) in self.choices:
+        if re.fullmatch(r"\d{1,9}", text, re.ASCII) and int(text) in self.choices:
             return int(text)
         allowed = ", ".join(str(c) for c in self.choices)
         raise ValueError(f"must be one of {allowed}, not '{_short(text)}'")
@@ -154,7 +204,14 @@ class IntChoice:
         return " | ".join(str(c) for c in self.choices)
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_UNITS = {
+    "ms": Decimal("0.001"),
+    "s": Decimal(1),
+    "sec": Decimal(1),
+    "m": Decimal(60),
+    "min": Decimal(60),
+    "h": Decimal(3600),
+}
 
 
 @dataclass(frozen=True)
@@ -171,14 +228,21 @@ class Duration:
         text = raw.strip().lower().replace(" ", "")
         if re.fullmatch(r"0+(\.0*)?", text):
             text = "0s"  # zero needs no unit: it is the same in every unit
-        match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|sec|m|min|h)", text)
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|sec|m|min|h)", text, re.ASCII)
         if match is None:
-            if re.fullmatch(r"\d+(\.\d+)?", text):
+            if re.fullmatch(r"\d+(\.\d+)?", text, re.ASCII):
                 raise ValueError(
-                    f"needs a unit: write '{text}ms' or '{text}s' (units: ms, s, m, h)"
+                    f"needs a unit: write '{_short(text)}ms' or '{_short(text)}s' "
+                    "(units: ms, s, m, h)"
                 )
             raise ValueError(f"must be a duration like 500ms, 30s, 2m or 1h, not '{_short(text)}'")
-        value = float(match.group(1)) * _UNITS[match.group(2)]
+        digits = len(match.group(1).partition(".")[0].lstrip("0"))
+        if digits > 15:  # over 30,000 years: a typo, and a float would overflow soon after
+            allowed = _range_text(self.min, self.max, fmt=format_duration)
+            raise ValueError(f"must be a duration{allowed}, not a number of {digits} digits")
+        # Decimal arithmetic: 0.1m is exactly 6 s, so that format_duration writes it back
+        # as text that reads in as the same float.
+        value = float(Decimal(match.group(1)) * _UNITS[match.group(2)])
         _check_range(value, self.min, self.max, fmt=format_duration)
         return value
 
@@ -190,16 +254,29 @@ class Duration:
 
 
 def format_duration(seconds: float) -> str:
+    """Seconds as duration text that ``Duration.parse`` reads back as exactly ``seconds``."""
+    if not math.isfinite(seconds):
+        return f"{seconds}s"  # never parsed back (refused), but never an exception either
     if seconds == 0:
         return "0s"
-    if seconds < 1 or seconds != int(seconds):
-        ms = seconds * 1000
-        return f"{ms:g}ms" if ms == int(ms) else f"{seconds:g}s"
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds % 60 == 0 and seconds >= 120:
-        return f"{int(seconds // 60)}m"
-    return f"{int(seconds)}s"
+    exact = Decimal(repr(float(seconds)))  # the shortest decimal that is this float
+    if exact != exact.to_integral_value():
+        ms = exact * 1000
+        if ms == ms.to_integral_value():
+            return f"{_plain(ms)}ms"
+        return f"{_plain(exact)}s"
+    whole = int(exact)
+    if whole % 3600 == 0:
+        return f"{whole // 3600}h"
+    if whole % 60 == 0 and whole >= 120:
+        return f"{whole // 60}m"
+    return f"{whole}s"
+
+
+def _plain(number: Decimal) -> str:
+    """A decimal without exponent or trailing zeros: 300, 1.5, 0.0001."""
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True)
@@ -220,7 +297,22 @@ class PathValue:
             return Path("-")
         if "\x00" in text:
             raise ValueError("must be a path (it contains a NUL character)")
-        path = Path(os.path.normpath(base_dir.absolute() / Path(text).expanduser()))
+        if _has_control(text):
+            # Named (escaped), so that the owner can find the file with the odd name.
+            raise ValueError(f"must be a path without control characters, not {escape_text(text)}")
+        given = Path(text)
+        if text.startswith("~"):
+            try:
+                given = given.expanduser()
+            except RuntimeError:  # ~nosuchuser, or no home directory at all
+                user = text[1:].partition("/")[0]
+                raise ValueError(
+                    f"names the home of an unknown user ('~{_short(user)}')"
+                    if user
+                    else "starts with ~ but there is no home directory"
+                ) from None
+        path = Path(os.path.normpath(base_dir.absolute() / given))
+        _check_path_length(path)
         if self.must_exist and not path.exists():
             raise ValueError(f"no such file: {path}")
         return path
@@ -232,16 +324,27 @@ class PathValue:
         return "path" + (" or - for standard input" if self.allow_stdin else "")
 
 
+def _check_path_length(path: Path) -> None:
+    """Refuse what the kernel would refuse with ENAMETOOLONG, before anything stats it."""
+    data = os.fsencode(path)
+    if len(data) >= PATH_MAX:
+        raise ValueError(f"is too long for a path ({len(data)} bytes, at most {PATH_MAX - 1})")
+    longest = max(len(part) for part in data.split(b"/"))
+    if longest > NAME_MAX:
+        raise ValueError(f"has a name of {longest} bytes in it (at most {NAME_MAX})")
+
+
 @dataclass(frozen=True)
 class ListOf:
-    """Comma- or whitespace-separated values of one type."""
+    """Comma- or whitespace-separated values of one type. With ``commas_only`` an item may
+    hold spaces, and a line end (continuation lines) separates items as a comma does."""
 
     item: FieldType
     max_items: int = 64
     commas_only: bool = False  # items may contain spaces ("Acme Cloud, Pi Zero")
 
     def parse(self, raw: str, base_dir: Path) -> tuple[Any, ...]:
-        pattern = r"\s*,\s*" if self.commas_only else r"[,\s]+"
+        pattern = r"\s*[,\n]\s*" if self.commas_only else r"[,\s]+"
         parts = [p for p in re.split(pattern, raw.strip()) if p]
         if len(parts) > self.max_items:
             raise ValueError(f"has {len(parts)} items, at most {self.max_items}")
@@ -314,6 +417,8 @@ class Url:
         text = raw.strip()
         if not text and self.optional:
             return None
+        if any(ch.isspace() for ch in text) or _has_control(text):
+            raise ValueError("is not a valid URL (it contains spaces or control characters)")
         try:
             parts = urlsplit(text)
             parts.port  # noqa: B018 - raises ValueError on a bad port
@@ -365,9 +470,13 @@ class Size:
 
     def parse(self, raw: str, base_dir: Path) -> int:
         text = raw.strip().lower().replace(" ", "")
-        match = re.fullmatch(r"(\d+)([a-z]*)", text)
+        match = re.fullmatch(r"(\d+)([a-z]*)", text, re.ASCII)
         if match is None or match.group(2) not in _SIZE_UNITS:
             raise ValueError(f"must be a size like 512K, 10M or 1G, not '{_short(raw.strip())}'")
+        digits = len(match.group(1).lstrip("0"))
+        if digits > 15:
+            allowed = _range_text(self.min, self.max, fmt=format_size)
+            raise ValueError(f"must be a size{allowed}, not a number of {digits} digits")
         value = int(match.group(1)) * _SIZE_UNITS[match.group(2)]
         _check_range(value, self.min, self.max, fmt=format_size)
         return value
@@ -398,10 +507,12 @@ class FileMode:
 
 @dataclass(frozen=True)
 class Color:
-    """Hex ``rrggbb`` (``ffcc00``; no ``#``, which starts a comment in INI); an (r, g, b)."""
+    """Hex ``rrggbb`` (``ffcc00``, or ``#ffcc00``: only a whole line is a comment); an
+    (r, g, b)."""
 
     def parse(self, raw: str, base_dir: Path) -> tuple[int, int, int]:
         text = raw.strip()
+        text = text[1:] if text.startswith("#") else text
         if not re.fullmatch(r"[0-9a-fA-F]{6}", text):
             raise ValueError(f"must be a hex colour like ffcc00, not '{_short(text)}'")
         return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
@@ -421,7 +532,7 @@ class ChannelValue:
         text = raw.strip().lower()
         if text == "mix":
             return None
-        if text.isdigit() and int(text) < 64:
+        if re.fullmatch(r"\d{1,2}", text, re.ASCII) and int(text) < 64:
             return int(text)
         raise ValueError(f"must be 'mix' or a channel number 0-63, not '{_short(text)}'")
 
@@ -462,8 +573,14 @@ class Secret:
                     "as credential:NAME, file:/path/to/keyfile or env:VARIABLE"
                 )
             kind, name = match.groups()
-            if kind == "file" and not name.startswith("/"):
-                name = os.path.normpath(base_dir.absolute() / name)
+            if _has_control(name):
+                raise ValueError(f"{kind}: names must not contain control characters")
+            if kind == "credential" and ("/" in name or name in (".", "..")):
+                raise ValueError("a credential name is a plain name, without '/'")
+            if kind == "file":
+                if not name.startswith("/"):
+                    name = os.path.normpath(base_dir.absolute() / name)
+                _check_path_length(Path(name))
             sources.append(f"{kind}:{name}")
         return SecretRef(tuple(sources))
 

@@ -144,7 +144,7 @@ def test_effective_config_round_trips(tmp_path):
     main = write(tmp_path / "a.ini", "[gate]\nhangover = 1.5s\n[audio]\nchannel = 1\n")
     loaded = load([main], env={})
     text = render_effective(loaded)
-    assert f"hangover = 1500ms  # {main}:2" in text
+    assert f"# {main}:2\nhangover = 1500ms\n" in text
     again = write(tmp_path / "b.ini", text)
     assert load([again], env={}).config == loaded.config
 

@@ -8,7 +8,7 @@ import pytest
 from edgecap.config.loader import ConfigError, load
 from edgecap.config.render import render_effective
 from edgecap.config.schema import AVAILABLE_SERVICES
-from edgecap.config.secrets import MASK, SecretNotFound, SecretValue, resolve
+from edgecap.config.secrets import MASK, SecretInvalid, SecretNotFound, SecretValue, resolve
 from edgecap.config.types import SecretRef
 
 KEY = "sk-test-7f3a9c2e51d04b8a"
@@ -96,3 +96,104 @@ def test_inline_key_error_through_load(tmp_path):
     with pytest.raises(ConfigError) as info:
         load(overrides=[f"azure.api_key={KEY}"], etc_dir=tmp_path, env={})
     assert KEY not in str(info.value)
+
+
+BAD_KEYS = ["k\r\nX: 1", "sk-abc def", "sk\tabc", "sk\x1b[2Jabc", "sk\x00abc", "ѕk-cyrillic"]
+
+
+@pytest.mark.parametrize("bad", BAD_KEYS)
+def test_a_key_with_control_characters_or_spaces_is_a_config_error(tmp_path, bad):
+    """Issue 11 (3): it passed `check`, then the link worker died on it at `run` (exit 70)."""
+    with pytest.raises(ConfigError) as info:
+        load(overrides=["daemon.service=soniox"], etc_dir=tmp_path, env={"SONIOX_API_KEY": bad})
+    (line,) = info.value.errors
+    if bad.isascii():
+        assert line.startswith("soniox.api_key: the key contains control characters or spaces")
+    else:
+        assert line.startswith("soniox.api_key: the key contains characters that are not ASCII")
+    assert "read from env SONIOX_API_KEY" in line
+    assert bad not in line and bad.strip() not in str(info.value)
+
+
+def test_a_bad_key_from_a_key_file_or_credential_is_a_config_error(tmp_path):
+    keyfile = tmp_path / "k"
+    keyfile.write_bytes(b"sk-abc\r\nX-Injected: 1\n")
+    keyfile.chmod(0o600)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "soniox_api_key").write_text("sk abc\n")
+    for sources, env, origin in [
+        (f"file:{keyfile}", {}, f"file {keyfile}"),
+        ("credential:soniox_api_key", {"CREDENTIALS_DIRECTORY": str(creds)}, "credential"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            load(
+                overrides=["daemon.service=soniox", f"soniox.api_key={sources}"],
+                etc_dir=tmp_path,
+                env=env,
+            )
+        (line,) = info.value.errors
+        assert line.startswith("soniox.api_key: the key contains control characters or spaces")
+        assert origin in line
+
+
+def test_a_bad_key_is_not_skipped_for_the_next_source(tmp_path):
+    ref = SecretRef(("env:A", "env:B"))
+    with pytest.raises(SecretInvalid):
+        resolve(ref, {"A": "bad key", "B": KEY})
+
+
+def test_a_broken_key_is_also_a_missing_one_for_callers_that_handle_that():
+    """The supervisor reads the key again at each reconnection and handles SecretNotFound."""
+    with pytest.raises(SecretNotFound):
+        resolve(SecretRef(("env:A",)), {"A": "a\nb"})
+
+
+def test_a_trailing_newline_in_a_key_file_is_fine(tmp_path):
+    keyfile = tmp_path / "k"
+    keyfile.write_text(f"{KEY}\r\n")
+    keyfile.chmod(0o600)
+    assert resolve(SecretRef((f"file:{keyfile}",)), {}).reveal() == KEY
+    assert resolve(SecretRef(("env:K",)), {"K": f" {KEY}\n"}).reveal() == KEY
+
+
+@pytest.mark.parametrize(
+    ("mode", "what"),
+    [
+        (0o622, "writable by everyone and writable by its group"),
+        (0o602, "writable by everyone"),
+        (0o620, "writable by its group"),
+        (0o606, "readable by everyone and writable by everyone"),
+    ],
+)
+def test_a_key_file_others_can_write_is_refused(tmp_path, mode, what):
+    """Issue 11 (6): a world- or group-writable key file was accepted: anyone could swap
+    the key (and see what the service did with it)."""
+    keyfile = tmp_path / "k"
+    keyfile.write_text(KEY)
+    keyfile.chmod(mode)
+    with pytest.raises(SecretNotFound) as info:
+        resolve(SecretRef((f"file:{keyfile}",)), {})
+    assert str(info.value) == f"key file {keyfile} is {what} (mode {mode:04o}); chmod 600 it"
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o640, 0o440])
+def test_a_key_file_its_owner_and_group_can_read_is_accepted(tmp_path, mode):
+    keyfile = tmp_path / "k"
+    keyfile.write_text(KEY)
+    keyfile.chmod(mode)
+    assert resolve(SecretRef((f"file:{keyfile}",)), {}).reveal() == KEY
+
+
+def test_a_key_file_path_with_a_nul_is_a_config_error_not_a_crash(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load(
+            overrides=["daemon.service=soniox", "soniox.api_key=file:/tmp/a\x00b"],
+            etc_dir=tmp_path,
+            env={},
+        )
+    assert info.value.errors == [
+        "soniox.api_key: file: names must not contain control characters (command line)"
+    ]
+    with pytest.raises(SecretNotFound, match="not a valid file name"):
+        resolve(SecretRef(("file:/tmp/a\x00b",)), {})
