@@ -48,7 +48,16 @@ def updates(n: int):  # type: ignore[no-untyped-def]
     for i in range(n):
         words.append(WORDS[i % len(WORDS)] + (str(i) if i % 5 == 0 else ""))
         final = len(words) == 8
-        yield CaptionLine(seq, " ".join(words), "", "1", "en", None, None, None, final, final)
+        yield CaptionLine(
+            seq=seq,
+            text=" ".join(words),
+            speaker="1",
+            language="en",
+            start=None,
+            end=None,
+            final=final,
+            translation_final=final,
+        )
         if final:
             seq, words = seq + 1, []
 

@@ -1,8 +1,11 @@
 """`edgecap tail`: print the captions of the running daemon, from its socket.
 
-Text mode prints each final line once as ``[MM:SS.ss] text`` with its translation below;
-on a terminal the line being spoken is shown in place (rewritten with ``\\r`` + erase-line,
-cut to the terminal's width so it never wraps), in a pipe only final lines are written.
+Text mode prints each final line once as ``[MM:SS.ss] text`` with each of its final
+translations below it (``→ [de] …``, in the order the daemon lists them); a line that is a
+translation only (empty text) is printed as its first translation, the others below. On a
+terminal the line being spoken is shown in place (rewritten with ``\\r`` + erase-line, cut
+to the terminal's width so it never wraps), in a pipe only final lines are written. Daemons
+of protocol version 1 and 2 are read alike: the shape of a caption did not change.
 ``--json`` passes the socket's lines through unchanged (docs/socket-protocol.md).
 
 When the daemon is not running or goes away, tail says so once on ``err`` and connects
@@ -53,6 +56,21 @@ def _fit_tail(text: str, width: int) -> str:
     return text
 
 
+def _translations(msg: dict[str, Any]) -> list[tuple[str | None, str, bool]]:
+    """A caption's translations as (language, text, final), in the daemon's order; entries
+    that are not what the protocol says are skipped."""
+    out = []
+    for t in msg.get("translations") or []:
+        if isinstance(t, dict) and t.get("text"):
+            language = t.get("language")
+            out.append((str(language) if language else None, str(t["text"]), bool(t.get("final"))))
+    return out
+
+
+def _tagged(language: str | None, text: str) -> str:
+    return f"[{language}] {text}" if language else text
+
+
 def _isatty(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -90,23 +108,29 @@ class _Printer:
     def _caption(self, msg: dict[str, Any]) -> None:
         seq = msg.get("seq")
         text = str(msg.get("text") or "")
+        translations = _translations(msg)
         if not msg.get("final"):
-            if self.tty and text:
-                self._write(_ERASE + _fit_tail(text, self._width() - 1), newline=False)
+            shown = text or (_tagged(*translations[0][:2]) if translations else "")
+            if self.tty and shown:
+                self._write(_ERASE + _fit_tail(shown, self._width() - 1), newline=False)
             return
-        if not text:  # a withdrawn line: take it off the screen
+        if not text and not translations:  # a withdrawn line: take it off the screen
             if self.in_place:
                 self._write(_ERASE, newline=False)
                 self.in_place = False
             return
-        if self._first_time((seq, text)):
+        finals = [(language, t) for language, t, final in translations if final]
+        header = text
+        if not text:  # translation only: its first translation stands for the line
+            if not finals:
+                return
+            header = _tagged(*finals.pop(0))
+        if self._first_time((seq, header)):
             who = f"S{msg['speaker']}: " if msg.get("speaker") else ""
-            self._write(f"[{_clock(msg.get('start'))}] {who}{text}\n")
-        for t in msg.get("translations") or []:
-            if not isinstance(t, dict) or not t.get("final") or not t.get("text"):
-                continue
-            if self._first_time((seq, f"{t.get('language')}\0{t['text']}")):
-                self._write(f"{_INDENT}→ {t['text']}\n")
+            self._write(f"[{_clock(msg.get('start'))}] {who}{header}\n")
+        for language, t in finals:
+            if self._first_time((seq, _tagged(language, t))):
+                self._write(f"{_INDENT}→ {_tagged(language, t)}\n")
 
     def _first_time(self, key: tuple[Any, str]) -> bool:
         if key in self.printed:

@@ -30,20 +30,20 @@ def cap(
     text: str,
     *,
     final: bool = True,
-    translation: str = "",
+    translations: dict[str, str] | None = None,
+    tfinal: bool | None = None,
     speaker: str | None = None,
 ) -> CaptionLine:
     return CaptionLine(
         seq=seq,
         text=text,
-        translation=translation,
+        translations=translations or {},
         speaker=speaker,
         language="en",
-        translation_language="es" if translation else None,
         start=seq * 2.0 + 60.5,
         end=seq * 2.0 + 62.0,
         final=final,
-        translation_final=final,
+        translation_final=final if tfinal is None else tfinal,
     )
 
 
@@ -93,7 +93,7 @@ def test_text_mode_prints_finals_and_survives_a_daemon_restart(tmp_path: Path) -
         with daemon(path) as d:
             assert wait_for(lambda: d.output.clients == 1)
             d.publish(cap(1, "Good even", final=False))  # a pipe shows finals only
-            d.publish(cap(1, "Good evening.", translation="Buenas noches.", speaker="1"))
+            d.publish(cap(1, "Good evening.", translations={"es": "Buenas noches."}, speaker="1"))
             d.publish(AudioLoss(3.25, 70.0, 73.25, "network down"))
             d.publish(cap(2, "Welcome."))
             assert wait_for(lambda: "Welcome." in out.getvalue())
@@ -106,7 +106,7 @@ def test_text_mode_prints_finals_and_survives_a_daemon_restart(tmp_path: Path) -
         assert wait_for(lambda: err.getvalue().count("went away") == 2)
     assert out.getvalue() == (
         "[01:02.50] S1: Good evening.\n"
-        "           → Buenas noches.\n"
+        "           → [es] Buenas noches.\n"
         "⚠ 3.2 s of speech lost (network down)\n"
         "[01:04.50] Welcome.\n"
         "[01:02.50] After the restart.\n"
@@ -183,7 +183,7 @@ def test_json_mode_passes_the_lines_through(tmp_path: Path) -> None:
         raw.connect(str(path))
         with tailing(path, json_mode=True) as (out, _, _):
             assert wait_for(lambda: d.output.clients == 2)
-            d.publish(cap(1, "¿Qué tal? 你好", translation="How are you? Hello"))
+            d.publish(cap(1, "¿Qué tal? 你好", translations={"en": "How are you? Hello"}))
             d.publish(AudioLoss(1.0, 5.0, 6.0, "buffer full"))
             assert wait_for(lambda: '"gap"' in out.getvalue())
         raw.settimeout(2)
@@ -193,7 +193,83 @@ def test_json_mode_passes_the_lines_through(tmp_path: Path) -> None:
         raw.close()
     assert out.getvalue() == data.decode()
     hello, caption, gap = (json.loads(x) for x in out.getvalue().splitlines())
-    assert hello["v"] == 1 and caption["text"] == "¿Qué tal? 你好" and gap["type"] == "gap"
+    assert hello["v"] == 2 and caption["text"] == "¿Qué tal? 你好" and gap["type"] == "gap"
+
+
+def test_every_translation_is_printed_once_and_translation_only_lines_too(tmp_path: Path) -> None:
+    path = tmp_path / "captions.sock"
+    with tailing(path) as (out, _, _):
+        with daemon(path) as d:
+            assert wait_for(lambda: d.output.clients == 1)
+            # a provisional translation is not printed; the final ones in the daemon's order
+            d.publish(cap(1, "Thank you.", translations={"fr": "Merci."}, tfinal=False))
+            d.publish(cap(1, "Thank you.", translations={"de": "Danke.", "fr": "Merci."}))
+            d.publish(cap(2, "", translations={"en": "Good morning"}, final=False))
+            d.publish(cap(2, "", translations={"en": "Good morning.", "": "Hi."}))
+            d.publish(cap(3, "", translations={"en": "maybe"}, final=False))
+            d.publish(cap(3, ""))  # withdrawn: nothing printed
+            d.publish(cap(4, "Bye."))
+            assert wait_for(lambda: "Bye." in out.getvalue())
+        with daemon(path) as d:  # the same lines again as a restarted daemon's history
+            assert wait_for(lambda: d.output.clients == 1)
+            d.publish(cap(1, "Thank you.", translations={"de": "Danke.", "fr": "Merci."}))
+            d.publish(cap(2, "", translations={"en": "Good morning.", "": "Hi."}))
+            d.publish(cap(5, "Done."))
+            assert wait_for(lambda: "Done." in out.getvalue())
+    assert out.getvalue() == (
+        "[01:02.50] Thank you.\n"
+        "           → [de] Danke.\n"
+        "           → [fr] Merci.\n"
+        "[01:04.50] [en] Good morning.\n"
+        "           → Hi.\n"
+        "[01:08.50] Bye.\n"
+        "[01:10.50] Done.\n"
+    )
+
+
+def test_a_version_1_daemon_is_read_alike(tmp_path: Path) -> None:
+    """Recorded lines of a version-1 daemon (the shape of a caption did not change)."""
+    path = tmp_path / "captions.sock"
+    recorded = [
+        {"type": "hello", "v": 1, "server": "edgecap 0.1.0", "service": "soniox"},
+        {
+            "type": "caption",
+            "id": "c12",
+            "seq": 12,
+            "final": True,
+            "done": True,
+            "text": "Unless the system is established",
+            "language": "en",
+            "translations": [
+                {"language": "es", "text": "A menos que el sistema se establezca", "final": True}
+            ],
+            "speaker": "1",
+            "start": 31.2,
+            "end": 33.82,
+        },
+        {"type": "bye"},
+    ]
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"".join(json.dumps(m).encode() + b"\n" for m in recorded))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with tailing(path) as (out, err, _):
+            assert wait_for(lambda: "went away" in err.getvalue())
+    finally:
+        thread.join(3)
+        server.close()
+    assert out.getvalue() == (
+        "[00:31.20] S1: Unless the system is established\n"
+        "           → [es] A menos que el sistema se establezca\n"
+    )
 
 
 def test_on_a_terminal_the_line_being_spoken_is_shown_in_place(tmp_path: Path) -> None:
@@ -213,6 +289,17 @@ def test_on_a_terminal_the_line_being_spoken_is_shown_in_place(tmp_path: Path) -
     assert shown.startswith(f"{ERASE}Hello wor{ERASE}[01:02.50] Hello world.\n{ERASE}…")
     spoken = shown.split("\n")[1].removeprefix(ERASE).removesuffix(ERASE)
     assert len(spoken) == 79 and spoken.endswith("word word")  # never wraps an 80-col line
+
+
+def test_on_a_terminal_a_translation_only_line_is_shown_in_place_too(tmp_path: Path) -> None:
+    path = tmp_path / "captions.sock"
+    with daemon(path) as d, tailing(path, tty=True) as (out, _, _):
+        assert wait_for(lambda: d.output.clients == 1)
+        d.publish(cap(1, "", translations={"en": "Good mor"}, final=False))
+        assert wait_for(lambda: "mor" in out.getvalue())
+        d.publish(cap(1, "", translations={"en": "Good morning."}))
+        assert wait_for(lambda: "morning." in out.getvalue())
+    assert out.getvalue() == f"{ERASE}[en] Good mor{ERASE}[01:02.50] [en] Good morning.\n"
 
 
 def test_turned_away_by_a_full_daemon_is_told_once(tmp_path: Path) -> None:

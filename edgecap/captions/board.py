@@ -2,23 +2,39 @@
 
 The board keeps the lines that may still change: at most one *open* line (final tokens are
 appended to it; the provisional tail is shown at its end) and the closed lines whose
-translation is not final yet. Every change is published as a :class:`CaptionLine`; a line is
-published only when its event differs from the last one published for it.
+translations are not final yet. Every change is published as a :class:`CaptionLine`; a line
+is published only when its event differs from the last one published for it.
 
-Lines are broken before a final spoken token when the speaker changes, when the line would
-exceed ``max_line_chars`` (at a word boundary: when the token continues a word, the word's
-first pieces move to the new line with it), or when the line already ends a sentence and is
-at least 40 characters long (decided at the next word, so "3." "14" stays "3.14"); an
-endpoint or finalize reply closes the open line. The provisional tail never breaks a line.
+Lines are broken before a final token when the speaker changes, when the line would exceed
+``max_line_chars`` (at a word boundary: when the token continues a word, the word's first
+pieces move to the new line with it), or when the line already ends a sentence and is at
+least 40 characters long (decided at the next word, so "3." "14" stays "3.14"); an endpoint
+or finalize reply closes the open line. The provisional tail never breaks a line.
+
+Translations: a line carries one per language (``CaptionLine.translations``, keyed by the
+translation token's language, "" when the service names none), in the order of the board's
+``targets`` (the configured target languages), then any other language in order of
+arrival; each is cut at ``TRANSLATION_LIMIT`` characters. A non-empty ``targets`` turns
+translation on; without it translation tokens are ignored.
 
 Translation tokens follow their originals in the stream without timestamps, so they are
-paired by order: they go to the oldest line that still awaits a translation. A line stops
-awaiting once it got final translation tokens and then either a final *original* token of a
-later line arrives or an endpoint/finalize closes it. Untranslated words (kind "none") do
-not end the wait: they get no translation, so what follows may still be the older line's.
-A closed line that got no translation by an endpoint keeps waiting until the next original
-token of a later line (a translation may arrive right after the marker), so a line the
-service never translates cannot shift every later translation onto the wrong line.
+paired by order: they go to the oldest line that still awaits a translation, whatever their
+language, so a service that translates into several languages at once (the final originals,
+then a final translation per language, then an endpoint) gives all of them to one line. A
+line stops awaiting once it got final translation tokens and then either a final *original*
+token of a later line arrives or an endpoint/finalize closes it. Untranslated words (kind
+"none") do not end the wait: they get no translation, so what follows may still be the older
+line's. A closed line that got no translation by an endpoint keeps waiting until the next
+original token of a later line (a translation may arrive right after the marker), so a line
+the service never translates cannot shift every later translation onto the wrong line.
+Provisional translation tokens go, per language, to the same line a final one would (or to
+the open line while its tail holds originals) and are replaced by every update.
+
+Translation-only (``translation_only``: the service gives the translation and not what was
+said): a translation token that no line awaits is the words of a line of its own. It is
+placed as a spoken token would be — the same line breaks, measured on the line's translated
+text in that token's language — the line's ``text`` stays empty, its ``translations`` hold
+the captions, and it is final (translations too) at the endpoint or finalize reply.
 """
 
 from __future__ import annotations
@@ -27,7 +43,7 @@ import logging
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -41,7 +57,8 @@ Clock = Callable[[int], float | None]
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "।")
 SENTENCE_MIN_CHARS = 40
-TRANSLATION_LIMIT = 2000  # characters of one line's translation
+TRANSLATION_LIMIT = 2000  # characters of one line's translation, per language
+_VOICED_KEEP = 32  # languages remembered for tagging synthesized speech
 
 
 def _no_clock(ms: int) -> float | None:
@@ -74,25 +91,43 @@ def _cleaned(tokens: tuple[Token, ...]) -> tuple[Token, ...]:
             text=clean_text(t.text, 500),
             speaker=clean_label(t.speaker),
             language=clean_label(t.language),
+            source_language=clean_label(t.source_language),
         )
         for t in tokens
     )
 
 
+def _target(tok: Token) -> str | None:
+    """The stream a token belongs to: None for what was said, else the translation's
+    language ("" when the service does not name it)."""
+    return None if tok.spoken else (tok.language or "")
+
+
+def _ordered(raw: Mapping[str, str], targets: tuple[str, ...]) -> dict[str, str]:
+    """Translations as published: stripped, cut, empty ones left out, ``targets`` first."""
+    texts = {lang: text.strip()[:TRANSLATION_LIMIT] for lang, text in raw.items()}
+    out = {lang: texts[lang] for lang in targets if texts.get(lang)}
+    out.update((lang, text) for lang, text in texts.items() if text and lang not in out)
+    return out
+
+
 class _Piece(NamedTuple):
-    """A spoken token as a line keeps it: times already mapped to capture seconds."""
+    """A token as a line keeps it: times already mapped to capture seconds."""
 
     text: str
-    language: str | None
+    language: str | None  # what was said: its language; a translation: the one it is from
     original: bool
     start: float | None
     end: float | None
+    target: str | None  # None: what was said; a translation's language (translation-only)
 
     @classmethod
     def of(cls, tok: Token, clock: Clock) -> _Piece:
         start = clock(tok.start_ms) if tok.start_ms is not None else None
         end = clock(tok.end_ms) if tok.end_ms is not None else None
-        return cls(tok.text, tok.language, tok.kind == "original", start, end)
+        target = _target(tok)
+        language = tok.language if target is None else tok.source_language
+        return cls(tok.text, language, tok.kind == "original", start, end, target)
 
 
 class _Line:
@@ -109,20 +144,18 @@ class _Line:
         "speaker",
         "tail",
         "tail_speaker",
-        "tail_translation",
-        "tail_translation_language",
-        "translation",
+        "tail_translations",
         "translation_final",
-        "translation_language",
+        "translations",
     )
 
     def __init__(self, seq: int, offline: bool = False) -> None:
         self.seq = seq
         self.offline = offline
-        self.pieces: list[_Piece] = []  # its final spoken tokens
+        # its final tokens: what was said, and in translation-only mode its translated words
+        self.pieces: list[_Piece] = []
         self.speaker: str | None = None
-        self.translation = ""  # final translation tokens, raw
-        self.translation_language: str | None = None
+        self.translations: dict[str, str] = {}  # paired final translation tokens, raw
         self.got_translation = False
         self.closed = False
         self.translation_final = False
@@ -134,12 +167,7 @@ class _Line:
     def clear_tail(self) -> None:
         self.tail: list[_Piece] = []
         self.tail_speaker: str | None = None
-        self.tail_translation = ""
-        self.tail_translation_language: str | None = None
-
-    @property
-    def text(self) -> str:
-        return _joined(p.text for p in self.pieces)
+        self.tail_translations: dict[str, str] = {}  # paired provisional translations
 
     @property
     def has_finals(self) -> bool:
@@ -149,26 +177,32 @@ class _Line:
     def has_original(self) -> bool:
         return any(p.original for p in self.pieces)
 
-    def event(self) -> CaptionLine:
+    def event(self, targets: tuple[str, ...]) -> CaptionLine:
         final = self.closed
         pieces = self.pieces if final else self.pieces + self.tail
-        languages = Counter(p.language for p in pieces if p.language)
+        spoken = [p for p in pieces if p.target is None]
+        # a translation-only line's language: the one its translations are from
+        languages = Counter(p.language for p in (spoken or pieces) if p.language)
         starts = [p.start for p in pieces if p.start is not None]
         ends = [p.end for p in pieces if p.end is not None]
-        translation = self.translation
-        if not self.translation_final:
-            translation += self.tail_translation
+        raw: dict[str, str] = {}
+        for p in pieces:
+            if p.target is not None:
+                raw[p.target] = raw.get(p.target, "") + p.text
+        tails = () if self.translation_final else (self.tail_translations,)
+        for texts in (self.translations, *tails):
+            for lang, text in texts.items():
+                raw[lang] = raw.get(lang, "") + text
         return CaptionLine(
             seq=self.seq,
-            text=_joined(p.text for p in pieces).strip(),
-            translation=translation.strip()[:TRANSLATION_LIMIT],
+            text=_joined(p.text for p in spoken).strip(),
             speaker=self.speaker if self.has_finals else self.tail_speaker,
             language=languages.most_common(1)[0][0] if languages else None,
-            translation_language=self.translation_language or self.tail_translation_language,
             start=starts[0] if starts else None,
             end=max(ends) if ends else None,
             final=final,
             translation_final=final and self.translation_final,
+            translations=_ordered(raw, targets),
             offline=self.offline,
         )
 
@@ -203,17 +237,23 @@ class CaptionBoard:
         self,
         publish: Callable[[CaptionEvent], None],
         *,
-        translation: bool = False,
+        targets: Iterable[str] = (),
+        translation_only: bool = False,
         max_line_chars: int = 120,
         first_seq: int = 1,
         numbering: Numbering | None = None,
         offline: bool = False,
     ) -> None:
-        """``offline``: the lines come from the offline engine (marked so on every output)."""
+        """``targets``: the configured translation target languages, in display order
+        (empty: no translation). ``translation_only``: the service gives translations
+        without the transcript (see the module's docstring). ``offline``: the lines come
+        from the offline engine (marked so on every output)."""
         if max_line_chars < 1:
             raise ValueError("max_line_chars must be positive")
         self._publish = publish
-        self._translation = translation
+        self._targets = tuple(targets)
+        self._translation = bool(self._targets) or translation_only
+        self._translation_only = translation_only
         self._max = max_line_chars
         # past this even a break inside a word is better than a longer line (no-space scripts)
         self._hard_max = max_line_chars + max_line_chars // 4
@@ -222,6 +262,9 @@ class CaptionBoard:
         # a board replaced at a reload continues the numbering
         self._numbering = numbering if numbering is not None else Numbering(first_seq)
         self._offline = offline
+        # language → seq of the newest line with a final translation in it (what a spoken
+        # translation speaks; that line may be done and forgotten when the audio comes)
+        self._voiced: dict[str, int] = {}
         self.orphan_translations = 0  # final translation tokens no line was waiting for
 
     @property
@@ -238,9 +281,9 @@ class CaptionBoard:
         self._clear_tails()
         for tok in u.final:
             if tok.spoken:
-                self._final_spoken(tok, clock)
+                self._final_piece(tok, clock)
             else:
-                self._final_translation(tok)
+                self._final_translation(tok, clock)
         if u.endpoint or u.finalized:
             self._marker()
         self._set_tail(u.provisional, clock)
@@ -274,19 +317,20 @@ class CaptionBoard:
         self._send(AudioLoss(seconds, start, end, reason))
 
     def synthesized(self, audio: SynthesizedAudio) -> None:
-        """Spoken translation: passed on, tagged with the newest line that has a translation
-        in its language (what the service is speaking)."""
-        if audio.seq is None:
-            for line in reversed(self._lines):
-                if line.translation and line.translation_language == audio.language:
-                    audio = replace(audio, seq=line.seq)
-                    break
+        """Spoken translation: passed on, tagged with the newest line that has a final
+        translation in its language (what the service is speaking)."""
+        if audio.seq is None and audio.language in self._voiced:
+            audio = replace(audio, seq=self._voiced[audio.language])
         self._send(audio)
 
     # --- rules ----------------------------------------------------------------------------
 
     def _awaits(self, line: _Line) -> bool:
         return self._translation and line.has_original and not line.translation_final
+
+    def _awaiting(self) -> _Line | None:
+        """The line a translation token belongs to: the oldest one awaiting a translation."""
+        return next((line for line in self._lines if self._awaits(line)), None)
 
     def _new_line(self) -> _Line:
         line = _Line(self._numbering.take(), self._offline)
@@ -302,31 +346,35 @@ class CaptionBoard:
         if not self._awaits(line):
             line.translation_final = True
 
-    def _split_at(self, line: _Line, tok: Token) -> int | None:
-        """Where the open line ends if ``tok`` comes next: an index into its pieces (the
-        pieces from there on move to the new line with ``tok``), or None: no break."""
+    def _split_at(self, line: _Line, piece: _Piece, speaker: str | None) -> int | None:
+        """Where the open line ends if ``piece`` comes next: an index into its pieces (the
+        pieces from there on move to the new line with it), or None: no break. Lengths are
+        those of the text ``piece`` continues (what was said, or one translation)."""
         n = len(line.pieces)
-        if tok.speaker is not None and line.speaker is not None and tok.speaker != line.speaker:
+        if speaker is not None and line.speaker is not None and speaker != line.speaker:
             return n  # (a token without a speaker is not a change: services omit it at times)
-        current = line.text
+        at = [i for i, p in enumerate(line.pieces) if p.target == piece.target]
+        texts = [line.pieces[i].text for i in at]
+        current = _joined(texts)
         stripped = current.strip()
-        boundary = _starts_word(current, tok.text)
+        boundary = _starts_word(current, piece.text)
         if boundary and len(stripped) >= SENTENCE_MIN_CHARS and stripped.endswith(SENTENCE_END):
             return n
-        length = len((current + tok.text).strip())
+        length = len((current + piece.text).strip())
         if length <= self._max:
             return None
         if boundary:
             return n
-        # ``tok`` continues a word: break before that word's first piece, if it has a start
-        for k in range(n - 1, 0, -1):
-            before = _joined(p.text for p in line.pieces[:k])
-            if before.strip() and _starts_word(before, line.pieces[k].text):
-                return k
+        # ``piece`` continues a word: break before that word's first piece, if it has a start
+        for k in range(len(texts) - 1, 0, -1):
+            before = _joined(texts[:k])
+            if before.strip() and _starts_word(before, texts[k]):
+                return at[k]
         # one word fills the whole line (a script without spaces, a URL): cut it, late
         return n if length > self._hard_max else None
 
-    def _final_spoken(self, tok: Token, clock: Clock) -> None:
+    def _final_piece(self, tok: Token, clock: Clock) -> None:
+        """A final token that is a line's own words: spoken, or translation-only."""
         line = self._open
         piece = _Piece.of(tok, clock)
         if not tok.text.strip():
@@ -335,7 +383,7 @@ class CaptionBoard:
                 line.pieces.append(piece)
             return
         if line is not None and line.has_finals:
-            split = self._split_at(line, tok)
+            split = self._split_at(line, piece, tok.speaker)
             if split is not None:
                 carried = line.pieces[split:]
                 del line.pieces[split:]
@@ -356,19 +404,33 @@ class CaptionBoard:
         if not line.has_finals or line.speaker is None:
             line.speaker = tok.speaker
         line.pieces.append(piece)
+        if piece.target is not None:
+            self._voice(piece.target, line.seq)
 
-    def _final_translation(self, tok: Token) -> None:
+    def _final_translation(self, tok: Token, clock: Clock) -> None:
         if not self._translation:
             return
-        target = next((line for line in self._lines if self._awaits(line)), None)
+        target = self._awaiting()
         if target is None:
+            if self._translation_only:
+                self._final_piece(tok, clock)
+                return
             self.orphan_translations += 1
             log.debug("translation token %r with no line awaiting it", tok.text)
             return
-        target.translation += tok.text
+        language = tok.language or ""
+        have = target.translations.get(language, "")
+        if len(have.strip()) < TRANSLATION_LIMIT:  # past it, the rest would be cut anyway
+            target.translations[language] = have + tok.text
         target.got_translation = True
-        if target.translation_language is None:
-            target.translation_language = tok.language
+        self._voice(language, target.seq)
+
+    def _voice(self, language: str, seq: int) -> None:
+        if seq >= self._voiced.get(language, 0):
+            self._voiced.pop(language, None)
+            self._voiced[language] = seq
+            while len(self._voiced) > _VOICED_KEEP:
+                del self._voiced[next(iter(self._voiced))]
 
     def _marker(self) -> None:
         """An endpoint or finalize reply: everything said so far is final."""
@@ -392,24 +454,29 @@ class CaptionBoard:
             line.tail = [_Piece.of(t, clock) for t in spoken]
             line.tail_speaker = next((t.speaker for t in spoken if t.speaker), None)
         translated = [t for t in provisional if not t.spoken]
-        if translated and self._translation:
-            target = next((line for line in self._lines if self._awaits(line)), None)
-            if (
-                target is None
-                and self._open is not None
-                and any(p.original for p in self._open.tail)
-            ):
-                target = self._open
-            if target is not None:
-                target.tail_translation = _joined(t.text for t in translated)
-                target.tail_translation_language = translated[0].language
+        if not (translated and self._translation):
+            return
+        target = self._awaiting()
+        if target is None and self._open is not None and any(p.original for p in self._open.tail):
+            target = self._open
+        if target is not None:
+            for t in translated:
+                language = t.language or ""
+                target.tail_translations[language] = (
+                    target.tail_translations.get(language, "") + t.text
+                )
+        elif self._translation_only and _joined(t.text for t in translated).strip():
+            line = self._open if self._open is not None else self._new_line()
+            line.tail += [_Piece.of(t, clock) for t in translated]
+            if line.tail_speaker is None:
+                line.tail_speaker = next((t.speaker for t in translated if t.speaker), None)
 
     def _flush(self) -> None:
         """Publish every line whose event changed; forget the lines that are done."""
         keep: list[_Line] = []
         for line in self._lines:
-            event = line.event()
-            if event != line.last and (line.last is not None or event.text or event.translation):
+            event = line.event(self._targets)
+            if event != line.last and (line.last is not None or event.text or event.translations):
                 line.last = event
                 self._send(event)
             if not (line.closed and line.translation_final):

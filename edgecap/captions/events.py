@@ -4,30 +4,34 @@ An output keys lines by ``seq``. A line is published again each time it changes;
 say what may still change:
 
 - ``final`` False: the text is provisional and may still change (or vanish: empty text).
-- ``final`` True: the text never changes again; the translation may still grow.
+- ``final`` True: the text never changes again; the translations may still grow.
 - ``translation_final`` True (only ever together with ``final``): the line is done and is
   never published again.
 
-A final line with empty text withdraws a line that was only ever shown provisionally.
+A final line with empty text and no translation withdraws a line that was only ever shown
+provisionally. A translation-only service (it gives the translation and not what was said)
+publishes lines whose ``text`` is empty and whose ``translations`` hold the captions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
 class CaptionLine:
     seq: int  # 1, 2, 3 … for the daemon's life
-    text: str
-    translation: str
+    text: str  # what was said, in ``language``
     speaker: str | None
     language: str | None
-    translation_language: str | None
     start: float | None  # seconds of capture time; None when unknown
     end: float | None
     final: bool
     translation_final: bool
+    # language → translated text, in the order of the configured target languages (then
+    # any other language the service chose, in order of arrival); empty without translation
+    translations: Mapping[str, str] = field(default_factory=dict)
     offline: bool = False  # from the offline engine (service = local, or the fallback)
 
     @property

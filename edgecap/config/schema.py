@@ -7,6 +7,7 @@ without its documentation. Cross-key rules of a section live in its ``problems()
 
 from __future__ import annotations
 
+import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,8 @@ class AudioConfig:
             out.append(("file", "source = wav needs a file = /path/to/audio.wav"))
         if self.source == "wav" and self.file is not None and not self.file.is_file():
             out.append(("file", f"no such file: {self.file}"))
+        if self.source == "raw" and str(self.raw_input) != "-" and os.path.isdir(self.raw_input):
+            out.append(("raw_input", "is a directory: name a file or a FIFO, or - for stdin"))
         if self.source == "alsa" and not self.device:
             out.append(("device", "source = alsa needs a device (or 'default')"))
         return out
@@ -411,7 +414,15 @@ class HdmiConfig:
     )
     lines: int = key(Int(min=1, max=20), 3, "rollup: caption lines shown")
     show: str = key(
-        SHOW_CHOICES, "both", "both = each line with its translation below; or only one of them"
+        SHOW_CHOICES,
+        "both",
+        "both = each line with its translations below; original; translation = translations only",
+    )
+    translations: tuple[str, ...] = key(
+        ListOf(LanguageCode()),
+        (),
+        "languages shown under each line, in this order, e.g. de, hi; empty = the line's "
+        "translations in target order, at most two",
     )
     fonts: tuple[str, ...] = key(
         ListOf(Str(allow_empty=False, max_len=300), commas_only=True),
@@ -426,7 +437,11 @@ class HdmiConfig:
     font_size: int = key(Int(min=0, max=400), 0, "text height in pixels; 0 = scaled to the screen")
     color: Any = key(Color(), (255, 255, 255), "final text")
     provisional_color: Any = key(Color(), (160, 160, 160), "text that may still change")
-    translation_color: Any = key(Color(), (255, 214, 102), "translations")
+    translation_color: Any = key(
+        ListOf(Color(), max_items=8),
+        ((255, 214, 102), (125, 200, 255)),
+        "translations: a colour for each place under the line, in order (the last repeats)",
+    )
     background: Any = key(Color(), (0, 0, 0), "background")
     max_fps: int = key(Int(min=1, max=60), 15, "most screen updates per second")
     dim_after: float = key(
@@ -441,6 +456,8 @@ class HdmiConfig:
     )
 
     def problems(self) -> list[tuple[str, str]]:
+        if not self.translation_color:
+            return [("translation_color", "needs at least one colour")]
         return []
 
 
@@ -451,7 +468,12 @@ class ConsoleConfig:
     enabled: bool = key(Bool(), False, "write captions to the console")
     tty: Any = key(PathValue(), Path("/dev/tty1"), "the terminal device")
     lines: int = key(Int(min=1, max=50), 3, "caption lines shown at the bottom")
-    show: str = key(SHOW_CHOICES, "both", "both, original or translation")
+    show: str = key(SHOW_CHOICES, "both", "both, original or translation (translations only)")
+    translations: tuple[str, ...] = key(
+        ListOf(LanguageCode()),
+        (),
+        "languages shown under each line, in this order; empty = all of the line's",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         return []
@@ -480,7 +502,14 @@ class SerialConfig:
         "lines = finals as CRLF lines; serlcd, matrix-orbital = character LCDs; "
         "encoder = a caption encoder's real-time roll-up mode (EEG, Evertz, Link, Ultech)",
     )
-    show: str = key(Choice("original", "translation"), "original", "which text is sent")
+    show: str = key(
+        Choice("original", "translation"), "original", "which text is sent: one per line"
+    )
+    translations: tuple[str, ...] = key(
+        ListOf(LanguageCode()),
+        (),
+        "show = translation: the language sent (the first listed); empty = the line's first",
+    )
     provisional: bool = key(
         Bool(), False, "lines: also send provisional text, rewritten in place with CR"
     )
@@ -524,6 +553,12 @@ class TranscriptConfig:
         Size(min=64 * 1024, max=1024**3), 50 * 1024**2, "a file larger than this is rotated"
     )
     keep: int = key(Int(min=1, max=10_000), 90, "sets of files kept; older ones are deleted")
+    translations: tuple[str, ...] = key(
+        ListOf(LanguageCode()),
+        (),
+        "translations written with each line, in this order (empty = all, in the order "
+        "of the service's target languages)",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         return []
@@ -539,6 +574,11 @@ class StdoutConfig:
         "auto = yes, except when standard output goes to the journal (under systemd)",
     )
     format: str = key(Choice("text", "json"), "text", "text for people, json = one object a line")
+    translations: tuple[str, ...] = key(
+        ListOf(LanguageCode()),
+        (),
+        "languages printed under each line (and in JSON), in this order; empty = all",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
         return []

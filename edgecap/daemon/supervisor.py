@@ -45,6 +45,7 @@ from edgecap.outputs.transcript import TranscriptOutput
 from edgecap.outputs.worker import OutputWorker
 from edgecap.runtime.frames import SAMPLE_RATE, frame_samples
 from edgecap.runtime.logsetup import under_journal
+from edgecap.runtime.speech import Activity
 from edgecap.runtime.speech_queue import SpeechQueue
 from edgecap.runtime.status import StatusBoard
 from edgecap.runtime.worker import Worker
@@ -94,7 +95,8 @@ class Daemon:
         self.source = source if source is not None else make_source(cfg.audio)
         self.gate = SpeechGate(gate_settings(loaded))
         self.queue = SpeechQueue(QUEUE_SECONDS * SAMPLE_RATE)
-        self.stdout = self._make_stdout(stdout)
+        self._stdout_stream = stdout
+        self.stdout: OutputWorker | None = None  # made with the other outputs
         self.capture = CaptureWorker(
             self.source,
             self.gate,
@@ -109,8 +111,6 @@ class Daemon:
         self.consumer: Worker = self._make_consumer(first_seq=1)
         self.outputs = self._make_outputs()
         self.fanout = FanOut(self.outputs)
-        if self.stdout is not None:
-            self.status.subscribe(self.stdout.status)
         self.status.subscribe(self.fanout.publish)
         self._wake = threading.Event()
         self._stop_reason: str | None = None
@@ -148,7 +148,8 @@ class Daemon:
             settings = spec.settings(cfg)
             self.board = CaptionBoard(
                 self._publish_caption,
-                translation=bool(spec.targets(settings)),
+                targets=spec.targets(settings),
+                translation_only=spec.translation_only(settings),
                 numbering=numbering,
             )
             fallback = None
@@ -193,24 +194,25 @@ class Daemon:
             name=name,
         )
 
-    def _make_stdout(self, stream: TextIO | None) -> StdoutOutput | None:
+    def _make_stdout(self) -> OutputWorker | None:
+        """The stdout output behind its worker, like every other output: a reader that
+        stops reading holds up nothing but this worker."""
         sc = self.loaded.config.stdout
         enabled = sc.enabled == "yes" or (sc.enabled == "auto" and not under_journal())
         if not enabled:
             return None
-        return StdoutOutput(
-            stream if stream is not None else sys.stdout,
-            fmt=sc.format,
-            show_activity=False,  # captions are shown; JSON still carries the activity
-        )
+        stream = self._stdout_stream if self._stdout_stream is not None else sys.stdout
+        # captions are shown; JSON still carries the activity
+        stdout = StdoutOutput.from_config(sc, stream, show_activity=False)
+        return OutputWorker(stdout, self.status, drain_timeout=0.5)
 
-    def _publish_activity(self, activity):  # type: ignore[no-untyped-def]
-        if self.stdout is not None:
-            self.stdout.activity(activity)
+    def _publish_activity(self, activity: Activity) -> None:
+        """The offline engine's speech start / end: only stdout shows it (never blocks)."""
+        stdout = self.stdout
+        if stdout is not None:
+            stdout.publish(activity)
 
     def _publish_caption(self, event: CaptionEvent) -> None:
-        if self.stdout is not None:
-            self.stdout.caption(event)
         self.fanout.publish(event)
 
     def _make_outputs(self) -> list[OutputWorker]:
@@ -221,33 +223,19 @@ class Daemon:
         if cfg.socket.enabled:
             sc = cfg.socket
             spec = service(cfg.daemon.service)
-            languages = list(spec.languages(spec.settings(cfg)))
-            self.socket_output = SocketOutput(sc, service=cfg.daemon.service, languages=languages)
+            settings = spec.settings(cfg)
+            self.socket_output = SocketOutput(
+                sc,
+                service=spec.name,
+                languages=list(spec.languages(settings)),
+                targets=list(spec.targets(settings)),
+                translation_only=spec.translation_only(settings),
+            )
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
         if cfg.hdmi.enabled:
-            h = cfg.hdmi
-            hdmi = HdmiOutput(
-                h.device,
-                h.sysfs,
-                width=h.width,
-                height=h.height,
-                bpp=h.bpp,
-                stride=h.stride,
-                layout_mode=h.layout,
-                lines=h.lines,
-                show=h.show,
-                fonts=h.fonts,
-                font_size=h.font_size,
-                color=h.color,
-                provisional_color=h.provisional_color,
-                translation_color=h.translation_color,
-                background=h.background,
-                max_fps=h.max_fps,
-                dim_after=h.dim_after,
-                blank_after=h.blank_after,
-                # with a cloud service, the offline fallback's lines are marked
-                offline_mark=OFFLINE_MARK if cfg.daemon.service != "local" else "",
-            )
+            # with a cloud service, the offline fallback's lines are marked
+            mark = OFFLINE_MARK if cfg.daemon.service != "local" else ""
+            hdmi = HdmiOutput.from_config(cfg.hdmi, offline_mark=mark)
             outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
             console = ConsoleOutput(cfg.console)
@@ -258,6 +246,9 @@ class Daemon:
             # capture time 0 is about now: the source opens as the daemon starts
             transcript = TranscriptOutput(cfg.transcript, started_at=self.started_wall)
             outputs.append(OutputWorker(transcript, self.status, drain_timeout=0.5))
+        self.stdout = self._make_stdout()
+        if self.stdout is not None:
+            outputs.append(self.stdout)
         return outputs
 
     def _service_key(self) -> SecretValue | None:
@@ -307,7 +298,7 @@ class Daemon:
             self._replace_consumer()
         elif self.link is not None:
             self.link.request_reload()
-        output_keys = ("socket", "hdmi", "console", "serial", "transcript")
+        output_keys = ("socket", "hdmi", "console", "serial", "transcript", "stdout")
         if any(getattr(kept, k) != getattr(old, k) for k in output_keys):
             self._replace_outputs()
         log.info("reload: configuration applied (service %s)", kept.daemon.service)
@@ -503,8 +494,6 @@ class Daemon:
                 self.hung.append(worker.name)
             elif worker.error is not None and code == EX_OK:
                 code = self._failure_code(worker)
-        if self.stdout is not None:
-            self.stdout.close()
         if self.hung:
             log.critical(
                 "worker(s) %s did not stop within %.1f s", ", ".join(self.hung), self.stop_timeout

@@ -4,7 +4,10 @@ The last ``lines`` rows of captions sit at the bottom of the screen, with a stat
 above them while something needs attention. Rows are addressed with ANSI cursor positioning
 (``ESC[<row>;1H``, erase the row, write it) and only a row whose text or style changed is
 rewritten, so a provisional caption that changes ten times a second never makes the screen
-flicker. Finals are bold, provisional text dim, translations yellow.
+flicker. Finals are bold, provisional text dim. A line's translations follow it, each on
+row(s) of its own: the languages listed in ``translations`` in that order, or all of the
+line's in target order; the first yellow, the next cyan (then yellow again), so the
+languages can be told apart.
 
 The terminal is written without blocking: a console stopped with Scroll Lock or Ctrl-S (or
 a terminal nobody reads) would otherwise hang this output's thread. What cannot be written
@@ -33,7 +36,8 @@ StreamOpener = Callable[[Path], BinaryIO]
 SGR = {
     "final": "\x1b[1m",  # bold
     "provisional": "\x1b[2m",  # dim
-    "translation": "\x1b[33m",  # yellow
+    "translation": "\x1b[33m",  # yellow: the first translation under a line
+    "translation2": "\x1b[36m",  # cyan: the second one (the third is yellow again …)
     "status": "\x1b[1;37;41m",  # bold white on red: something is wrong
 }
 RESET = "\x1b[0m"
@@ -89,6 +93,7 @@ class ConsoleOutput:
         self.tty = Path(cfg.tty)
         self.lines = cfg.lines
         self.show = cfg.show
+        self.languages = cfg.translations
         self.clock = clock
         self._opener = stream_opener or open_tty
         self._stream: BinaryIO | None = None
@@ -195,9 +200,10 @@ class ConsoleOutput:
         n = max(1, min(self.lines, height - 1))
         first = height - n + 1
         want = {first + i: ("", "") for i in range(n)}
-        rows = layout(self._captions.lines(), n, width, self.show)
+        rows = layout(self._captions.lines(), n, width, self.show, languages=self.languages)
         for i, row in enumerate(rows, start=first + n - len(rows)):
-            want[i] = (row.style, clean_text(row.text))
+            style = "translation2" if row.style == "translation" and row.order % 2 else row.style
+            want[i] = (style, clean_text(row.text))
         if first > 1:
             top = clean_text(self._notice or self._status)
             want[first - 1] = ("status", _fit(top, width)) if top else ("", "")

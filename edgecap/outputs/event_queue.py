@@ -4,6 +4,9 @@ Provisional caption updates are superseded by the next one, so only the newest p
 kept (latest wins). Final lines, translations of final lines and audio-loss notices are
 never coalesced or dropped — unless the output is so stuck that ``max_finals`` of them are
 waiting; then the oldest go first and are counted (the worker shows it in the status).
+Speech activity (the offline engine's speech start / end, shown by stdout) is coalesced
+like provisional captions: per utterance the latest wins (its end supersedes its start),
+and of a stuck output's backlog only the newest ``max_activity`` utterances are kept.
 Status snapshots are coalesced too: an output only needs the latest. ``put`` never blocks:
 the caption source must never wait for an output.
 """
@@ -13,20 +16,24 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 
-from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.captions.events import CaptionLine
 from edgecap.outputs.base import OutputEvent
+from edgecap.runtime.speech import Activity
 from edgecap.runtime.status import StatusSnapshot
 
 
 class EventQueue:
-    def __init__(self, max_finals: int = 1000) -> None:
+    def __init__(self, max_finals: int = 1000, max_activity: int = 64) -> None:
         self.max_finals = max_finals
-        self._finals: deque[CaptionLine | AudioLoss] = deque()
+        self.max_activity = max_activity
+        self._finals: deque[OutputEvent] = deque()
         self._provisional: OrderedDict[int, CaptionLine] = OrderedDict()
+        self._activity: OrderedDict[int, Activity] = OrderedDict()  # by utterance
         self._status: StatusSnapshot | None = None
         self._cond = threading.Condition()
         self.coalesced = 0
         self.dropped_finals = 0
+        self.dropped_activity = 0  # utterances whose activity a stuck output never got
 
     def put(self, event: OutputEvent) -> None:
         with self._cond:
@@ -39,6 +46,13 @@ class EventQueue:
                     self.coalesced += 1
                     del self._provisional[event.seq]
                 self._provisional[event.seq] = event
+            elif isinstance(event, Activity):
+                if self._activity.pop(event.utterance, None) is not None:
+                    self.coalesced += 1
+                self._activity[event.utterance] = event
+                while len(self._activity) > self.max_activity:
+                    self._activity.popitem(last=False)
+                    self.dropped_activity += 1
             else:
                 stale = isinstance(event, CaptionLine) and self._provisional.pop(event.seq, None)
                 if stale is not None and stale is not False:
@@ -51,7 +65,8 @@ class EventQueue:
 
     def get(self, timeout: float) -> OutputEvent | None:
         """The next event, or None after ``timeout``. Finals (in order) first, then the
-        newest provisional lines, then the latest status."""
+        newest provisional lines, then speech activity (by utterance), then the latest
+        status."""
         with self._cond:
             if not self._pending():
                 self._cond.wait(timeout)
@@ -60,14 +75,18 @@ class EventQueue:
             if self._provisional:
                 _, line = self._provisional.popitem(last=False)
                 return line
+            if self._activity:
+                _, activity = self._activity.popitem(last=False)
+                return activity
             if self._status is not None:
                 status, self._status = self._status, None
                 return status
             return None
 
     def _pending(self) -> bool:
-        return bool(self._finals or self._provisional or self._status is not None)
+        return bool(self._finals or self._provisional or self._activity or self._status is not None)
 
     def __len__(self) -> int:
         with self._cond:
-            return len(self._finals) + len(self._provisional) + (self._status is not None)
+            queued = len(self._finals) + len(self._provisional) + len(self._activity)
+            return queued + (self._status is not None)

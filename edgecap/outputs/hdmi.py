@@ -1,13 +1,19 @@
 """Captions on an HDMI screen, drawn into the Linux framebuffer with Pillow.
 
 Layout. The screen is a stack of text rows ("slots") of one height. ``rollup`` uses a band
-at the bottom of the screen: one status slot on top, then ``lines`` caption slots (twice
-as many when a translation is shown under each line); the newest rows sit at the bottom.
-``fullscreen`` uses the whole screen: the status slot at the top, captions filling the
-page from the top and rolling once it is full. Words wrap by their measured pixel width
-(``rollup.wrap`` with the font chain as the measure). Final text is drawn in ``color``,
-provisional text in ``provisional_color``, a translation under its line in
-``translation_color``; ``show`` keeps only one of them.
+at the bottom of the screen: one status slot on top, then ``lines`` caption slots for each
+row a line takes (the original, plus one per translation shown: the languages listed in
+``translations``, else one); the newest rows sit at the bottom. ``fullscreen`` uses the
+whole screen: the status slot at the top, captions filling the page from the top and
+rolling once it is full. Words wrap by their measured pixel width (``rollup.wrap`` with the
+font chain as the measure).
+
+Translations stack under their line, each on row(s) of its own, in the order of
+``translations`` (only those languages), or when that is empty the line's own (target)
+order, at most ``MAX_STACK`` of them. Final text is drawn in ``color``, provisional text in
+``provisional_color``, the translations in ``translation_color`` — one colour per place in
+the stack (the last one repeats), so viewers can tell the languages apart. ``show`` keeps
+only the original or only the translations.
 
 The status slot says what is wrong or that nothing is happening: the status summary
 ("No microphone", "Speech service refused the session (…)") whenever audio or the link is
@@ -34,7 +40,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +57,7 @@ from edgecap.outputs.framebuffer import (
     pack_color,
     read_geometry,
 )
-from edgecap.outputs.rollup import CaptionLines, Row, layout, wrap
+from edgecap.outputs.rollup import CaptionLines, Row, choose_translations, layout, wrap
 from edgecap.runtime.status import LINK_PROBLEMS, StatusSnapshot
 
 if TYPE_CHECKING:
@@ -67,6 +73,7 @@ LINE_HEIGHT = 1.45  # slot height, in font sizes: room for Devanagari marks abov
 BASELINE = 1.07  # baseline from the top of a slot, in font sizes
 STATUS_SCALE = 0.6  # status text size, in caption font sizes
 REFRESH_SECONDS = 60.0  # rewrite the whole screen this often (heals what others drew)
+MAX_STACK = 2  # translations under a line when no languages are listed
 
 
 def screen_margin(width: int, height: int) -> int:
@@ -88,6 +95,16 @@ def _rgb(color: tuple[int, ...]) -> RGB:
     return (int(r), int(g), int(b))
 
 
+def _rgb_list(colors: RGB | Sequence[RGB]) -> list[RGB]:
+    """One colour, or several (one per translation in the stack)."""
+    if len(colors) == 3 and all(isinstance(c, int) for c in colors):
+        return [_rgb(colors)]  # type: ignore[arg-type]
+    out = [_rgb(c) for c in colors]  # type: ignore[union-attr]
+    if not out:
+        raise ValueError("no translation colour")
+    return out
+
+
 class HdmiOutput:
     """The ``hdmi`` output (see the module docstring). ``clock`` (default
     time.monotonic) times redraws, the status line, the notice and dimming."""
@@ -106,11 +123,12 @@ class HdmiOutput:
         layout_mode: str = "rollup",
         lines: int = 3,
         show: str = "both",
+        translations: Sequence[str] = (),
         fonts: tuple[str, ...] = ("DejaVuSans.ttf",),
         font_size: int = 0,
         color: RGB = (255, 255, 255),
         provisional_color: RGB = (160, 160, 160),
-        translation_color: RGB = (255, 214, 102),
+        translation_color: RGB | Sequence[RGB] = ((255, 214, 102), (125, 200, 255)),
         background: RGB = (0, 0, 0),
         max_fps: int = 15,
         dim_after: float = 300.0,
@@ -125,15 +143,16 @@ class HdmiOutput:
         self.layout_mode = layout_mode
         self.lines = lines
         self.show = show
+        self.languages = tuple(translations)
         self.offline_mark = offline_mark
         self.font_names = tuple(fonts)
         self.font_size = font_size
         self.colors: dict[str, RGB] = {
             "final": _rgb(color),
             "provisional": _rgb(provisional_color),
-            "translation": _rgb(translation_color),
             "status": _rgb(provisional_color),
         }
+        self.translation_colors = _rgb_list(translation_color)
         self.background = _rgb(background)
         self.min_interval = 1.0 / max_fps
         # the worker calls idle() at least this often: a held-back frame waits < 1.5 frames
@@ -165,8 +184,14 @@ class HdmiOutput:
 
     @classmethod
     def from_config(
-        cls, cfg: HdmiConfig, *, clock: Callable[[], float] = time.monotonic
+        cls,
+        cfg: HdmiConfig,
+        *,
+        offline_mark: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> HdmiOutput:
+        """The output as ``[hdmi]`` describes it. ``offline_mark`` begins the lines of the
+        offline engine when it stands in for a cloud service (empty: no mark)."""
         return cls(
             cfg.device,
             cfg.sysfs,
@@ -177,6 +202,7 @@ class HdmiOutput:
             layout_mode=cfg.layout,
             lines=cfg.lines,
             show=cfg.show,
+            translations=cfg.translations,
             fonts=cfg.fonts,
             font_size=cfg.font_size,
             color=cfg.color,
@@ -186,6 +212,7 @@ class HdmiOutput:
             max_fps=cfg.max_fps,
             dim_after=cfg.dim_after,
             blank_after=cfg.blank_after,
+            offline_mark=offline_mark,
             clock=clock,
         )
 
@@ -291,7 +318,7 @@ class HdmiOutput:
     def _setup(self, info: FramebufferInfo) -> None:
         margin = screen_margin(info.width, info.height)
         rollup = self.layout_mode == "rollup"
-        wanted = self.lines * (2 if self.show == "both" else 1) if rollup else 0
+        wanted = self.lines * self.rows_per_line if rollup else 0
         size = self.font_size or auto_font_size(
             info.width, info.height, wanted + 1 if rollup else 0
         )
@@ -321,6 +348,15 @@ class HdmiOutput:
         self._strips.clear()
         self._row_bytes = info.row_bytes
 
+    @property
+    def rows_per_line(self) -> int:
+        """Slots the roll-up band keeps per caption line: the original and a row per
+        translation shown (the listed languages, else one; a line with more translations
+        than that, or text that wraps, takes more and fewer lines show)."""
+        original = self.show in ("both", "original")
+        translations = self.show in ("both", "translation")
+        return int(original) + (max(1, len(self.languages)) if translations else 0)
+
     def slot_y(self, index: int) -> int:
         """Top of caption slot ``index`` (0 = the first under the status slot), relative to
         ``band_top``."""
@@ -336,7 +372,7 @@ class HdmiOutput:
             rows = self._rows()
             first = self.rows - len(rows) if self.layout_mode == "rollup" else 0
             for i, row in enumerate(rows):
-                fill = self._color(self.colors[row.style], phase)
+                fill = self._color(self._row_color(row), phase)
                 y = self.slot_y(first + i)
                 band[y : y + self.line_height] = self._strip("caption", row.text, fill, used)
             if status:
@@ -361,17 +397,32 @@ class HdmiOutput:
         assert self.fonts is not None
         recent: list[CaptionLine] = []
         visible = 0
+        limit = None if self.languages else MAX_STACK
         for line in reversed(self._captions.lines()):
             recent.append(line)
             shown_text = self.show in ("both", "original") and line.text
-            shown_translation = self.show in ("both", "translation") and line.translation
+            shown_translation = self.show in ("both", "translation") and choose_translations(
+                line.translations, self.languages, limit
+            )
             visible += bool(shown_text or shown_translation)
             if visible >= self.rows:
                 break
         recent.reverse()
         return layout(
-            recent, self.rows, self.text_width, self.show, self.fonts.width, self.offline_mark
+            recent,
+            self.rows,
+            self.text_width,
+            self.show,
+            self.fonts.width,
+            self.offline_mark,
+            self.languages,
+            limit,
         )
+
+    def _row_color(self, row: Row) -> RGB:
+        if row.style == "translation":
+            return self.translation_colors[min(row.order, len(self.translation_colors) - 1)]
+        return self.colors[row.style]
 
     def _strip(
         self, kind: str, text: str, fill: RGB, used: dict[tuple[str, str, RGB], np.ndarray]

@@ -1,7 +1,8 @@
 """Captions for other programs: newline-delimited JSON on a local Unix stream socket.
 
-The wire protocol (version 1) is documented in docs/socket-protocol.md; the functions
-``*_message`` below build its objects.
+The wire protocol (version 2) is documented in docs/socket-protocol.md; the functions
+``*_message`` below build its objects. Synthesized speech (spoken translations) is not sent:
+the protocol carries text.
 
 Threads: none of our own. Everything runs on the OutputWorker's thread and every socket is
 non-blocking. ``handle`` encodes an event once, appends the bytes to each client's outgoing
@@ -46,7 +47,7 @@ from edgecap.runtime.status import StatusSnapshot
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _READ_CHUNK = 65536
 _READS_PER_TURN = 16  # at most 1 MiB of client input is read (and dropped) per client per turn
@@ -75,28 +76,31 @@ def _number(value: float | None, digits: int = 3) -> float | None:
     return round(value, digits)
 
 
-def hello_message(service: str, languages: list[str]) -> dict[str, Any]:
+def hello_message(
+    service: str,
+    languages: list[str],
+    targets: list[str] | None = None,
+    translation_only: bool = False,
+) -> dict[str, Any]:
     return {
         "type": "hello",
         "v": PROTOCOL_VERSION,
         "server": f"edgecap {__version__}",
         "service": service,
         "languages": list(languages),
+        "targets": list(targets or ()),
+        "translation_only": translation_only,
     }
 
 
 def caption_message(line: CaptionLine) -> dict[str, Any]:
-    """A caption line. ``translations`` is a list so that any number of directions fit: in
-    two-way translation each line carries its own source language and target."""
-    translations = []
-    if line.translation:
-        translations.append(
-            {
-                "language": line.translation_language,
-                "text": line.translation,
-                "final": line.translation_final,
-            }
-        )
+    """A caption line. ``translations`` is a list, one entry per language in the board's
+    order (the configured targets first): a list keeps that order for every JSON decoder,
+    and it is the shape version 1 already had, so v1 clients read it unchanged."""
+    translations = [
+        {"language": language or None, "text": text, "final": line.translation_final}
+        for language, text in line.translations.items()
+    ]
     return {
         "type": "caption",
         "id": f"c{line.seq}",
@@ -164,10 +168,21 @@ class SocketOutput:
     name = "socket"
     idle_interval = 0.05
 
-    def __init__(self, cfg: SocketConfig, *, service: str, languages: list[str]) -> None:
+    def __init__(
+        self,
+        cfg: SocketConfig,
+        *,
+        service: str,
+        languages: list[str],
+        targets: list[str] | tuple[str, ...] = (),
+        translation_only: bool = False,
+    ) -> None:
+        """``languages``: the configured spoken languages; ``targets``: the translation
+        target languages, in display order; ``translation_only``: lines carry translations
+        and no transcript. All three are told to every client in ``hello``."""
         self.cfg = cfg
         self.path = Path(cfg.path)
-        self._hello = encode(hello_message(service, languages))
+        self._hello = encode(hello_message(service, languages, list(targets), translation_only))
         self._listener: socket.socket | None = None
         self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self._poller = select.poll()
@@ -559,7 +574,7 @@ class SocketOutput:
                 self._provisional.popitem(last=False)
             return
         self._provisional.pop(line.seq, None)
-        if not line.text:
+        if not (line.text or line.translations):
             self._history.pop(line.seq, None)  # withdrawn: a newcomer never saw it
             return
         # An update (its translation grew) keeps the line's place: history stays in order.

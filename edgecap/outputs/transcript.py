@@ -1,10 +1,19 @@
 """Transcripts on disk: JSON Lines, WebVTT and SRT, one set of files per day or per run.
 
-What is written: every caption line once it is done (its text and its translation final);
-a line whose translation never finalizes is written ``TRANSLATION_WAIT`` seconds after its
+What is written: every caption line once it is done (its text and its translations final);
+a line whose translations never finalize is written ``TRANSLATION_WAIT`` seconds after its
 text did (or at close). Lines are written in the order their text became final, so a done
-line waits behind an older one still waiting for its translation. Audio losses are
+line waits behind an older one still waiting for its translations. Audio losses are
 ``{"type": "gap"}`` records in the JSONL and ``NOTE`` blocks in the VTT.
+
+Translations: ``[transcript] translations`` chooses the languages written and their order
+(empty: every language the line has, in the board's order: the service's targets first).
+A JSONL record carries them as ``"translations": {"de": "…", "fr": "…"}`` ("" is the key of
+a translation whose language the service did not name), and, for readers of the records
+before several translations existed, ``translation``/``translation_language``: the first of
+them (deprecated; to be removed). A VTT/SRT cue shows the line, then each translation on a
+row of its own, tagged with its language (``[de] …``). A translation-only line (no text) is
+its translations alone; a line with neither text nor a chosen translation is not written.
 
 Files (``split = day``: ``2026-11-22.jsonl``; ``split = session``:
 ``2026-11-22T09-14-03.jsonl``, the run's start): a file that would grow past ``max_size``
@@ -284,9 +293,15 @@ class TranscriptOutput:
             return self._set_name
         return name
 
+    def _translations(self, line: CaptionLine) -> dict[str, str]:
+        """The line's translations this output writes, in the order it writes them."""
+        have = {lang: text for lang, text in line.translations.items() if text.strip()}
+        chosen = self.cfg.translations
+        return {lang: have[lang] for lang in chosen if lang in have} if chosen else have
+
     def _cue_times(self, line: CaptionLine, set_name: str) -> tuple[float, float]:
         """Start and end of the cue, in seconds since the set began, after the last cue."""
-        longest = max(len(line.text), len(line.translation))
+        longest = max(len(t) for t in (line.text, *self._translations(line).values()))
         guess = min(CUE_ESTIMATE[1], max(CUE_ESTIMATE[0], longest / READING_RATE))
         start, end = line.start, line.end
         if start is None and end is None:
@@ -326,7 +341,8 @@ class TranscriptOutput:
                     "utf-8", "replace"
                 ),
             }
-        translated = bool(event.translation)
+        translations = self._translations(event)
+        first = next(iter(translations.items()), None)
         out = {
             "jsonl": _json(
                 {
@@ -337,12 +353,18 @@ class TranscriptOutput:
                     "speaker": event.speaker,
                     "language": event.language,
                     "text": event.text,
-                    "translation": event.translation if translated else None,
-                    "translation_language": event.translation_language if translated else None,
+                    "translations": translations,
+                    # deprecated (the records before several translations): the first one
+                    "translation": first[1] if first else None,
+                    "translation_language": (first[0] or None) if first else None,
                 }
             )
         }
-        rows = [r for r in (_one_line(event.text), _one_line(event.translation)) if r]
+        rows = [_one_line(event.text)] + [
+            f"[{lang}] {_one_line(text)}" if lang else _one_line(text)
+            for lang, text in translations.items()
+        ]
+        rows = [r for r in rows if r]
         if not rows:
             return out
         if entry.cue is None or entry.cue[0] != files.set_name:
@@ -363,8 +385,8 @@ class TranscriptOutput:
 
     def _write(self, entry: _Entry) -> None:
         event = entry.event
-        if isinstance(event, CaptionLine) and not (event.text or event.translation):
-            return  # a withdrawn line
+        if isinstance(event, CaptionLine) and not (event.text or self._translations(event)):
+            return  # a withdrawn line, or a translation-only line in no language written
         try:
             if entry.wall is None:
                 entry.wall = self._wall(event.start if event.start is not None else event.end)

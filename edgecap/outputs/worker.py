@@ -3,7 +3,9 @@
 The status part ``output:<name>`` says ``ok``, ``unavailable`` (with the reason, while
 retrying) or ``failed``. An output that raises anything other than OutputUnavailable has a
 bug: it is logged with its traceback once, closed, and retried like a lost device, so one
-broken output never takes the daemon or the other outputs down.
+broken output never takes the daemon or the other outputs down. While an output is
+``busy`` (its device has not taken what it was given: see base.py) it gets no new events,
+only idle() calls, so the queue coalesces for it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class OutputWorker(Worker):
                         continue
                     self._try_open()
                     continue
+                if self._busy():  # the device has not taken the last event's output yet
+                    self.beat()
+                    self._guarded(None)
+                    continue
                 event = self.queue.get(timeout=self.output.idle_interval)
                 self.beat()
                 self._guarded(event)
@@ -72,10 +78,16 @@ class OutputWorker(Worker):
         """At stop: hand over what is queued (finals last said) within drain_timeout."""
         deadline = time.monotonic() + self.drain_timeout
         while self._open and time.monotonic() < deadline:
+            if self._busy():
+                self._guarded(None)
+                continue
             event = self.queue.get(timeout=0)
             if event is None:
                 break
             self._guarded(event)
+
+    def _busy(self) -> bool:
+        return bool(getattr(self.output, "busy", False))
 
     def _guarded(self, event) -> None:  # type: ignore[no-untyped-def]
         try:

@@ -84,8 +84,19 @@ class Screen:
         return self.sgr[row - 1][0]
 
 
-def line(seq, text, final=True, translation=""):
-    return CaptionLine(seq, text, translation, None, None, None, None, None, final, final)
+def line(seq, text, final=True, translation="", **translations):
+    """A caption line; ``translation`` is its Spanish one, ``translations`` others."""
+    return CaptionLine(
+        seq=seq,
+        text=text,
+        speaker=None,
+        language="en",
+        start=None,
+        end=None,
+        final=final,
+        translation_final=final,
+        translations=({"es": translation} if translation else {}) | translations,
+    )
 
 
 class Clock:
@@ -168,6 +179,43 @@ def test_rollup_at_the_bottom_and_only_changed_rows_rewritten(term):
     assert term.read().erased_rows == []
     out.close()
     assert term.read().cursor_visible
+
+
+def test_two_translations_stack_under_their_line_in_order_and_colour(term):
+    out, _ = console(term.path, lines=5)
+    out.open()
+    out.handle(line(1, "earlier"))
+    out.handle(line(2, "good morning", translation="buenos días", de="guten Morgen"))
+    out.handle(line(3, "and", final=False))
+    screen = term.read()
+    rows = [(screen.text(r), screen.style(r)) for r in range(6, 11)]
+    assert rows == [
+        ("earlier", "1"),
+        ("good morning", "1"),
+        ("buenos días", "33"),  # the first translation yellow
+        ("guten Morgen", "36"),  # the second cyan
+        ("and", "2"),
+    ]
+    out.close()
+
+
+def test_the_chosen_languages_only_in_their_order(term):
+    out, _ = console(term.path, lines=4, translations=("hi", "de"))
+    out.open()
+    # (Hindi without combining marks: the screen model has none)
+    out.handle(line(1, "thank you", translation="gracias", de="danke", hi="आभार"))
+    screen = term.read()
+    assert [screen.text(r) for r in (8, 9, 10)] == ["thank you", "आभार", "danke"]
+    assert [screen.style(r) for r in (8, 9, 10)] == ["1", "33", "36"]
+    assert not any("gracias" in screen.text(r) for r in range(1, 11))  # not chosen
+    out.close()
+    # show = translation: the chosen translations only
+    out, _ = console(term.path, lines=4, show="translation", translations=("de", "es"))
+    out.open()
+    out.handle(line(2, "see you", translation="hasta luego", de="bis bald", hi="फिर मिलेंगे"))
+    screen = term.read()
+    assert [screen.text(r) for r in range(7, 11)] == ["", "", "bis bald", "hasta luego"]
+    out.close()
 
 
 def test_long_and_wide_text_wraps_by_terminal_cells(term):

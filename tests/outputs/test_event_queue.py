@@ -7,11 +7,21 @@ import time
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.outputs.event_queue import EventQueue
+from edgecap.runtime.speech import Activity
 from edgecap.runtime.status import StatusBoard
 
 
 def line(seq: int, text: str, final: bool = False) -> CaptionLine:
-    return CaptionLine(seq, text, "", None, None, None, None, None, final, final)
+    return CaptionLine(
+        seq=seq,
+        text=text,
+        speaker=None,
+        language=None,
+        start=None,
+        end=None,
+        final=final,
+        translation_final=final,
+    )
 
 
 def drain(q: EventQueue) -> list:
@@ -76,3 +86,23 @@ def test_get_wakes_as_soon_as_something_is_put():
     t.join(2)
     assert got == [line(1, "x")] and time.monotonic() - t0 < 1.0
     assert q.get(timeout=0.01) is None
+
+
+def test_activity_is_coalesced_per_utterance_after_captions_and_bounded():
+    q = EventQueue(max_activity=2)
+    q.put(Activity(1, 0.5))
+    q.put(line(1, "hel"))
+    q.put(Activity(1, 0.5, 2.0, "silence"))  # the end supersedes the start
+    q.put(line(1, "hello", final=True))
+    q.put(Activity(2, 3.0))
+    assert drain(q) == [
+        line(1, "hello", final=True),
+        Activity(1, 0.5, 2.0, "silence"),
+        Activity(2, 3.0),
+    ]
+    assert q.coalesced == 2  # the start of utterance 1 and the provisional "hel"
+    for utt in range(3, 8):  # a stuck output keeps the newest max_activity utterances
+        q.put(Activity(utt, float(utt)))
+        q.put(Activity(utt, float(utt), utt + 0.5, "silence"))
+    assert [a.utterance for a in drain(q)] == [6, 7]
+    assert q.dropped_activity == 3 and len(q) == 0

@@ -1,8 +1,9 @@
 """The HDMI output rendering into a real framebuffer-format file (with a sysfs tree of its
 geometry), read back into pixels: placement, colours, only changed rows written, the frame
-rate cap, status line, dimming and blanking, scripts (Devanagari shaping, Arabic right to
-left, CJK), device loss. Three renders are kept as reference PNGs in docs/images (the README
-shows one) and compared at every run; EDGECAP_UPDATE_IMAGES=1 writes them again."""
+rate cap, status line, dimming and blanking, translations stacked under their line (and the
+choice of languages), scripts (Devanagari shaping, Arabic right to left, CJK), device loss.
+Four renders are kept as reference PNGs in docs/images (the README shows one) and compared
+at every run; EDGECAP_UPDATE_IMAGES=1 writes them again."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ LATIN, DEVA = "DejaVuSans.ttf", "Lohit-Devanagari.ttf"  # what `make deps` insta
 CJK, ARABIC = "NotoSansCJK-Regular.ttc", "NotoSansArabic-Regular.ttf"
 FONTS = (LATIN, DEVA)  # the reference images depend on these fonts only
 WHITE, GREY, AMBER = (255, 255, 255), (160, 160, 160), (255, 214, 102)
+BLUE = (125, 200, 255)  # the second translation under a line
 BLACK = (0, 0, 0)
 
 needs_deva = pytest.mark.skipif(
@@ -51,8 +53,20 @@ class Clock:
         return self.t
 
 
-def line(seq, text, final=True, translation="", lang="en"):
-    return CaptionLine(seq, text, translation, None, lang, "es", None, None, final, final)
+def line(seq, text, final=True, translation="", lang="en", **translations):
+    """A caption line; ``translation`` is its one translation (tagged "es"), or
+    ``translations`` several (language=text, in target order)."""
+    return CaptionLine(
+        seq=seq,
+        text=text,
+        speaker=None,
+        language=lang,
+        start=None,
+        end=None,
+        final=final,
+        translation_final=final,
+        translations=({"es": translation} if translation else {}) | translations,
+    )
 
 
 def screen(dev: Path, tmp_path: Path) -> np.ndarray:
@@ -73,7 +87,7 @@ def slot_colours(out: HdmiOutput, band: np.ndarray) -> list:
     found = []
     for i in range(out.rows):
         slot = band[out.slot_y(i) : out.slot_y(i) + out.line_height]
-        counts = {c: near(slot, c).sum() for c in (WHITE, AMBER, GREY)}
+        counts = {c: near(slot, c).sum() for c in (WHITE, AMBER, GREY, BLUE)}
         if max(counts.values()) > 30:
             found.append(max(counts, key=counts.__getitem__))
     return found
@@ -166,6 +180,91 @@ def test_two_way_800x480_bgrx_status_line_and_reference(tmp_path):
     # line by line: source (white), translation (amber), …, provisional (grey) at the bottom
     assert slot_colours(out, band) == [WHITE, AMBER, WHITE, AMBER, GREY, AMBER]
     check_reference(px, "hdmi-two-way-800x480.png", tmp_path)
+
+
+def test_two_translations_stack_under_their_line_in_order_and_reference(tmp_path):
+    dev = fake_fb(tmp_path, 800, 480, 32)
+    out, clock = output(tmp_path, dev, translations=("de", "hi"))
+    assert out.rows_per_line == 3 and out.rows == 9  # three lines of three rows fit
+    render(
+        out,
+        clock,
+        line(1, "Good morning, everyone.", es="Buenos días a todos.",
+             de="Guten Morgen zusammen.", hi="सभी को सुप्रभात।"),
+        line(2, "Today we talk about the new plan.", es="Hoy hablamos del nuevo plan.",
+             de="Heute sprechen wir über den Plan.", hi="आज हम नई योजना पर बात करेंगे।"),
+        line(3, "Any questions", final=False, de="Irgendwelche Fragen", hi="कोई सवाल"),
+    )  # fmt: skip
+    band = screen(dev, tmp_path)[out.band_top :]
+    # each line: the original, then German (amber), then Hindi (blue), each on its own row
+    assert slot_colours(out, band) == [WHITE, AMBER, BLUE] * 2 + [GREY, AMBER, BLUE]
+    check_reference(screen(dev, tmp_path), "hdmi-two-translations-800x480.png", tmp_path)
+
+
+def test_without_a_list_the_lines_first_two_translations_show(tmp_path):
+    def draw(sub: str, **translations) -> np.ndarray:
+        (tmp_path / sub).mkdir()
+        dev = fake_fb(tmp_path / sub, 800, 480, 32)
+        out, clock = output(tmp_path / sub, dev)
+        render(out, clock, line(1, "thank you", **translations))
+        return screen(dev, tmp_path / sub)[out.band_top :], out
+
+    three, out = draw("three", es="gracias", de="danke", fr="merci")
+    assert out.rows_per_line == 2  # the band is sized for one; two take a line more
+    assert slot_colours(out, three) == [WHITE, AMBER, BLUE]
+    two, _ = draw("two", es="gracias", de="danke")
+    assert (three == two).all()  # the third ("merci") is not drawn
+
+
+def test_a_language_not_chosen_never_appears(tmp_path):
+    def draw(sub: str, chosen: tuple[str, ...], show: str = "both", **translations):
+        (tmp_path / sub).mkdir()
+        dev = fake_fb(tmp_path / sub, 800, 480, 32)
+        out, clock = output(tmp_path / sub, dev, translations=chosen, show=show)
+        render(out, clock, line(1, "see you", **translations), line(2, "soon", es="pronto"))
+        return screen(dev, tmp_path / sub)[out.band_top :], out
+
+    chosen, out = draw("chosen", ("fr",), es="hasta luego", de="bis bald", fr="à bientôt")
+    alone, _ = draw("alone", ("fr",), fr="à bientôt")
+    assert (chosen == alone).all()  # exactly as if the line had no other translation
+    assert slot_colours(out, chosen) == [WHITE, AMBER, WHITE]  # line 2 has no French
+    # show = translation: the chosen translations only, in the order chosen
+    both, out = draw("translation", ("de", "es"), "translation", es="hasta luego", de="bis bald")
+    assert slot_colours(out, both)[-3:] == [AMBER, BLUE, AMBER]  # de, es; then line 2's es
+    assert not near(both, WHITE).any()
+
+
+def test_from_config_takes_the_offline_mark_languages_and_colours(tmp_path):
+    def draw(sub: str, make, event) -> tuple[np.ndarray, HdmiOutput]:
+        (tmp_path / sub).mkdir()
+        dev = fake_fb(tmp_path / sub, 800, 480, 32)
+        clock = Clock()
+        out = make(dev, tmp_path / sub / "sys", clock)
+        out.open()
+        render(out, clock, event)
+        return screen(dev, tmp_path / sub), out
+
+    red = (255, 0, 0)
+    cfg = replace(HdmiConfig(), fonts=FONTS, translations=("hi",), translation_color=(red,))
+    configured, out = draw(
+        "config",
+        lambda dev, sys, clock: HdmiOutput.from_config(
+            replace(cfg, device=dev, sysfs=sys), offline_mark="≈ ", clock=clock
+        ),
+        replace(line(1, "spoken offline", es="hablado", hi="ऑफ़लाइन"), offline=True),
+    )
+    assert out.languages == ("hi",) and out.rows_per_line == 2
+    by_hand, _ = draw(
+        "by-hand",
+        lambda dev, sys, clock: HdmiOutput(
+            dev, sys, fonts=FONTS, translation_color=red, clock=clock
+        ),
+        line(1, "≈ spoken offline", hi="ऑफ़लाइन"),
+    )
+    assert near(configured, red).sum() > 50
+    assert (configured == by_hand).all()  # the mark, only Hindi, in the colour configured
+    problems = replace(HdmiConfig(), translation_color=()).problems()
+    assert problems == [("translation_color", "needs at least one colour")]
 
 
 def test_show_one_of_text_and_translation(tmp_path):

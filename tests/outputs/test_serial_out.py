@@ -33,18 +33,18 @@ from edgecap.runtime.status import StatusBoard
 SETUP = b"\x03\x012 cc1 3 b15 word\r"
 
 
-def line(seq, text, final=True, translation="", tfinal=None):
+def line(seq, text, final=True, translation="", tfinal=None, **translations):
+    """A caption line; ``translation`` is its English one, ``translations`` others."""
     return CaptionLine(
-        seq,
-        text,
-        translation,
-        None,
-        None,
-        None,
-        None,
-        None,
-        final,
-        final if tfinal is None else tfinal,
+        seq=seq,
+        text=text,
+        speaker=None,
+        language="es",
+        start=None,
+        end=None,
+        final=final,
+        translation_final=final if tfinal is None else tfinal,
+        translations=({"en": translation} if translation else {}) | translations,
     )
 
 
@@ -133,6 +133,23 @@ def test_lines_translation_sent_when_final_and_original_when_there_is_none(dev):
     out.close()
     # seq 2 is still being spoken: it comes back below seq 1's final translation.
     assert p.read() == b"\rhel\rwha\rhello\r\nwha\rokay\r\nwha"
+
+
+def test_lines_send_exactly_one_translation_language(dev):
+    link, p = dev
+    # none listed: the line's first translation (target order); the others never go out
+    out = SerialOutput(cfg(link, show="translation"))
+    out.open()
+    out.handle(line(1, "hola", translation="hello", de="hallo", hi="नमस्ते"))
+    out.close()
+    assert p.read() == b"hello\r\n"
+    # listed: the first language listed, even when the line has the others first
+    out = SerialOutput(cfg(link, show="translation", translations=("de", "en")))
+    out.open()
+    out.handle(line(2, "adiós", translation="goodbye", de="tschüss", hi="अलविदा"))
+    out.handle(line(3, "sí", translation="yes"))  # done without German: the original
+    out.close()
+    assert p.read() == "tschüss\r\nsí\r\n".encode()
 
 
 def test_lines_long_provisional_shows_its_newest_words_on_one_row(dev):
@@ -295,6 +312,27 @@ def test_encoder_maps_to_cea608_uppercase_and_counts_other_scripts(dev, caplog):
     assert out.dropped_chars == 4
     assert "cannot be shown in CEA-608" in caplog.text
     out.close()
+
+
+def test_lcd_and_encoder_show_one_chosen_translation(dev):
+    link, p = dev
+    out = SerialOutput(
+        cfg(link, profile="matrix-orbital", rows=2, cols=8, show="translation",
+            translations=("de",))
+    )  # fmt: skip
+    out.open()
+    out.handle(line(1, "hola", translation="hello", de="hallo"))
+    out.close()
+    assert p.read() == b"\xfe\x52\xfe\x58\xfe\x47\x01\x02hallo   " + b"\xfe\x58"
+    out = SerialOutput(
+        cfg(link, profile="encoder", show="translation", chars_per_second=1000,
+            translations=("fr", "de")),
+        clock=Clock(),
+    )  # fmt: skip
+    out.open()
+    out.handle(line(1, "hola", translation="hello", de="hallo", fr="salut"))
+    out.close()
+    assert p.read() == b"\x03" + SETUP + b"salut " + b"\x03"
 
 
 def test_encoder_translation_when_final_and_evertz_dialect(dev):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from edgecap import __version__
-from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.captions.events import AudioLoss, CaptionLine, SynthesizedAudio
 from edgecap.config.schema import SocketConfig
 from edgecap.outputs import socket_server
 from edgecap.outputs.base import OutputUnavailable
@@ -37,18 +37,16 @@ def cap(
     *,
     final: bool = True,
     language: str | None = "en",
-    translation: str = "",
-    to: str | None = None,
+    translations: dict[str, str] | None = None,
     tfinal: bool | None = None,
     speaker: str | None = None,
 ) -> CaptionLine:
     return CaptionLine(
         seq=seq,
         text=text,
-        translation=translation,
+        translations=translations or {},
         speaker=speaker,
         language=language,
-        translation_language=to,
         start=seq * 2.0,
         end=seq * 2.0 + 1.5,
         final=final,
@@ -113,6 +111,7 @@ def out(tmp_path: Path) -> Iterator[SocketOutput]:
         config(tmp_path / "run" / "captions.sock", history=3),
         service="soniox",
         languages=["en", "es"],
+        targets=["es", "de"],
     )
     o.open()
     yield o
@@ -128,7 +127,7 @@ def connect(out: SocketOutput) -> Client:
 def test_hello_then_history_then_live(out: SocketOutput) -> None:
     for i in range(1, 6):
         out.handle(cap(i, f"line {i}"))
-    out.handle(cap(4, "line 4", translation="línea 4", to="es"))  # a translation grew
+    out.handle(cap(4, "line 4", translations={"es": "línea 4"}))  # a translation grew
     out.handle(cap(6, "speak", final=False))
     board = StatusBoard()
     board.set("audio", "listening")
@@ -137,10 +136,12 @@ def test_hello_then_history_then_live(out: SocketOutput) -> None:
     assert c.pump(has(6), out)
     assert c.msgs[0] == {
         "type": "hello",
-        "v": 1,
+        "v": 2,
         "server": f"edgecap {__version__}",
         "service": "soniox",
         "languages": ["en", "es"],
+        "targets": ["es", "de"],
+        "translation_only": False,
     }
     # the last 3 finals in line order (the update kept line 4's place), the line being
     # spoken, the latest status
@@ -181,33 +182,12 @@ def test_hello_then_history_then_live(out: SocketOutput) -> None:
 
 def test_two_way_translation_lines(out: SocketOutput) -> None:
     c = connect(out)
-    out.handle(
-        cap(1, "Where is the station?", translation="¿Dónde", to="es", tfinal=False, speaker="1")
-    )
-    out.handle(
-        cap(
-            1, "Where is the station?", translation="¿Dónde está la estación?", to="es", speaker="1"
-        )
-    )
-    out.handle(
-        cap(
-            2,
-            "Al final de la calle.",
-            language="es",
-            translation="At the end",
-            to="en",
-            final=False,
-        )
-    )
-    out.handle(
-        cap(
-            2,
-            "Al final de la calle.",
-            language="es",
-            translation="At the end of the street.",
-            to="en",
-        )
-    )
+    where = "Where is the station?"
+    out.handle(cap(1, where, translations={"es": "¿Dónde"}, tfinal=False, speaker="1"))
+    out.handle(cap(1, where, translations={"es": "¿Dónde está la estación?"}, speaker="1"))
+    end = "Al final de la calle."
+    out.handle(cap(2, end, language="es", translations={"en": "At the end"}, final=False))
+    out.handle(cap(2, end, language="es", translations={"en": "At the end of the street."}))
     assert c.pump(has(4, "caption"), out)
     first, first_done, second, second_done = c.of("caption")
     assert (first["final"], first["done"]) == (True, False)  # its translation may still grow
@@ -222,6 +202,59 @@ def test_two_way_translation_lines(out: SocketOutput) -> None:
     assert second_done["translations"] == [
         {"language": "en", "text": "At the end of the street.", "final": True}
     ]
+    c.close()
+
+
+def test_several_translations_of_a_line_in_the_boards_order(out: SocketOutput) -> None:
+    c = connect(out)
+    # the board orders them (targets first); the socket keeps that order, and a language
+    # the service did not name ("") is null
+    texts = {"de": "Guten Morgen.", "es": "Buenos días.", "fr": "Bonjour.", "": "Hallo."}
+    out.handle(cap(1, "Good morning.", translations=texts, tfinal=False))
+    out.handle(cap(1, "Good morning.", translations=texts))
+    assert c.pump(has(2, "caption"), out)
+    growing, done = c.of("caption")
+    assert growing["translations"] == [
+        {"language": "de", "text": "Guten Morgen.", "final": False},
+        {"language": "es", "text": "Buenos días.", "final": False},
+        {"language": "fr", "text": "Bonjour.", "final": False},
+        {"language": None, "text": "Hallo.", "final": False},
+    ]
+    assert [t["final"] for t in done["translations"]] == [True] * 4 and done["done"]
+    c.close()
+
+
+def test_translation_only_lines_are_captions_not_withdrawals(tmp_path: Path) -> None:
+    out = SocketOutput(
+        config(tmp_path / "s.sock"),
+        service="sarvam",
+        languages=["hi"],
+        targets=["en"],
+        translation_only=True,
+    )
+    out.open()
+    try:
+        out.handle(cap(1, "", language="hi", translations={"en": "Hello"}, final=False))
+        out.handle(cap(1, "", language="hi", translations={"en": "Hello there."}))
+        out.handle(cap(2, "", translations={"en": "gone"}, final=False))
+        out.handle(cap(2, ""))  # withdrawn: no text and no translation
+        c = connect(out)
+        assert c.pump(has(2), out)
+        hello, line = c.msgs
+        assert hello["targets"] == ["en"] and hello["translation_only"] is True
+        assert (line["seq"], line["text"], line["done"]) == (1, "", True)
+        assert line["translations"] == [{"language": "en", "text": "Hello there.", "final": True}]
+        c.close()
+    finally:
+        out.close()
+
+
+def test_synthesized_speech_is_not_sent(out: SocketOutput) -> None:
+    c = connect(out)
+    out.handle(SynthesizedAudio("es", "riff-16khz-16bit-mono-pcm", b"\0" * 3200, end=True, seq=1))
+    out.handle(cap(1, "after"))
+    assert c.pump(has(2), out)
+    assert [m["type"] for m in c.msgs] == ["hello", "caption"]
     c.close()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.config.loader import load
 from edgecap.config.schema import TranscriptConfig
 from edgecap.outputs import transcript as transcript_module
 from edgecap.outputs.base import OutputUnavailable
@@ -49,18 +50,19 @@ def cap(
     end: float | None,
     *,
     translation: str = "",
+    translations: dict[str, str] | None = None,
     speaker: str | None = None,
     language: str | None = "en",
     final: bool = True,
     tfinal: bool = True,
 ) -> CaptionLine:
+    """``translation``: an English one (the common case); ``translations``: any."""
     return CaptionLine(
         seq=seq,
         text=text,
-        translation=translation,
+        translations=translations or ({"en": translation} if translation else {}),
         speaker=speaker,
         language=language,
-        translation_language="en" if translation else None,
         start=start,
         end=end,
         final=final,
@@ -201,6 +203,7 @@ def test_a_scripted_session_gives_exact_records_and_valid_files_without_close(tm
             "speaker": "1",
             "language": "en",
             "text": "Good morning & <welcome>",
+            "translations": {},
             "translation": None,
             "translation_language": None,
         },
@@ -212,6 +215,7 @@ def test_a_scripted_session_gives_exact_records_and_valid_files_without_close(tm
             "speaker": "2",
             "language": "hi",
             "text": "नमस्ते सभी को",
+            "translations": {"en": "Hello everyone"},
             "translation": "Hello everyone",
             "translation_language": "en",
         },
@@ -223,6 +227,7 @@ def test_a_scripted_session_gives_exact_records_and_valid_files_without_close(tm
             "speaker": "1",
             "language": "en",
             "text": "Thank you.",
+            "translations": {},
             "translation": None,
             "translation_language": None,
         },
@@ -242,6 +247,7 @@ def test_a_scripted_session_gives_exact_records_and_valid_files_without_close(tm
             "speaker": None,
             "language": "en",
             "text": "no times",
+            "translations": {},
             "translation": None,
             "translation_language": None,
         },
@@ -249,14 +255,14 @@ def test_a_scripted_session_gives_exact_records_and_valid_files_without_close(tm
     cues, notes = vtt_cues(base.with_suffix(".vtt"))
     assert cues == [
         (0.5, 2.0, ["<v Speaker 1>Good morning &amp; &lt;welcome&gt;"]),
-        (2.4, 3.6, ["<v Speaker 2>नमस्ते सभी को", "Hello everyone"]),
+        (2.4, 3.6, ["<v Speaker 2>नमस्ते सभी को", "[en] Hello everyone"]),
         (4.0, 4.8, ["<v Speaker 1>Thank you."]),
         (6.0, 7.5, ["no times"]),  # ends when written, lasts an estimate
     ]
     assert notes == ["NOTE audio lost: 1.5 s (network down)"]
     assert srt_cues(base.with_suffix(".srt")) == [
         (0.5, 2.0, ["Speaker 1: Good morning & <welcome>"]),
-        (2.4, 3.6, ["Speaker 2: नमस्ते सभी को", "Hello everyone"]),
+        (2.4, 3.6, ["Speaker 2: नमस्ते सभी को", "[en] Hello everyone"]),
         (4.0, 4.8, ["Speaker 1: Thank you."]),
         (6.0, 7.5, ["no times"]),
     ]
@@ -302,7 +308,7 @@ def test_a_translation_that_finalizes_in_time_is_written_once_complete(tmp_path)
     (jsonl,) = tmp_path.glob("*.jsonl")
     assert [r["translation"] for r in records(jsonl)] == ["Good morning everyone"]
     (vtt,) = tmp_path.glob("*.vtt")
-    assert vtt_cues(vtt)[0] == [(0.5, 2.0, ["Buenos días", "Good morning everyone"])]
+    assert vtt_cues(vtt)[0] == [(0.5, 2.0, ["Buenos días", "[en] Good morning everyone"])]
 
 
 def test_close_writes_lines_still_waiting_for_their_translation(tmp_path):
@@ -313,6 +319,53 @@ def test_close_writes_lines_still_waiting_for_their_translation(tmp_path):
     out.close()
     (path,) = tmp_path.glob("*.jsonl")
     assert [(r["seq"], r["translation"]) for r in records(path)] == [(1, "Good")]
+
+
+def test_every_translation_under_its_line_in_the_boards_order(tmp_path):
+    clock = Clock(S + 3)
+    out = output(tmp_path, clock, S, split="session")
+    texts = {"de": "Guten Morgen.", "fr": "Bonjour.", "": "Hallo --> Welt."}
+    out.handle(cap(1, "Good morning.", 0.5, 2.0, translations=texts))
+    out.handle(
+        cap(2, "", 2.5, 3.0, language="hi", translations={"fr": "Merci."})
+    )  # translation only
+    base = tmp_path / "2026-11-22T09-14-03"
+    one, two = records(base.with_suffix(".jsonl"))
+    assert list(one["translations"].items()) == list(texts.items())  # the order kept
+    assert (one["translation"], one["translation_language"]) == ("Guten Morgen.", "de")
+    assert (two["text"], two["translations"]) == ("", {"fr": "Merci."})
+    assert (two["translation"], two["translation_language"]) == ("Merci.", "fr")
+    rows = ["Good morning.", "[de] Guten Morgen.", "[fr] Bonjour.", "Hallo -> Welt."]
+    assert srt_cues(base.with_suffix(".srt")) == [(0.5, 2.0, rows), (2.5, 3.0, ["[fr] Merci."])]
+    rows[-1] = "Hallo -&gt; Welt."  # escaped in VTT
+    assert vtt_cues(base.with_suffix(".vtt"))[0] == [(0.5, 2.0, rows), (2.5, 3.0, ["[fr] Merci."])]
+
+
+def test_the_translations_written_are_chosen_per_output(tmp_path):
+    ini = tmp_path / "edgecap.ini"
+    ini.write_text(f"[transcript]\ndirectory = {tmp_path / 't'}\ntranslations = fr, de, it\n")
+    cfg = load([ini], env={}).config.transcript
+    assert cfg.translations == ("fr", "de", "it")
+    clock = Clock(S + 3)
+    out = TranscriptOutput(cfg, clock=clock, started_at=S, monotonic=clock.monotonic)
+    out.open()
+    texts = {"de": "Danke.", "es": "Gracias.", "fr": "Merci."}
+    out.handle(cap(1, "Thank you.", 0.5, 2.0, translations=texts))
+    out.handle(cap(2, "", 2.5, 3.0, translations={"es": "Adiós."}))  # no language chosen: skipped
+    out.handle(cap(3, "Bye.", 3.5, 4.0, translations={"es": "Adiós."}))  # its text still is
+    out.close()
+    (jsonl,) = (tmp_path / "t").glob("*.jsonl")
+    assert [(r["seq"], r["translations"]) for r in records(jsonl)] == [
+        (1, {"fr": "Merci.", "de": "Danke."}),  # in the order chosen
+        (3, {}),
+    ]
+    assert [r["translation"] for r in records(jsonl)] == ["Merci.", None]
+    (vtt,) = (tmp_path / "t").glob("*.vtt")
+    assert [rows for _, _, rows in vtt_cues(vtt)[0]] == [
+        ["Thank you.", "[fr] Merci.", "[de] Danke."],
+        ["Bye."],
+    ]
+    assert out.written == 2
 
 
 def test_a_new_set_after_midnight_with_cue_times_of_the_day(tmp_path):

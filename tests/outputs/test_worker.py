@@ -12,7 +12,16 @@ from edgecap.runtime.status import StatusBoard
 
 
 def line(seq, text, final=True):
-    return CaptionLine(seq, text, "", None, None, None, None, None, final, final)
+    return CaptionLine(
+        seq=seq,
+        text=text,
+        speaker=None,
+        language=None,
+        start=None,
+        end=None,
+        final=final,
+        translation_final=final,
+    )
 
 
 class Recorder:
@@ -126,3 +135,39 @@ def test_a_buggy_output_is_contained_and_retried():
     w.request_stop()
     assert w.join(3)
     assert w.error is None and w.failures == 1
+
+
+def test_a_busy_output_gets_no_events_until_its_device_took_the_last_ones():
+    """While the output says ``busy`` (its device has not taken the last output) the
+    worker only calls idle(); the events wait in the queue, provisional ones coalesce."""
+
+    class Busy(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.busy = False
+            self.handled_while_busy = 0
+
+        def handle(self, event) -> None:
+            self.handled_while_busy += self.busy
+            super().handle(event)
+            self.busy = event.text == "stall"  # its device takes nothing more for now
+
+    out, status = Busy(), StatusBoard()
+    w = OutputWorker(out, status)
+    w.start()
+    try:
+        w.publish(line(0, "stall"))
+        assert wait(lambda: out.busy)
+        idles = out.idles
+        for i in range(50):
+            w.publish(line(1, "word " * i, final=False))
+        w.publish(line(2, "kept", final=True))
+        assert wait(lambda: out.idles > idles + 5)  # idle() is called meanwhile
+        assert [e.seq for e in out.got] == [0] and len(w.queue) == 2
+        out.busy = False
+        assert wait(lambda: len(out.got) == 3)
+        assert [(e.seq, e.final) for e in out.got[1:]] == [(2, True), (1, False)]
+        assert out.got[2].text == "word " * 49 and out.handled_while_busy == 0
+    finally:
+        w.request_stop()
+        assert w.join(3)

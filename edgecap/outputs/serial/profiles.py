@@ -12,6 +12,10 @@ idea of the device only when ``sent()`` confirms they were written. If the write
   the full width; only rows that changed are rewritten, each after a cursor command.
 - ``encoder``: the real-time roll-up state of EEG/Ai-Media, Evertz, Link and Ultech
   encoders, finals only, in the CEA-608 character set, paced to ``chars_per_second``.
+
+A serial device shows one text per line: the original, or with ``show = translation`` ONE
+translation (``pick``): the first language listed in ``translations``, or the line's first
+translation when none is listed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Protocol
 
 from edgecap.captions.events import CaptionLine
 from edgecap.config.schema import SerialConfig
-from edgecap.outputs.rollup import CaptionLines, cell_width, layout
+from edgecap.outputs.rollup import CaptionLines, cell_width, choose_translations, layout
 from edgecap.outputs.serial.cea608 import to_cea608, to_lcd
 
 log = logging.getLogger(__name__)
@@ -67,12 +71,16 @@ class Profile(Protocol):
         ...
 
 
-def pick(line: CaptionLine, show: str) -> tuple[str, bool]:
+def pick(line: CaptionLine, show: str, language: str = "") -> tuple[str, bool]:
     """The text a single-text device shows for ``line`` and whether it is final. With
-    ``show = translation`` a line is final once its translation is; a line that ends with
-    no translation (already in the target language) is shown in its original words."""
+    ``show = translation`` it is one translation: the one in ``language``, or the line's
+    first when ``language`` is empty; a line is final once its translation is, and a line
+    that ends without that translation (it was already in that language) is shown in its
+    original words."""
     if show == "translation":
-        return line.translation or (line.text if line.done else ""), line.done
+        chosen = choose_translations(line.translations, (language,) if language else (), 1)
+        text = chosen[0][1] if chosen else ""
+        return text or (line.text if line.done else ""), line.done
     return line.text, line.final
 
 
@@ -130,8 +138,11 @@ class LinesProfile(_Proposing):
 
     idle_interval = QUIET_INTERVAL
 
-    def __init__(self, show: str = "original", provisional: bool = False) -> None:
+    def __init__(
+        self, show: str = "original", provisional: bool = False, language: str = ""
+    ) -> None:
         self.show = show
+        self.language = language
         self.provisional = provisional
         self.skipped_bytes = 0
         self._outbox = bytearray()  # written in order; kept across a reopen
@@ -144,7 +155,7 @@ class LinesProfile(_Proposing):
         return b""
 
     def caption(self, line: CaptionLine, now: float) -> None:
-        text, final = pick(line, self.show)
+        text, final = pick(line, self.show, self.language)
         if final:
             if line.seq in self._seen:
                 return
@@ -210,10 +221,13 @@ class LcdProfile(_Proposing):
 
     idle_interval = QUIET_INTERVAL
 
-    def __init__(self, kind: str, rows: int, cols: int, show: str = "original") -> None:
+    def __init__(
+        self, kind: str, rows: int, cols: int, show: str = "original", language: str = ""
+    ) -> None:
         if kind not in ("serlcd", "matrix-orbital"):
             raise ValueError(f"not an LCD profile: {kind}")
         self.kind, self.rows, self.cols, self.show = kind, rows, cols, show
+        self.language = language
         self._captions = CaptionLines(keep=max(8, rows * 4))
         self._shown = [" " * cols] * rows  # what the device shows (after a confirmed write)
         self._dirty = True
@@ -235,10 +249,10 @@ class LcdProfile(_Proposing):
         """The rows the display should show, top first, each exactly ``cols`` wide."""
         chosen = []
         for line in self._captions.lines():
-            text, _final = pick(line, self.show)
+            text, _final = pick(line, self.show, self.language)
             lcd_text, _dropped = to_lcd(text)
             if lcd_text:  # the chosen text goes in .text: layout shows "original" only
-                chosen.append(replace(line, text=lcd_text, translation=""))
+                chosen.append(replace(line, text=lcd_text, translations={}))
         rows = layout(chosen, self.rows, self.cols, "original", measure=len)
         texts = [""] * (self.rows - len(rows)) + [r.text for r in rows]
         return [t[: self.cols].ljust(self.cols) for t in texts]
@@ -314,8 +328,10 @@ class EncoderProfile(_Proposing):
         idle_release: float = 30.0,
         uppercase: bool = False,
         show: str = "original",
+        language: str = "",
     ) -> None:
         self.setup = setup
+        self.language = language
         self.rate = float(chars_per_second)
         self.idle_release = idle_release
         self.uppercase = uppercase
@@ -344,7 +360,7 @@ class EncoderProfile(_Proposing):
         return self._propose(CTRL_C, done)
 
     def caption(self, line: CaptionLine, now: float) -> None:
-        text, final = pick(line, self.show)
+        text, final = pick(line, self.show, self.language)
         if not final or line.seq in self._seen:
             return
         self._seen.add(line.seq)
@@ -428,10 +444,11 @@ class EncoderProfile(_Proposing):
 
 
 def make_profile(cfg: SerialConfig, *, dialect: str = "eeg") -> Profile:
+    language = cfg.translations[0] if cfg.translations else ""  # one text: the first listed
     if cfg.profile == "lines":
-        return LinesProfile(cfg.show, cfg.provisional)
+        return LinesProfile(cfg.show, cfg.provisional, language)
     if cfg.profile in ("serlcd", "matrix-orbital"):
-        return LcdProfile(cfg.profile, cfg.rows, cfg.cols, cfg.show)
+        return LcdProfile(cfg.profile, cfg.rows, cfg.cols, cfg.show, language)
     if cfg.profile == "encoder":
         return EncoderProfile(
             setup=encoder_setup(dialect, cfg.channel, cfg.roll_rows, cfg.base_row),
@@ -439,5 +456,6 @@ def make_profile(cfg: SerialConfig, *, dialect: str = "eeg") -> Profile:
             idle_release=cfg.idle_release,
             uppercase=cfg.uppercase,
             show=cfg.show,
+            language=language,
         )
     raise ValueError(f"unknown serial profile {cfg.profile!r}")
