@@ -103,6 +103,7 @@ class FaultProxy:
         # Counters (written by the loop under _cond).
         self._accepted = 0
         self._refused = 0
+        self._refused_at: list[float] = []  # time.monotonic() of each refusal
         self._failed = 0
         self._bytes_up = 0
         self._bytes_down = 0
@@ -137,6 +138,12 @@ class FaultProxy:
         """Connections reset at once because of :meth:`refuse`."""
         with self._cond:
             return self._refused
+
+    @property
+    def refused_at(self) -> list[float]:
+        """When each refused connection arrived (time.monotonic())."""
+        with self._cond:
+            return list(self._refused_at)
 
     @property
     def upstream_failures(self) -> int:
@@ -354,6 +361,7 @@ class FaultProxy:
         if time.monotonic() < refuse_until:
             with self._cond:
                 self._refused += 1
+                self._refused_at.append(time.monotonic())
             _reset(client)
             return
         try:
