@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -771,6 +772,7 @@ def joined_translations(seqs: list[int], final: dict[int, dict[str, str]]) -> di
     return {k: squash(v) for k, v in out.items()}
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(scripts())
 def test_property_finals_are_emitted_once_and_nothing_is_lost(case):

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, corpus_clip, read_pcm16
 
 SUMMARY = re.compile(
@@ -57,6 +59,7 @@ def assert_well_formed(evs: list[dict]) -> list[dict]:
     return ends
 
 
+@pytest.mark.slow
 def test_a_wav_file_runs_to_the_end_and_exits_0():
     clip = corpus_clip("en_jfk_inaugural_1961.16k.wav")
     proc = edgecap("run", "--file", str(clip), "--fast", "--json", "--set", "gate.hangover=300ms")

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.audio.conftest import file_pcm
 from tests.conftest import REPO, corpus_clip, read_pcm16
 
@@ -35,6 +37,7 @@ def read_events(proc: subprocess.Popen, until: str, timeout: float) -> list[dict
     raise AssertionError(f"no {until!r} within {timeout} s; got {got}")
 
 
+@pytest.mark.slow
 def test_microphone_missing_at_start_then_plugged_in(tmp_path: Path):
     xdg = tmp_path / "xdg"
     (xdg / "alsa").mkdir(parents=True)

@@ -3,6 +3,8 @@ real gate, the Soniox emulator over TLS, and real pocketsphinx behind the fallba
 
 from __future__ import annotations
 
+import pytest
+
 from tests.daemon.test_daemon import edgecap, events
 from tests.daemon.test_daemon_soniox import DEMO, write_config
 from tests.emulators.soniox import SonioxEmulator, expected_words
@@ -47,6 +49,7 @@ def run_with_fallback(tmp_path, emu: SonioxEmulator, key: str, realtime: str) ->
     return out, err
 
 
+@pytest.mark.slow
 def test_a_refused_service_falls_back_to_offline_captions(tmp_path):
     with SonioxEmulator(tmp_path / "emu", api_key="the-right-key", lag_ms=300) as emu:
         out, err = run_with_fallback(tmp_path, emu, "a-wrong-key", realtime="yes")

@@ -138,6 +138,7 @@ class HangingSource:
         self.release.set()
 
 
+@pytest.mark.slow
 def test_ready_after_capture_opens_and_watchdog_stops_when_capture_hangs(tmp_path, notify):
     source = HangingSource()
     n = Notifier({"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"})

@@ -11,6 +11,8 @@ whole daemon in tests/daemon/test_fallback_daemon.py.
 
 from __future__ import annotations
 
+import pytest
+
 from edgecap.captions.board import CaptionBoard, Numbering
 from edgecap.link.fallback import Fallback
 from edgecap.link.uplink import UplinkBuffer
@@ -35,6 +37,7 @@ def cloud_finalized(emu: SonioxEmulator) -> list[bytes]:
     return out
 
 
+@pytest.mark.slow
 def test_outage_speech_goes_offline_and_the_cloud_takes_over_again(emu, proxy):
     events = utterances([1500, 1200, 1400, 1300, 1100], gap_ms=700)
     by_utt: dict[int, bytes] = {}
@@ -77,6 +80,7 @@ def test_outage_speech_goes_offline_and_the_cloud_takes_over_again(emu, proxy):
     assert fr.run.status.snapshot().state_of("fallback") == "standby"
 
 
+@pytest.mark.slow
 def test_cut_mid_utterance_the_unconfirmed_rest_goes_offline_nothing_twice(emu, proxy):
     events = utterances([4000, 1500, 1500], gap_ms=600)
     forwarded = forwarded_pcm(events)

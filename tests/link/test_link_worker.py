@@ -86,6 +86,7 @@ def test_shutdown_mid_utterance_still_delivers_the_last_words(emu):
     assert emu.sessions[0].end_received
 
 
+@pytest.mark.slow
 def test_a_refused_key_is_not_retried_in_a_loop(tmp_path):
     with SonioxEmulator(tmp_path, api_key="right") as emu:
         run = LinkRun(emu, key="wrong", retry_first=0.05, retry_max=0.2).start()
@@ -104,6 +105,7 @@ def test_a_refused_key_is_not_retried_in_a_loop(tmp_path):
         assert run.sink.finals == expected_words(forwarded_pcm(utterances([800])))
 
 
+@pytest.mark.slow
 def test_a_refused_key_is_tried_once_a_minute_at_most_then_after_fatal_retry(tmp_path):
     """Over a minute of link time (a clock running 20× fast) with retries set to be
     hasty, a 401 causes exactly one attempt; once fatal_retry (60 s) has passed, one more."""

@@ -204,6 +204,7 @@ def test_a_refused_key_is_fatal(tmp_path):
         run.stop()
 
 
+@pytest.mark.slow
 def test_the_offline_engine_takes_over_during_an_outage(emu, proxy):
     events = utterances([1200, 1000, 1100, 900], gap_ms=700)
     per_utt = by_utterance(events)

@@ -138,6 +138,7 @@ def nspawn(root: Path, *args: str, timeout: float) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="the wheel cache is for x86_64")
 def test_the_installed_service_under_a_real_systemd(tmp_path):
     root = tmp_path / "e2eroot"

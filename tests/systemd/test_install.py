@@ -28,6 +28,7 @@ def mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_install_reinstall_uninstall(tmp_path):
     dest = tmp_path / "root"
     proc = make("install", dest)

@@ -58,6 +58,7 @@ def run_worker(events, recognizer, **kw):
     return sink, status, worker
 
 
+@pytest.mark.slow
 def test_captions_are_what_pocketsphinx_makes_of_the_forwarded_speech():
     pcm = read_pcm16(DEMO)
     events = gate_events(pcm)
@@ -100,6 +101,7 @@ class SlowRecognizer:
         return [("word", 0, 100)]
 
 
+@pytest.mark.slow
 def test_a_backlog_shows_as_behind_in_status():
     from edgecap.runtime.frames import Frame
     from edgecap.runtime.speech import SpeechEnd, SpeechStart
@@ -163,6 +165,7 @@ def english_clips() -> list[str]:
     return [e["base"] for e in entries if e["lang"] == "en" and e["transcript"]]
 
 
+@pytest.mark.slow
 def test_the_daemon_recognizes_as_well_as_pocketsphinx_on_the_whole_file():
     """Every English clip of the corpus through the whole daemon (real gate, utterance by
     utterance, streaming) against pocketsphinx decoding each file at once: the word error
