@@ -18,7 +18,7 @@ prop() { systemctl show -p "$1" --value edgecap; }
 if ! wait_active; then
   # nothing below can pass: say why (the unit's last words) and end the boot now
   say active "$(systemctl is-active edgecap)"
-  say journal "$(journalctl -u edgecap -o cat -n 8 | tr '\n' '|')"
+  say journal "$(journalctl -u edgecap -o cat -n 40 | tr '\n' '|')"
   exit 1
 fi
 say active "$(systemctl is-active edgecap)"
