@@ -45,6 +45,7 @@ from edgecap.audio.source import (
     SourceUnavailable,
     _NotReady,
 )
+from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class AlsaSource:
         self.channel = channel
         self.stall_timeout = stall_timeout
         self.period_ms = period_ms
-        self.name = f"alsa:{device.strip() or 'default'}"
+        self.name = f"alsa:{escape_controls(device.strip()) or 'default'}"
         self.device: DeviceInfo | None = None
         self.stream_rate = 0
         self.stream_channels = 0
@@ -217,7 +218,7 @@ class AlsaSource:
             raise
         self._pa, self._stream = pa, stream
         self.device = dev
-        self.name = f"alsa:{dev.name}"
+        self.name = f"alsa:{escape_controls(dev.name)}"  # a USB descriptor: anyone's text
         self.stream_rate, self.stream_channels, self._period = rate, channels, period
         self._resampler = StreamResampler(rate, SAMPLE_RATE)
         self._pending = np.zeros(0, dtype=np.int16)

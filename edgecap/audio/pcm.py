@@ -20,6 +20,14 @@ import numpy as np
 INT16_MIN = -32768
 INT16_MAX = 32767
 
+# What a file or stream may claim and still be read. Outside these a header is corrupt or
+# hostile, not audio: 1 Hz would stretch a small file into a day of "speech", 4 GHz would make
+# the resampler's filter larger than the box's memory, 65535 channels would make one read
+# block hundreds of megabytes.
+MIN_RATE = 8000
+MAX_RATE = 192_000
+MAX_CHANNELS = 8
+
 
 @dataclass(frozen=True, slots=True)
 class SampleFormat:
@@ -46,20 +54,41 @@ SUPPORTED_FORMATS = frozenset(
 )
 
 
+@dataclass(slots=True)
+class NonFinite:
+    """Running count of the NaN and infinite float samples :func:`decode_samples` replaced."""
+
+    nan: int = 0
+    inf: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.nan + self.inf
+
+
 def float_to_int16(x: np.ndarray) -> np.ndarray:
-    """Float samples on the int16 scale (±32768) → int16, rounded to nearest and clipped."""
+    """Float samples on the int16 scale (±32768) → int16, rounded to nearest and clipped.
+
+    NaN becomes 0 (silence) explicitly: casting NaN to an integer is undefined in C, so what
+    numpy's cast gives (and whether it warns) depends on the CPU and the numpy version.
+    """
     y = np.rint(x)
     np.clip(y, INT16_MIN, INT16_MAX, out=y)
+    np.nan_to_num(y, copy=False, nan=0.0)
     return y.astype(np.int16)
 
 
 def decode_samples(
-    data: bytes | bytearray | memoryview, fmt: SampleFormat, channels: int
+    data: bytes | bytearray | memoryview,
+    fmt: SampleFormat,
+    channels: int,
+    nonfinite: NonFinite | None = None,
 ) -> np.ndarray:
     """Little-endian interleaved samples → int16 array of shape ``(frames, channels)``.
 
     ``data`` must hold a whole number of frames. Wider integers are rounded to 16 bits; floats
-    (full scale ±1.0) are scaled by 32768, clipped, and NaN becomes 0.
+    (full scale ±1.0) are scaled by 32768 and clipped: NaN becomes 0 (silence), +inf and -inf
+    full scale. How many were replaced is added to ``nonfinite`` so the caller can say so.
     """
     if fmt not in SUPPORTED_FORMATS:
         raise ValueError(f"unsupported sample format {fmt}")
@@ -71,6 +100,11 @@ def decode_samples(
     raw = np.frombuffer(data, dtype=np.uint8)
     if fmt.kind == "float":
         f = np.frombuffer(data, dtype="<f4" if fmt.bits == 32 else "<f8").astype(np.float64)
+        bad = f.size - int(np.count_nonzero(np.isfinite(f)))
+        if bad and nonfinite is not None:
+            nans = int(np.count_nonzero(np.isnan(f)))
+            nonfinite.nan += nans
+            nonfinite.inf += bad - nans
         f = np.nan_to_num(f, nan=0.0, posinf=1.0, neginf=-1.0)
         out = float_to_int16(f * 32768.0)
     elif fmt.bits == 8:

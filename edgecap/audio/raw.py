@@ -8,6 +8,10 @@ descriptor is watched with ``select()`` and read with ``os.read()``, which retur
 part of a frame has arrived; partial reads accumulate until a frame is whole. The descriptor's
 blocking mode is never changed: stdin is usually shared with the parent shell, and setting
 O_NONBLOCK on it would leak into other processes reading the same pipe or terminal.
+
+A path that does not exist, cannot be opened, or is a directory is a ``SourceConfigError``
+(exit 78): retrying cannot make a directory readable. A FIFO is opened without waiting for
+its writer (see ``open()``).
 """
 
 from __future__ import annotations
@@ -17,15 +21,25 @@ import io
 import logging
 import os
 import select
+import stat
 import sys
 import time
 from typing import BinaryIO
 
 import numpy as np
 
-from edgecap.audio.pcm import S16LE, decode_samples, int16_to_bytes, to_mono
+from edgecap.audio.pcm import (
+    MAX_CHANNELS,
+    MAX_RATE,
+    MIN_RATE,
+    S16LE,
+    decode_samples,
+    int16_to_bytes,
+    to_mono,
+)
 from edgecap.audio.resample import StreamResampler
 from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
 
 log = logging.getLogger(__name__)
@@ -52,8 +66,14 @@ class RawSource:
         channels: int = 1,
         channel: int | None = None,
     ) -> None:
-        if channels < 1:
-            raise SourceConfigError(f"raw input: channels must be ≥ 1, not {channels}")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise SourceConfigError(
+                f"raw input: channels must be 1 to {MAX_CHANNELS}, not {channels}"
+            )
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise SourceConfigError(
+                f"raw input: rate must be {MIN_RATE} to {MAX_RATE} Hz, not {rate}"
+            )
         if channel is not None and not 0 <= channel < channels:
             raise SourceConfigError(
                 f"raw input: channel {channel} out of range for {channels} channel(s)"
@@ -65,9 +85,10 @@ class RawSource:
         self.channel = channel
         self._frame_bytes = S16LE.width * channels
         if isinstance(stream, str | os.PathLike):
-            self.name = "raw:stdin" if str(stream) == "-" else f"raw:{os.fspath(stream)}"
+            shown = "stdin" if str(stream) == "-" else os.fspath(stream)
         else:
-            self.name = f"raw:{getattr(stream, 'name', type(stream).__name__)}"
+            shown = str(getattr(stream, "name", type(stream).__name__))
+        self.name = f"raw:{escape_controls(shown)}"
         self._fd: int | None = None  # descriptor watched with select(), if any
         self._stream: BinaryIO | None = None  # fallback for objects without a descriptor
         self._owns_fd = False
@@ -84,16 +105,7 @@ class RawSource:
             if str(spec) == "-":
                 self._fd = sys.stdin.fileno()
             else:
-                try:
-                    # O_NONBLOCK so that opening a FIFO with no writer does not hang; reads
-                    # still go through select(), and EAGAIN is handled.
-                    self._fd = os.open(spec, os.O_RDONLY | os.O_NONBLOCK)
-                except FileNotFoundError:
-                    raise SourceConfigError(f"raw input not found: {os.fspath(spec)}") from None
-                except OSError as e:
-                    raise SourceConfigError(
-                        f"cannot open raw input {os.fspath(spec)}: {e.strerror or e}"
-                    ) from None
+                self._fd = _open_path(spec)
                 self._owns_fd = True
         else:
             try:
@@ -176,3 +188,25 @@ class RawSource:
         self._fd = None
         self._stream = None
         self._owns_fd = False
+
+
+def _open_path(path: str | os.PathLike[str]) -> int:
+    """Open a raw input path for reading; every failure is a ``SourceConfigError``."""
+    shown = escape_controls(os.fspath(path))
+    try:
+        # O_NONBLOCK so that opening a FIFO with no writer does not hang; reads still go
+        # through select(), and EAGAIN is handled.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise SourceConfigError(f"raw input not found: {shown}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the name
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise SourceConfigError(f"cannot open raw input {shown}: {reason}") from None
+    # Linux opens a directory read-only without complaint and fails only at read() (EISDIR),
+    # which would look like a lost device and be retried for ever.
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SourceConfigError(
+            f"raw input {shown} is a directory: name a file or a FIFO, or - for standard input"
+        )
+    return fd

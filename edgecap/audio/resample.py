@@ -36,8 +36,15 @@ ROLLOFF = 0.93
 # Rates with an unusual ratio (L > MAX_PHASES, e.g. 44101 Hz) use MAX_PHASES tabulated phases
 # with linear interpolation between neighbours instead of one row per exact phase.
 MAX_PHASES = 1024
-# Outputs computed per vectorised step (bounds the temporary gather matrix to a few MB).
-PIECE = 1024
+# Elements (float64) of each (outputs × taps) matrix one vectorised step builds: 1 MB. The
+# outputs per step shrink as the filter grows (192 kHz → 16 kHz needs 620 taps, 48 kHz 156),
+# so a step's temporaries stay the same size whatever the rate ratio; input is dropped as soon
+# as no output needs it, so nothing grows with the length of the stream either. What does grow
+# with the ratio is the filter table, (phases + 1) × taps: at most 6 MB for rates up to
+# 192 kHz (10 MB at 384 kHz), one reason the file sources refuse higher rates (pcm.MAX_RATE).
+GATHER_BUDGET = 1 << 17
+MIN_PIECE = 16
+DESIGN_BLOCK = 1 << 14  # table elements designed per step (see _design_table)
 
 
 class StreamResampler:
@@ -66,13 +73,15 @@ class StreamResampler:
         self._taps = 2 * self.delay  # K: inputs n0-H+1 .. n0+H
         self._phases = min(self._up, MAX_PHASES)
         self._table = _design_table(self._phases, self.delay, cutoff, half_width)
+        self.piece = max(MIN_PIECE, GATHER_BUDGET // self._taps)  # outputs per step
         self._rows_by_k: np.ndarray | None = None
         if self._phases == self._up and self._up > 1:
-            # Row for output k is table[(k*M) mod L]; tile that sequence so that any PIECE
-            # consecutive outputs are one contiguous slice.
-            order = (np.arange(self._up, dtype=np.int64) * self._down) % self._up
-            reps = -(-(self._up + PIECE) // self._up)
-            self._rows_by_k = np.ascontiguousarray(np.tile(self._table[order], (reps, 1)))
+            # Row for output k is table[(k*M) mod L]; lay that sequence out (wrapping round)
+            # so that any `piece` consecutive outputs are one contiguous slice. It holds every
+            # row, so it replaces the table.
+            k = np.arange(self._up + self.piece, dtype=np.int64)
+            self._rows_by_k = self._table[(k * self._down) % self._up]
+            self._table = self._rows_by_k[:0]
         self.reset()
 
     def reset(self) -> None:
@@ -128,7 +137,7 @@ class StreamResampler:
         # Bounded pieces keep the (outputs × taps) gather matrix small for huge blocks.
         parts = []
         while self._k < k_end:
-            parts.append(self._produce_piece(min(k_end, self._k + PIECE)))
+            parts.append(self._produce_piece(min(k_end, self._k + self.piece)))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _produce_piece(self, k_end: int) -> np.ndarray:
@@ -176,15 +185,21 @@ def _design_table(phases: int, h: int, cutoff: float, half_width: float) -> np.n
 
     There are ``phases + 1`` rows: the extra last row (fraction 1.0) lets the interpolating
     path read ``row[i0 + 1]`` without a special case. Each row is normalised to unit DC gain,
-    which removes the small per-phase gain ripple of a truncated sinc.
+    which removes the small per-phase gain ripple of a truncated sinc. Computed a block of
+    rows at a time: ``np.i0`` makes a dozen temporaries the size of its input, which for the
+    whole table at once came to 60 MB at 192 kHz (and 100 GB for a header claiming 4 GHz).
     """
-    frac = np.arange(phases + 1, dtype=np.float64)[:, None] / phases
+    table = np.empty((phases + 1, 2 * h), dtype=np.float64)
     j = np.arange(2 * h, dtype=np.float64)[None, :]
-    t = frac + (h - 1) - j  # distance (input samples) from the output position to each tap
-    window = np.zeros_like(t)
-    inside = np.abs(t) < half_width
-    window[inside] = np.i0(KAISER_BETA * np.sqrt(1.0 - (t[inside] / half_width) ** 2))
-    window /= np.i0(KAISER_BETA)
-    table = cutoff * np.sinc(cutoff * t) * window
-    table /= table.sum(axis=1, keepdims=True)
+    block = max(1, DESIGN_BLOCK // (2 * h))
+    for first in range(0, phases + 1, block):
+        frac = np.arange(first, min(first + block, phases + 1), dtype=np.float64)[:, None]
+        t = frac / phases + (h - 1) - j  # distance (input samples) from output to each tap
+        window = np.zeros_like(t)
+        inside = np.abs(t) < half_width
+        window[inside] = np.i0(KAISER_BETA * np.sqrt(1.0 - (t[inside] / half_width) ** 2))
+        window /= np.i0(KAISER_BETA)
+        rows = cutoff * np.sinc(cutoff * t) * window
+        rows /= rows.sum(axis=1, keepdims=True)
+        table[first : first + len(rows)] = rows
     return table

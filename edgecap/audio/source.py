@@ -54,7 +54,10 @@ NOT_READY: Final = _NotReady()
 class AudioSource(Protocol):
     """See the module docstring."""
 
-    name: str  # human description for status and logs, e.g. "alsa:USB Audio (hw:1,0)"
+    # Human description for status and logs, e.g. "alsa:USB Audio (hw:1,0)". Names from outside
+    # (file names, device names) go through runtime.escape: no control character may reach
+    # a terminal through a status line or a log.
+    name: str
 
     def open(self) -> None: ...
 

@@ -5,8 +5,9 @@ WAVE_FORMAT_EXTENSIBLE (what most recorders and DAWs write for 24-bit or multich
 and IEEE float. This parser accepts:
 
 - integer PCM 8 (unsigned), 16, 24 and 32 bit; IEEE float 32 and 64 bit; both also inside
-  WAVE_FORMAT_EXTENSIBLE;
-- any channel count (mixed to mono, or one channel picked) and any sample rate (resampled);
+  WAVE_FORMAT_EXTENSIBLE; NaN and infinite float samples are replaced (silence, full scale)
+  and counted in the log;
+- 1 to 8 channels (mixed to mono, or one channel picked) and 8 to 192 kHz (resampled);
 - odd-sized chunks (RIFF pads them to even length), LIST/fact/bext/JUNK chunks (skipped);
 - a data chunk size of 0 or 0xFFFFFFFF, as written by tools that stream to a pipe and cannot
   seek back to patch the header (read to end of file), and RF64/BW64 with a ds64 chunk;
@@ -14,14 +15,20 @@ and IEEE float. This parser accepts:
   end of file.
 
 Everything that cannot work raises ``SourceConfigError`` with a message that says what is
-wrong with which file.
+wrong with which file, and so does a header with values no recording has (0 or 65535
+channels, 1 Hz or 4 GHz, 7-bit samples, a block size that does not match): a corrupt or
+hostile header must end in a clear error, never in a huge allocation or a day-long "file".
+File names are shown with their control characters escaped (``runtime.escape``): a name is
+chosen by whoever made the file, and may hold terminal escape sequences.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -30,9 +37,20 @@ from typing import BinaryIO
 
 import numpy as np
 
-from edgecap.audio.pcm import SampleFormat, decode_samples, int16_to_bytes, to_mono
+from edgecap.audio.pcm import (
+    MAX_CHANNELS,
+    MAX_RATE,
+    MIN_RATE,
+    SUPPORTED_FORMATS,
+    NonFinite,
+    SampleFormat,
+    decode_samples,
+    int16_to_bytes,
+    to_mono,
+)
 from edgecap.audio.resample import StreamResampler
 from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
 
 log = logging.getLogger(__name__)
@@ -64,7 +82,8 @@ _CONVERT_HINT = "convert it with e.g. `sox in.wav -e signed-integer -b 16 out.wa
 
 @dataclass(frozen=True, slots=True)
 class WavInfo:
-    """What the header says. ``data_size`` is None when the data runs to end of file."""
+    """What the header says. ``data_size`` is None when the data runs to end of file.
+    ``path`` is the file's name as shown to people (control characters escaped)."""
 
     path: str
     sample_format: SampleFormat
@@ -97,8 +116,10 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
 def read_wav_header(f: BinaryIO, path: str) -> WavInfo:
     """Parse the header of an open WAV file and leave ``f`` at the first data byte.
 
-    Raises ``SourceConfigError`` for anything that is not a readable WAV.
+    ``path`` is only used in messages (its control characters escaped here). Raises
+    ``SourceConfigError`` for anything that is not a readable WAV.
     """
+    path = escape_controls(path)
     head = _read_exact(f, 12)
     if len(head) == 0:
         raise SourceConfigError(f"{path} is empty, not a WAV file")
@@ -171,6 +192,11 @@ def _parse_fmt(body: bytes, path: str) -> tuple[SampleFormat, int, int]:
             raise _truncated(path, "WAVE_FORMAT_EXTENSIBLE fmt chunk shorter than 40 bytes")
         # wValidBitsPerSample may be less than the container (24 valid in 32): samples are
         # left-justified, so decoding the whole container is right either way.
+        valid_bits = struct.unpack("<H", body[18:20])[0]
+        if valid_bits > bits:
+            raise SourceConfigError(
+                f"{path}: inconsistent fmt chunk: {valid_bits} valid bits in a {bits}-bit sample"
+            )
         sub = body[24:40]
         if sub[4:] != _GUID_TAIL:
             raise SourceConfigError(
@@ -184,41 +210,66 @@ def _parse_fmt(body: bytes, path: str) -> tuple[SampleFormat, int, int]:
             f"unsupported WAV encoding in {path}: {name} (format 0x{tag:04X}); "
             "only integer PCM and IEEE float are read; " + _CONVERT_HINT
         )
-    if channels == 0:
-        raise SourceConfigError(f"{path}: fmt chunk says 0 channels")
-    if rate == 0:
-        raise SourceConfigError(f"{path}: fmt chunk says 0 Hz")
-    if block_align == 0 or block_align % channels:
-        raise SourceConfigError(
-            f"{path}: inconsistent fmt chunk (block align {block_align} for {channels} channels)"
-        )
-    # The container (bytes per sample) is what block_align says; bits may be fewer (a 12-bit
-    # sample in 16 bits), always left-justified.
-    container_bits = (block_align // channels) * 8
-    if bits > container_bits or bits == 0:
-        raise SourceConfigError(
-            f"{path}: inconsistent fmt chunk ({bits} bits per sample, block align {block_align})"
-        )
     kind = "float" if tag == WAVE_FORMAT_IEEE_FLOAT else "int"
-    sample_format = SampleFormat(kind, container_bits)
-    allowed = (32, 64) if kind == "float" else (8, 16, 24, 32)
-    if container_bits not in allowed:
+    if not 1 <= channels <= MAX_CHANNELS:
         raise SourceConfigError(
-            f"unsupported WAV encoding in {path}: {container_bits}-bit "
+            f"{path}: the header says {channels} channels; edgecap reads files of 1 to "
+            f"{MAX_CHANNELS} channels (a damaged header, or convert it with e.g. "
+            "`sox in.wav -c 1 out.wav`)"
+        )
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise SourceConfigError(
+            f"{path}: the header says {rate} Hz; edgecap reads files of {MIN_RATE} to "
+            f"{MAX_RATE} Hz (a damaged header, or convert it with e.g. "
+            "`sox in.wav -r 16000 out.wav`)"
+        )
+    if bits == 0 or bits % 8 or bits > 64:
+        # A 12-bit or 20-bit recording is stored in a 16 or 24-bit container, and then the
+        # header names the container (WAVE_FORMAT_EXTENSIBLE carries the valid bits apart).
+        raise SourceConfigError(
+            f"{path}: the header says {bits} bits per sample, which is not a sample size "
+            "(8, 16, 24, 32 or 64)"
+        )
+    # Microsoft's rule for both formats: nBlockAlign = nChannels × wBitsPerSample / 8. A file
+    # that breaks it cannot be decoded with confidence (which of the two is wrong?).
+    if block_align != channels * bits // 8:
+        raise SourceConfigError(
+            f"{path}: inconsistent fmt chunk: block align {block_align} bytes, but "
+            f"{channels} channel(s) of {bits}-bit samples take {channels * bits // 8}"
+        )
+    sample_format = SampleFormat(kind, bits)
+    if sample_format not in SUPPORTED_FORMATS:
+        raise SourceConfigError(
+            f"unsupported WAV encoding in {path}: {bits}-bit "
             f"{'float' if kind == 'float' else 'integer'} samples; " + _CONVERT_HINT
         )
     return sample_format, channels, rate
 
 
 def _open_checked(path: Path) -> BinaryIO:
+    shown = escape_controls(os.fspath(path))
     try:
+        # Only a regular file: opening a FIFO would block until a writer comes, and a device
+        # (/dev/zero) never ends.
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise SourceConfigError(f"{shown} is a directory, not a WAV file")
+        if not stat.S_ISREG(mode):
+            raise SourceConfigError(f"{shown} is not a regular file, so not a WAV file")
         return open(path, "rb")  # the caller owns and closes it
     except FileNotFoundError:
-        raise SourceConfigError(f"WAV file not found: {path}") from None
-    except IsADirectoryError:
-        raise SourceConfigError(f"{path} is a directory, not a WAV file") from None
-    except OSError as e:
-        raise SourceConfigError(f"cannot read WAV file {path}: {e.strerror or e}") from None
+        raise SourceConfigError(f"WAV file not found: {shown}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the name
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise SourceConfigError(f"cannot read WAV file {shown}: {reason}") from None
+
+
+def _data_available(f: BinaryIO, info: WavInfo) -> int | None:
+    """Bytes from the first data byte to the end of the file (None if it cannot be told)."""
+    try:
+        return max(0, os.fstat(f.fileno()).st_size - info.data_offset)
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[WavInfo, np.ndarray]:
@@ -227,7 +278,11 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[WavInfo, np.ndarray]:
     p = Path(path)
     with _open_checked(p) as f:
         info = read_wav_header(f, str(p))
-        data = f.read() if info.data_size is None else f.read(info.data_size)
+        size = info.data_size
+        available = _data_available(f, info)
+        if size is not None and available is not None:
+            size = min(size, available)  # read(n) would first allocate the n the header claims
+        data = f.read() if size is None else f.read(size)
     usable = len(data) - len(data) % info.frame_bytes
     return info, decode_samples(memoryview(data)[:usable], info.sample_format, info.channels)
 
@@ -258,7 +313,8 @@ class WavSource:
         self.realtime = realtime
         self.loop = loop
         self.channel = channel
-        self.name = f"wav:{self.path}"
+        self._shown = escape_controls(os.fspath(self.path))  # the name as messages show it
+        self.name = f"wav:{self._shown}"
         self._f: BinaryIO | None = None
         self._info: WavInfo | None = None
         self._resampler: StreamResampler | None = None
@@ -269,6 +325,9 @@ class WavSource:
         self._next_start = 0
         self._emitted = 0  # frames emitted since open (for the realtime schedule)
         self._t0 = 0.0
+        self._frames_in = 0  # input frames decoded since open
+        self._nonfinite = NonFinite()  # NaN/inf float samples replaced since open
+        self._nonfinite_logged = 0  # how many of them the log has been told about
 
     @property
     def info(self) -> WavInfo | None:
@@ -278,10 +337,10 @@ class WavSource:
         self.close()
         f = _open_checked(self.path)
         try:
-            info = read_wav_header(f, str(self.path))
+            info = read_wav_header(f, self._shown)
             if self.channel is not None and not 0 <= self.channel < info.channels:
                 raise SourceConfigError(
-                    f"channel {self.channel} requested but {self.path} has "
+                    f"channel {self.channel} requested but {self._shown} has "
                     f"{info.channels} channel(s) (channels count from 0)"
                 )
         except BaseException:
@@ -291,29 +350,30 @@ class WavSource:
         self._info = info
         self._resampler = StreamResampler(info.rate, SAMPLE_RATE)
         self._pending = np.zeros(0, dtype=np.int16)
-        self._remaining = self._clamped_size(info)
+        self._remaining = self._clamped_size(info, warn=True)
         self._pass_frames = 0
         self._eof = False
         self._emitted = 0
         self._t0 = time.monotonic()
+        self._frames_in = 0
+        self._nonfinite = NonFinite()
+        self._nonfinite_logged = 0
         log.info("opened %s (%s)", self.name, info.describe())
 
-    def _clamped_size(self, info: WavInfo) -> int | None:
+    def _clamped_size(self, info: WavInfo, *, warn: bool = False) -> int | None:
         if info.data_size is None or self._f is None:
             return info.data_size
-        try:
-            available = os.fstat(self._f.fileno()).st_size - info.data_offset
-        except OSError:
+        available = _data_available(self._f, info)
+        if available is None or info.data_size <= available:
             return info.data_size
-        if info.data_size > available:
+        if warn:
             log.warning(
                 "%s: data chunk claims %d bytes but the file holds %d: reading to end of file",
-                self.path,
+                self._shown,
                 info.data_size,
                 available,
             )
-            return max(0, available)
-        return info.data_size
+        return available
 
     def read(self, timeout: float) -> Frame | _NotReady | None:
         if self._f is None or self._info is None:
@@ -350,17 +410,22 @@ class WavSource:
         try:
             data = self._f.read(n_bytes) if n_bytes else b""
         except OSError as e:
-            raise SourceLost(f"read error on {self.path}: {e.strerror or e}") from e
+            raise SourceLost(f"read error on {self._shown}: {e.strerror or e}") from e
         usable = len(data) - len(data) % info.frame_bytes
         if self._remaining is not None:
             self._remaining -= len(data)
         if usable:
-            samples = decode_samples(memoryview(data)[:usable], info.sample_format, info.channels)
+            samples = decode_samples(
+                memoryview(data)[:usable], info.sample_format, info.channels, self._nonfinite
+            )
             self._pass_frames += len(samples)
+            self._frames_in += len(samples)
+            if self._nonfinite.total and not self._nonfinite_logged:
+                self._warn_nonfinite()
             mono = to_mono(samples, self.channel)
             self._append(self._resampler.process(mono))
         if len(data) != usable:
-            log.debug("%s: dropped a partial sample frame at the end of the data", self.path)
+            log.debug("%s: dropped a partial sample frame at the end of the data", self._shown)
         if len(data) < n_bytes or self._remaining == 0:
             self._end_of_pass()
 
@@ -368,13 +433,40 @@ class WavSource:
         assert self._f is not None and self._info is not None and self._resampler is not None
         if self.loop:
             if self._pass_frames == 0:
-                raise SourceConfigError(f"{self.path} holds no audio to loop over")
+                raise SourceConfigError(f"{self._shown} holds no audio to loop over")
             self._f.seek(self._info.data_offset)
             self._remaining = self._clamped_size(self._info)
             self._pass_frames = 0
             return  # the resampler carries on across the seam: no gap, no click of silence
         self._append(self._resampler.flush())
         self._eof = True
+        self._total_nonfinite()
+
+    def _warn_nonfinite(self) -> None:
+        """Said once, when the first ones are met: where, how many, and what was done."""
+        assert self._info is not None
+        bad = self._nonfinite
+        log.warning(
+            "%s: %d NaN and %d infinite float sample(s) in its first %.2f s: NaN is played as "
+            "silence, infinity as full scale (a damaged file, or samples not normalised)",
+            self._shown,
+            bad.nan,
+            bad.inf,
+            self._frames_in / self._info.rate,
+        )
+        self._nonfinite_logged = bad.total
+
+    def _total_nonfinite(self) -> None:
+        """At the end, the whole count, if more were met after the warning."""
+        bad = self._nonfinite
+        if bad.total > self._nonfinite_logged:
+            log.info(
+                "%s: %d NaN and %d infinite float sample(s) replaced in all",
+                self._shown,
+                bad.nan,
+                bad.inf,
+            )
+            self._nonfinite_logged = bad.total
 
     def _append(self, samples: np.ndarray) -> None:
         if samples.size:
@@ -382,6 +474,7 @@ class WavSource:
 
     def close(self) -> None:
         if self._f is not None:
+            self._total_nonfinite()  # a looping or stopped file never reached its end
             with contextlib.suppress(OSError):
                 self._f.close()
             self._f = None

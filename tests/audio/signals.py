@@ -85,3 +85,24 @@ def write_wav(path: Path, samples: np.ndarray, rate: int, **kw: object) -> Path:
         wav_bytes(s.tobytes(), tag=1, channels=channels, rate=rate, bits=16, **kw)  # type: ignore[arg-type]
     )
     return path
+
+
+def raw_wav_bytes(
+    *,
+    tag: int = 1,
+    channels: int = 1,
+    rate: int = 16000,
+    bits: int = 16,
+    block_align: int | None = None,
+    byte_rate: int | None = None,
+    payload: bytes = b"\0" * 3200,
+    data_size: int | None = None,
+) -> bytes:
+    """A plain-fmt WAV whose every header field is given as is, however absurd: nothing is
+    derived or checked, so tests can write exactly the header a broken or hostile tool would."""
+    align = channels * bits // 8 if block_align is None else block_align
+    rate_bytes = (rate * align) & 0xFFFFFFFF if byte_rate is None else byte_rate
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate_bytes, align, bits)
+    size = len(payload) if data_size is None else data_size
+    body = b"WAVE" + chunk(b"fmt ", fmt) + b"data" + struct.pack("<I", size) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body

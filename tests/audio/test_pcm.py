@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from edgecap.audio.pcm import SampleFormat, decode_samples, float_to_int16, to_mono
+from edgecap.audio.pcm import NonFinite, SampleFormat, decode_samples, float_to_int16, to_mono
 
 
 def test_decode_each_integer_width() -> None:
@@ -80,3 +82,20 @@ def test_float_to_int16_rounds_to_nearest() -> None:
         32767,
         -32768,
     ]
+
+
+def test_decode_counts_the_nan_and_inf_it_replaces() -> None:
+    f = np.array([np.nan, np.inf, -np.inf, 0.5, np.nan, np.nan], "<f8")
+    tally = NonFinite()
+    got = decode_samples(f.tobytes(), SampleFormat("float", 64), 2, tally)
+    assert got.tolist() == [[0, 32767], [-32768, 16384], [0, 0]]
+    assert (tally.nan, tally.inf, tally.total) == (3, 2, 5)
+    decode_samples(np.array([np.inf], "<f4").tobytes(), SampleFormat("float", 32), 1, tally)
+    assert (tally.nan, tally.inf) == (3, 3)  # a running count over blocks
+
+
+def test_float_to_int16_turns_nan_into_silence_without_an_invalid_cast() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns "invalid value encountered in cast"
+        got = float_to_int16(np.array([np.nan, 1.0, np.nan, -np.inf, np.inf]))
+    assert got.tolist() == [0, 1, 0, -32768, 32767]

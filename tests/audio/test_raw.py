@@ -187,3 +187,24 @@ def test_errors() -> None:
         RawSource("/nonexistent/input.raw", 20).open()
     with pytest.raises(SourceConfigError, match="channel 2 out of range"):
         RawSource("-", 20, channels=2, channel=2)
+
+
+def test_a_directory_is_a_config_error_not_a_device_to_wait_for(tmp_path: Path) -> None:
+    """Linux opens a directory read-only; only read() fails (EISDIR), which used to look like
+    a lost device, retried for ever."""
+    fds = set(os.listdir("/proc/self/fd"))
+    src = RawSource(tmp_path, 20)
+    with pytest.raises(SourceConfigError, match="is a directory") as e:
+        src.open()
+    assert str(tmp_path) in str(e.value)
+    assert set(os.listdir("/proc/self/fd")) == fds  # the directory was not left open
+
+
+def test_absurd_rates_and_channel_counts_are_refused() -> None:
+    for rate in (0, 1, 7999, 192_001, 4_000_037):
+        with pytest.raises(SourceConfigError, match=f"not {rate}"):
+            RawSource("-", 20, rate=rate)
+    for channels in (0, 9, 65535):
+        with pytest.raises(SourceConfigError, match=f"not {channels}"):
+            RawSource("-", 20, channels=channels)
+    assert RawSource("-", 20, rate=192_000, channels=8).name == "raw:stdin"

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgecap.audio.resample import StreamResampler
-from tests.audio.signals import dominant_frequency, rms_db, sine
+from edgecap.audio.wav import WavSource
+from tests.audio.signals import dominant_frequency, rms_db, sine, write_wav
 
 RATES = [8000, 11025, 22050, 44100, 48000]
 
@@ -144,3 +147,39 @@ def test_rejects_bad_rates_and_shapes() -> None:
         StreamResampler(0, 16000)
     with pytest.raises(ValueError):
         StreamResampler(44100, 16000).process(np.zeros((10, 2), np.int16))
+
+
+def _peak_while_reading(path: Path) -> tuple[int, int]:
+    """(frames read, tracemalloc peak in bytes) for a whole WAV file through WavSource."""
+    src = WavSource(path, 20, realtime=False)
+    frames = 0
+    tracemalloc.start()
+    try:
+        src.open()
+        while src.read(1.0) is not None:
+            frames += 1
+        src.close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return frames, peak
+
+
+@pytest.mark.parametrize("rate", [192_000, 191_999, 191_984])
+def test_memory_does_not_grow_with_the_file_at_192_khz(tmp_path: Path, rate: int) -> None:
+    """192 kHz is the largest rate a file may have: the filter is longest there (620 taps).
+    191999 Hz has no common factor with 16 kHz (interpolated phases), 191984 Hz has 1000
+    exact phases; 192000 Hz is plain decimation by 12. Before the work was done in bounded
+    steps, building the filter alone took 60 MB at the odd rates."""
+    rng = np.random.default_rng(rate)
+    peaks = []
+    for seconds in (2, 12):
+        path = write_wav(
+            tmp_path / f"{seconds}.wav", (rng.standard_normal(rate * seconds) * 3000), rate
+        )
+        frames, peak = _peak_while_reading(path)
+        assert frames == seconds * 50
+        peaks.append(peak)
+    short, long = peaks
+    assert long < 16_000_000, f"{long / 1e6:.1f} MB"  # the unit's MemoryMax is 300M in all
+    assert abs(long - short) < 1_000_000, f"{short / 1e6:.1f} → {long / 1e6:.1f} MB"

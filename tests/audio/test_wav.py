@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import logging
+import os
 import struct
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,14 @@ import pytest
 from edgecap.audio.source import NOT_READY, SourceConfigError
 from edgecap.audio.wav import WavSource, read_wav
 from edgecap.runtime.frames import Frame
-from tests.audio.signals import chunk, dominant_frequency, sine, wav_bytes, write_wav
+from tests.audio.signals import (
+    chunk,
+    dominant_frequency,
+    raw_wav_bytes,
+    sine,
+    wav_bytes,
+    write_wav,
+)
 
 RNG = np.random.default_rng(42)
 REF = (RNG.standard_normal((1600, 2)) * 8000).clip(-32768, 32767).astype(np.int16)
@@ -321,3 +332,124 @@ def test_error_loop_over_empty_file(tmp_path: Path) -> None:
 def test_empty_data_ends_at_once(tmp_path: Path) -> None:
     p = write_wav(tmp_path / "x.wav", np.zeros(0, np.int16), 16000, data_size=0, riff_size=36)
     assert drain(_fast(p)) == []
+
+
+# -- absurd headers: refused with the file and the value named, never allocated --------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"rate": 0xFFFFFFFF}, "says 4294967295 Hz"),  # was: a 106 GiB filter table
+        ({"rate": 4_000_037}, "says 4000037 Hz"),  # was: 1.45 GB resident
+        ({"rate": 1}, "says 1 Hz"),  # was: a small file played for a day
+        ({"rate": 0}, "says 0 Hz"),
+        ({"rate": 7999}, "says 7999 Hz"),
+        ({"rate": 192_001}, "says 192001 Hz"),
+        ({"channels": 0, "block_align": 2}, "says 0 channels"),
+        ({"channels": 65535, "bits": 8, "payload": bytes(65535 * 4)}, "says 65535 channels"),
+        ({"channels": 9}, "says 9 channels"),
+        ({"bits": 0, "block_align": 2}, "says 0 bits per sample"),
+        ({"bits": 7, "block_align": 1}, "says 7 bits per sample"),
+        ({"bits": 12, "block_align": 2}, "says 12 bits per sample"),
+        ({"bits": 72, "block_align": 9}, "says 72 bits per sample"),
+        ({"bits": 64}, "64-bit integer samples"),
+        ({"channels": 2, "block_align": 3}, "block align 3 bytes, but 2 channel(s)"),
+        ({"block_align": 8}, "block align 8 bytes, but 1 channel(s) of 16-bit samples take 2"),
+    ],
+)
+def test_absurd_header_values_are_refused_naming_file_and_value(
+    tmp_path: Path, fields: dict, says: str
+) -> None:
+    p = tmp_path / "bad.wav"
+    p.write_bytes(raw_wav_bytes(**fields))
+    msg = _error(p)
+    assert str(p) in msg and says in msg
+    with pytest.raises(SourceConfigError, match=r"bad\.wav"):
+        read_wav(p)
+
+
+def test_extensible_with_more_valid_bits_than_its_container_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "x.wav"
+    p.write_bytes(
+        wav_bytes(
+            b"\0" * 64, tag=1, channels=1, rate=16000, bits=16, extensible=True, valid_bits=24
+        )
+    )
+    assert "24 valid bits in a 16-bit sample" in _error(p)
+
+
+@pytest.mark.parametrize(("rate", "channels", "bits"), [(8000, 1, 8), (192_000, 8, 24)])
+def test_the_edges_of_the_sane_range_are_read(
+    tmp_path: Path, rate: int, channels: int, bits: int
+) -> None:
+    ref = (RNG.standard_normal((rate // 10, channels)) * 4000).astype(np.int16)  # 0.1 s
+    p = tmp_path / "edge.wav"
+    p.write_bytes(
+        wav_bytes(encode(ref, "int", bits), tag=1, channels=channels, rate=rate, bits=bits)
+    )
+    out = pcm_of(drain(_fast(p)))
+    assert len(out) == 1600  # exactly 0.1 s at 16 kHz
+    assert np.abs(out).max() > 1000
+
+
+def test_a_data_size_past_the_end_does_not_allocate_what_it_claims(tmp_path: Path) -> None:
+    p = tmp_path / "x.wav"
+    p.write_bytes(raw_wav_bytes(payload=REF[:, 0].tobytes(), data_size=0xFFFFFFF0))
+    tracemalloc.start()
+    try:
+        _, samples = read_wav(p)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(samples[:, 0], REF[:, 0])
+    assert peak < 1_000_000, peak  # read(4 GB) would allocate the 4 GB first
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "f.wav"
+    os.mkfifo(fifo)
+    errors: list[str] = []
+    opener = threading.Thread(target=lambda: errors.append(_error(fifo)), daemon=True)
+    opener.start()
+    opener.join(2.0)
+    if opener.is_alive():  # blocked in open(): give it a writer so the thread can end
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        opener.join(2.0)
+        pytest.fail("opening a FIFO as a WAV file waited for a writer")
+    assert len(errors) == 1 and "is not a regular file" in errors[0]
+
+
+# -- NaN and infinite float samples ---------------------------------------------------------
+
+
+def test_nan_and_inf_become_silence_and_full_scale_and_are_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pattern = np.array([0.5, np.nan, np.inf, -np.inf, -0.5], "<f4")
+    reps = 3200  # 16000 samples = 1 s: many reads, so many blocks with bad samples
+    p = tmp_path / "float.wav"
+    p.write_bytes(
+        wav_bytes(np.tile(pattern, reps).tobytes(), tag=3, channels=1, rate=16000, bits=32)
+    )
+    caplog.set_level(logging.INFO, logger="edgecap.audio.wav")
+    src = _fast(p)
+    out = pcm_of(drain(src))
+    src.close()
+    assert np.array_equal(out, np.tile([16384, 0, 32767, -32768, -16384], reps))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    first = warnings[0].getMessage()
+    assert str(p) in first and "NaN" in first and "silence" in first and "full scale" in first
+    totals = [r.getMessage() for r in caplog.records if "replaced in all" in r.getMessage()]
+    assert totals == [f"{p}: {reps} NaN and {2 * reps} infinite float sample(s) replaced in all"]
+
+
+def test_a_clean_float_file_says_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = tmp_path / "float.wav"
+    p.write_bytes(wav_bytes(encode(REF, "float", 32), tag=3, channels=2, rate=16000, bits=32))
+    caplog.set_level(logging.INFO, logger="edgecap.audio.wav")
+    src = _fast(p)
+    drain(src)
+    src.close()
+    assert not [r for r in caplog.records if "NaN" in r.getMessage()]
