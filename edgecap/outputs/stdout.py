@@ -21,6 +21,14 @@ a time, so its worker stops in bounded time. While the reader is stalled the out
 in order (when a stall makes the queue coalesce a speech start away, the JSON speech_start
 is written just before its speech_end, so the pairs stay whole).
 
+Nothing it prints acts on the terminal: local text (status details such as the audio
+source's name — a WAV file may be called ``a\\x1b[2Jb.wav`` —, loss and speech-end reasons)
+shows its control characters as visible escapes (``runtime/escape.py``); caption text,
+already cleaned by the board, is cleaned again here (``clean_text``: a fast path when there
+is nothing to clean) so that no other way in can reach the terminal raw. JSON status and
+loss records are written in ASCII (``\\u`` escapes), so a C1 control or a bidi override in a
+name cannot pass either; caption records keep their (clean) text as it is.
+
 Writing never raises into the caller: when the stream breaks (EPIPE after ``| head``, a
 closed stream) the output stops writing and counts it in ``write_errors``.
 """
@@ -38,8 +46,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from edgecap.captions.events import AudioLoss, CaptionLine
+from edgecap.captions.sanitize import clean_text
 from edgecap.outputs.base import OutputEvent
 from edgecap.outputs.rollup import choose_translations
+from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.speech import Activity
 from edgecap.runtime.status import StatusSnapshot
 
@@ -79,6 +89,11 @@ def _last_columns(text: str, width: int) -> str:
     return text
 
 
+def _clean(text: str) -> str:
+    """Caption text, cleaned again (the board did it): never cut, fast when clean."""
+    return clean_text(text, len(text))
+
+
 def _stamp(line: CaptionLine) -> str:
     return f"[{_clock(line.start)}] " if line.start is not None else "[--:--.--] "
 
@@ -86,10 +101,11 @@ def _stamp(line: CaptionLine) -> str:
 def _head(line: CaptionLine) -> str:
     """``[01:02.50] S1: (en) `` — time, speaker and language of a caption line."""
     head = _stamp(line)
-    if line.speaker:
-        head += f"S{line.speaker}: " if line.speaker.isdigit() else f"{line.speaker}: "
-    if line.language:
-        head += f"({line.language}) "
+    speaker, language = _clean(line.speaker or ""), _clean(line.language or "")
+    if speaker:
+        head += f"S{speaker}: " if speaker.isdigit() else f"{speaker}: "
+    if language:
+        head += f"({language}) "
     return head
 
 
@@ -104,7 +120,7 @@ def _fit(head: str, text: str, width: int) -> str:
 
 
 def _loss_text(loss: AudioLoss) -> str:
-    text = f"⚠ {loss.seconds:.1f} s of speech lost ({loss.reason})"
+    text = f"⚠ {loss.seconds:.1f} s of speech lost ({escape_controls(loss.reason)})"
     if loss.start is not None and loss.end is not None:
         text += f" {_clock(loss.start)}–{_clock(loss.end)}"
     return text
@@ -219,7 +235,7 @@ class StdoutOutput:
         else:
             self._line(
                 f"[{_clock(act.start)} → {_clock(act.end)}] speech #{act.utterance}, "
-                f"{act.end - act.start:.2f} s ({act.reason.replace('_', ' ')})"
+                f"{act.end - act.start:.2f} s ({escape_controls(act.reason.replace('_', ' '))})"
             )
 
     def _status(self, snap: StatusSnapshot) -> None:
@@ -229,9 +245,10 @@ class StdoutOutput:
         self._last_status = summary
         if self.fmt == "json":
             parts = {name: {"state": p.state, "detail": p.detail} for name, p in snap.parts.items()}
+            # ASCII (the default): details name files and devices, which may hold anything
             self._line(json.dumps({"type": "status", "summary": summary, "parts": parts}))
         elif self.tty:
-            self._line(f"· {summary}")
+            self._line(f"· {escape_controls(summary)}")
 
     # --- captions ---------------------------------------------------------------------------
 
@@ -245,7 +262,7 @@ class StdoutOutput:
                     "end": _round(event.end),
                     "reason": event.reason,
                 }
-                self._line(json.dumps(record, ensure_ascii=False))
+                self._line(json.dumps(record))  # ASCII: the reason is local text
             else:
                 self._line(_loss_text(event))
             return
@@ -262,11 +279,14 @@ class StdoutOutput:
             "type": "caption",
             "seq": line.seq,
             "final": line.final,
-            "text": line.text,
-            "translations": dict(choose_translations(line.translations, self.languages)),
+            "text": _clean(line.text),
+            "translations": {
+                lang: _clean(text)
+                for lang, text in choose_translations(line.translations, self.languages)
+            },
             "translation_final": line.translation_final,
-            "speaker": line.speaker,
-            "language": line.language,
+            "speaker": line.speaker and _clean(line.speaker),
+            "language": line.language and _clean(line.language),
             "start": _round(line.start),
             "end": _round(line.end),
             "offline": line.offline,
@@ -274,7 +294,7 @@ class StdoutOutput:
 
     def _show_provisional(self, line: CaptionLine) -> None:
         width = shutil.get_terminal_size().columns
-        text = _fit(_head(line), line.text, width) if line.text else ""
+        text = _fit(_head(line), _clean(line.text), width) if line.text else ""
         self._live, self._live_seq, self._in_place = text, line.seq, True
         self._write(CLEAR + text)
 
@@ -284,7 +304,7 @@ class StdoutOutput:
             if self._live_seq == line.seq:
                 self._live, self._live_seq = "", None
             if line.text:
-                rows.append(_head(line) + line.text)
+                rows.append(_head(line) + _clean(line.text))
                 self._last_seq = line.seq
             if not line.translation_final:
                 self._awaiting.add(line.seq)
@@ -293,8 +313,8 @@ class StdoutOutput:
             # right below its line they need no time; after other lines the first does
             stamp = INDENT if self._last_seq == line.seq else _stamp(line)
             for lang, text in choose_translations(line.translations, self.languages):
-                tag = f"({lang}) " if lang else ""
-                rows.append(f"{stamp}→ {tag}{text}")
+                tag = f"({_clean(lang)}) " if lang else ""
+                rows.append(f"{stamp}→ {tag}{_clean(text)}")
                 stamp = INDENT
                 self._last_seq = None
         if rows:

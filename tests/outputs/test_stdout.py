@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import os
+import re
+import select
 import shutil
 import time
 from dataclasses import replace
@@ -17,6 +19,8 @@ from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.worker import OutputWorker
 from edgecap.runtime.speech import Activity
 from edgecap.runtime.status import StatusBoard
+
+ERASE = "\r\x1b[2K"
 
 
 def opened(out: StdoutOutput) -> StdoutOutput:
@@ -408,3 +412,70 @@ def test_a_reader_that_goes_away_while_stalled_ends_the_writing():
         assert len(pipe.worker.queue) == 0  # the rest is handled (and written nowhere)
     finally:
         pipe.close()
+
+
+# --- local text never acts on the terminal (issue 11, item 4) ------------------------------
+
+# What a terminal acts on: C0 controls but the line feed, DEL, C1 controls (\x9b is CSI),
+# bidi overrides and isolates, the Unicode line and paragraph separators.
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+WAV = "wav:/tmp/a\x1b[2Jb\x9b31m\u202e.wav"  # a file name anyone could have chosen
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 5.0) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while marker not in got and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            got += os.read(fd, 65536)
+    return got
+
+
+def test_local_text_on_a_real_terminal_is_escaped_and_captions_cleaned():
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "w", encoding="utf-8")
+    try:
+        out = opened(StdoutOutput(stream))  # a real terminal: its status line is shown
+        assert out.tty
+        board = StatusBoard()
+        board.subscribe(out.handle)
+        board.set("audio", "ended", WAV)
+        out.handle(AudioLoss(1.5, 0.0, 1.5, "file \x1b]0;title\x07gone\r\nforged"))
+        out.handle(Activity(1, 0.0, 1.0, "stop\x1b[31m"))
+        # the board cleans caption text: a line that did not come through it is cleaned too
+        line = caption(1, "hi \x1b[2Jthere\u202e", True, "hola\x1b[5m\x07", True, start=1.0)
+        out.handle(replace(line, speaker="1\x1b[31m", language="en\x1b]0;x\x07"))
+        out.close()
+        shown = read_until(master, b"hola\r\n").decode().replace("\r\n", "\n")
+    finally:
+        stream.close()
+        os.close(master)
+    assert shown == (
+        "· End of input: wav:/tmp/a\\x1b[2Jb\\x9b31m\\u202e.wav\n"
+        "⚠ 1.5 s of speech lost (file \\x1b]0;title\\x07gone\\x0d\\x0aforged) "
+        "00:00.00–00:01.50\n"
+        "[00:00.00 → 00:01.00] speech #1, 1.00 s (stop\\x1b[31m)\n"
+        "[00:01.00] S1: (en) hi there\n"
+        "           → (es) hola\n"
+    )
+    assert RAW_CONTROL.findall(shown.replace(ERASE, "")) == []
+
+
+def test_json_status_and_loss_records_are_ascii_on_a_real_pipe():
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w", encoding="utf-8")
+    try:
+        out = opened(StdoutOutput(stream, fmt="json", tty=False))
+        board = StatusBoard()
+        board.subscribe(out.handle)
+        board.set("audio", "ended", WAV)
+        out.handle(AudioLoss(1.5, 0.0, 1.5, f"cannot read {WAV}"))
+        out.close()
+        got = read_until(read_fd, b'"audio_loss"').decode()
+    finally:
+        stream.close()
+        os.close(read_fd)
+    assert got.isascii() and RAW_CONTROL.findall(got) == []
+    status, loss = map(json.loads, got.splitlines())
+    assert status["parts"]["audio"]["detail"] == WAV  # escaped for JSON, not changed
+    assert loss["reason"] == f"cannot read {WAV}"
