@@ -1,7 +1,8 @@
 """The ``edgecap`` command: run, check, config, devices.
 
 Exit status: 0 success; 78 (EX_CONFIG) for any config error — the systemd unit lists it in
-RestartPreventExitStatus= so a broken config does not restart-loop; 70 when a worker failed.
+RestartPreventExitStatus= so a broken config does not restart-loop; 70 when a worker failed;
+75 (EX_TEMPFAIL) when ``run``'s input ended with speech not captioned (see the supervisor).
 This is the one module that writes to stdout/stderr directly: it is the user's terminal.
 """
 
@@ -50,7 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgecap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the daemon in the foreground",
+        description="Run the daemon in the foreground until SIGTERM/SIGINT or the end of its "
+        "input. Exit status: 0 after a stop, or at the end of the input with all of its speech "
+        "captioned; 75 when the input ended (a file, stdin) and some of its speech was not "
+        "captioned — the service was unreachable or refused the key (each loss is reported "
+        "with its cause); 78 for a config error; 70 when a part of the daemon failed.",
+    )
     run.add_argument("--source", choices=("alsa", "wav", "raw"), help="= --set audio.source=")
     run.add_argument("--device", help="= --set audio.device= (alsa)")
     run.add_argument("--file", help="= --set audio.source=wav --set audio.file=")
@@ -66,9 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--defaults", action="store_true", help="print the documented default config instead"
     )
     sub.add_parser("devices", help="list capture devices")
-    tail = sub.add_parser("tail", parents=[common], help="print the captions of the running daemon")
-    tail.add_argument("--json", action="store_true", help="the socket's JSON lines as they come")
+    tail = sub.add_parser(
+        "tail",
+        parents=[common],
+        help="print the captions of the running daemon",
+        description="Print the captions of the running daemon, from its socket, until it "
+        "stops. Exit status: 0 when the daemon stopped (or Ctrl-C); 69 when no daemon is "
+        "running, or it went away without saying goodbye (not with --follow); 77 when the "
+        "socket may not be opened (join its group: sudo usermod -aG edgecap $USER).",
+    )
+    tail.add_argument(
+        "--json",
+        action="store_true",
+        help="the socket's JSON lines as they come, re-encoded as ASCII (\\u escapes)",
+    )
     tail.add_argument("--socket", type=Path, help="the socket (default: [socket] path)")
+    tail.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="wait for the daemon when it is not running, and reconnect when it restarts",
+    )
     return parser
 
 
@@ -211,7 +239,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         # Only the socket's path is needed: no service key is read for it.
         overrides = [*args.set, "daemon.service=local"]
         path = load(args.config, overrides, env={}).config.socket.path
-    return run_tail(path, json_mode=args.json, out=sys.stdout, err=sys.stderr)
+    return run_tail(path, json_mode=args.json, follow=args.follow, out=sys.stdout, err=sys.stderr)
 
 
 COMMANDS = {

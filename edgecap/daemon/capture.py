@@ -51,9 +51,11 @@ class CaptureWorker(Worker):
         self.gate = gate
         self.queue = queue
         self.status = status
-        # A file read faster than real time waits for the consumer instead of dropping.
+        # A file read faster than real time waits for the consumer instead of dropping,
+        # and the consumer knows it may hold back (a link paced by its service).
         live = getattr(source, "realtime", True)
         self._wait_for_room = None if live else self._room_wanted
+        queue.producer_waits = not live
         self.backoff = Backoff(first=retry_first, cap=retry_max, healthy_after=10.0)
         self.frames_read = 0
 

@@ -11,6 +11,11 @@ ordered so nothing in flight is lost: capture stops first (ending the open utter
 closing the queue), then the consumer drains the queue, then the outputs close. Each join
 has a deadline; a worker that misses it is named, and the caller exits hard rather than
 hang (a non-daemon thread would otherwise keep the process alive forever).
+
+Exit status: 0 after a stop (SIGTERM, SIGINT) or an end of input with every word of speech
+captioned; 75 (EX_TEMPFAIL) when the input ended (a file, stdin) and speech was lost — the
+service was unreachable or refused the key, the losses were reported one by one; 78 for a
+config error; 70 when a worker failed or did not stop in time.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ log = logging.getLogger(__name__)
 
 EX_OK = 0
 EX_SOFTWARE = 70  # a worker failed: systemd restarts the service
+EX_TEMPFAIL = 75  # the input ended and some of its speech was not captioned
 OFFLINE_MARK = "≈ "  # begins a fallback caption line on the screen
 QUEUE_SECONDS = 30  # speech held between capture and the consumer before the oldest is dropped
 
@@ -121,6 +127,7 @@ class Daemon:
         self.watchdog_withheld = 0  # intervals in which a stale worker kept the watchdog quiet
         self.hung: list[str] = []
         self.exit_code: int | None = None
+        self._input_ended = False  # the run ended at the end of its input, not by a stop
 
     @property
     def consumers(self) -> list[Worker]:
@@ -374,17 +381,36 @@ class Daemon:
             log.exception("the supervisor failed; stopping")
             code = EX_SOFTWARE
         code = self._stop(code)
+        lost = self._log_summary(started)
+        if code == EX_OK and self._input_ended and lost:
+            log.error(
+                "the input ended with %.2f s of its speech not captioned (reported above): "
+                "exit status %d",
+                lost / SAMPLE_RATE,
+                EX_TEMPFAIL,
+            )
+            code = EX_TEMPFAIL
+        self.exit_code = code
+        return code
+
+    def _log_summary(self, started: float) -> int:
+        """The totals of the run; returns the speech lost (samples): every loss the link
+        reported (the line's total is their sum) and what the speech queue dropped."""
+        cfg = self.loaded.config
+        lost = self.queue.dropped_samples
         if self.link is not None:
             link = self.link
+            lost += link.lost.samples
             log.info(
-                "link: %d connection attempts, %d sessions, %d failures; %.1f s of speech "
-                "confirmed, %.1f s replayed, %.1f s lost; %d bytes sent",
+                "link: %d connection attempts, %d sessions, %d failures; %.2f s of speech "
+                "confirmed, %.2f s replayed, %.2f s lost in %d reports; %d bytes sent",
                 link.attempts,
                 link.sessions,
                 link.failures,
                 link.buffer.confirmed_samples / SAMPLE_RATE,
                 link.buffer.replayed_samples / SAMPLE_RATE,
-                link.buffer.dropped.seconds,
+                link.lost.seconds,
+                link.loss_reports,
                 link.bytes_sent,
             )
         frames = self.capture.frames_read
@@ -401,8 +427,7 @@ class Daemon:
             self.consumer.utterances,
             self.queue.dropped_frames,
         )
-        self.exit_code = code
-        return code
+        return lost
 
     def _supervise(self) -> int:
         """The loop: wakes on a signal, a worker's exit or every half second; returns the
@@ -427,6 +452,7 @@ class Daemon:
                 # End of input: the consumer works through what is queued (an offline engine
                 # may need longer than the stop budget) for as long as it makes progress.
                 self._await_consumer()
+                self._input_ended = self._stop_reason is None
                 return EX_OK
 
     def _failure_code(self, worker: Worker) -> int:

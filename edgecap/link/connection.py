@@ -19,6 +19,12 @@ a reply the protocol requires goes out from where the codec's state lives. The e
 connection — a close frame, a reset, a protocol error — is posted as a ``Closed`` item, so
 the link learns of every ending in one place and in order with the messages before it.
 The connection knows no codec at all.
+
+Opening is interruptible. The connection dials the TCP socket itself (then the proxy's
+CONNECT tunnel, then TLS; websocket-client does the HTTP upgrade on that socket), so it holds
+the socket from its first moment: ``interrupt()`` from another thread shuts it down, which
+ends a connect that hangs in SYN_SENT, a TLS handshake or an upgrade that gets no answer at
+once instead of after ``connect_timeout`` — a stop is not held up by a network black hole.
 """
 
 from __future__ import annotations
@@ -96,15 +102,27 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
-def proxy_options(proxy: str | None) -> dict:
+def proxy_address(proxy: str | None) -> tuple[str, int] | None:
+    """(host, port) of an ``http://host:port`` proxy, or None."""
     if not proxy:
-        return {}
+        return None
     parts = urlsplit(proxy)
-    return {
-        "http_proxy_host": parts.hostname,
-        "http_proxy_port": parts.port or 80,
-        "proxy_type": "http",
-    }
+    if not parts.hostname:
+        raise ValueError(f"not a proxy URL: {proxy!r}")
+    return parts.hostname, parts.port or 80
+
+
+def _target(url: str) -> tuple[str, int, bool]:
+    """(host, port, TLS?) of a ws:// or wss:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a WebSocket URL: {url!r}")
+    secure = parts.scheme == "wss"
+    return parts.hostname, parts.port or (443 if secure else 80), secure
+
+
+class Interrupted(OSError):
+    """``interrupt()`` ended an open() in progress."""
 
 
 class Connection:
@@ -128,6 +146,10 @@ class Connection:
         self._connect_timeout = connect_timeout
         self._ws: websocket.WebSocket | None = None
         self._io_lock = threading.Lock()  # see the module docstring
+        # while opening: a second handle of the socket being opened, for interrupt()
+        self._ctl_lock = threading.Lock()
+        self._ctl: socket.socket | None = None
+        self._interrupted = False
         self._reader: _Reader | None = None
         self.opened_at = 0.0
         self.last_received = 0.0  # any frame, pongs included
@@ -139,34 +161,107 @@ class Connection:
     # --- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
         """Connect, TLS-verify and upgrade; raise Refused (an HTTP answer other than 101) or
-        ConnectFailed with the classified reason."""
-        ws = websocket.WebSocket(sslopt={"context": self._tls}, enable_multithread=True)
+        ConnectFailed with the classified reason. Each step waits at most
+        ``connect_timeout``, and :meth:`interrupt` ends it at once."""
         try:
-            ws.connect(
-                self._handshake.url,
-                header=list(self._handshake.headers),
-                subprotocols=list(self._handshake.subprotocols) or None,
-                timeout=self._connect_timeout,
-                suppress_origin=True,
-                **proxy_options(self._proxy),
-            )
-        except websocket.WebSocketBadStatusException as exc:
-            ws.shutdown()
-            raise Refused(exc.status_code) from None
-        except ssl.SSLCertVerificationError as exc:
-            ws.shutdown()
-            raise ConnectFailed(
-                ServiceError(None, "tls_untrusted", exc.verify_message or "certificate", Retry.SLOW)
-            ) from None
-        except (OSError, websocket.WebSocketException) as exc:
-            ws.shutdown()
-            raise ConnectFailed(
-                ServiceError(None, "connect_failed", _short(exc), Retry.BACKOFF)
-            ) from None
+            ws = self._open()
+        finally:
+            self._release_ctl()
         self._ws = ws
         self.opened_at = self.last_received = self.last_message = self.clock()
         self._reader = _Reader(self, ws)
         self._reader.start()
+
+    def _open(self) -> websocket.WebSocket:
+        try:
+            sock = self._dial()
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectFailed(
+                ServiceError(None, "tls_untrusted", exc.verify_message or "certificate", Retry.SLOW)
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise self._failed(exc) from None
+        ws = websocket.WebSocket(enable_multithread=True)
+        try:
+            ws.connect(
+                self._handshake.url,
+                socket=sock,
+                header=list(self._handshake.headers),
+                subprotocols=list(self._handshake.subprotocols) or None,
+                timeout=self._connect_timeout,
+                suppress_origin=True,
+                redirect_limit=0,  # the key goes to the configured server, nowhere else
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            ws.shutdown()
+            raise Refused(exc.status_code) from None
+        except (OSError, websocket.WebSocketException) as exc:
+            ws.shutdown()
+            raise self._failed(exc) from None
+        return ws
+
+    def _failed(self, exc: BaseException) -> ConnectFailed:
+        reason = "interrupted" if self._interrupted else _short(exc)
+        return ConnectFailed(ServiceError(None, "connect_failed", reason, Retry.BACKOFF))
+
+    def interrupt(self) -> None:
+        """From another thread: end an :meth:`open` in progress now (or the next one)."""
+        with self._ctl_lock:
+            self._interrupted = True
+            ctl = self._ctl
+        if ctl is not None:
+            with contextlib.suppress(OSError):
+                ctl.shutdown(socket.SHUT_RDWR)  # the socket itself, whatever handle is waiting
+
+    def _dial(self) -> socket.socket:
+        """TCP to the server (or the proxy), the proxy's tunnel, then TLS; a socket that
+        ``interrupt()`` can shut down at every step."""
+        host, port, secure = _target(self._handshake.url)
+        proxy = proxy_address(self._proxy)
+        peer = proxy or (host, port)
+        infos = socket.getaddrinfo(peer[0], peer[1], 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        error: OSError = OSError(f"no address for {peer[0]}")
+        for family, kind, proto, _, address in infos:
+            sock = socket.socket(family, kind, proto)
+            try:
+                self._hold(sock)
+                sock.settimeout(self._connect_timeout)
+                sock.connect(address)
+                break
+            except OSError as exc:
+                self._release_ctl()
+                sock.close()
+                if self._interrupted:
+                    raise Interrupted("interrupted") from None
+                error = exc
+        else:
+            raise error
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy is not None:
+                _tunnel(sock, host, port)
+            if secure:
+                return self._tls.wrap_socket(sock, server_hostname=host)
+            return sock
+        except BaseException:
+            sock.close()
+            if self._interrupted:
+                raise Interrupted("interrupted") from None
+            raise
+
+    def _hold(self, sock: socket.socket) -> None:
+        """Keep a second handle of ``sock`` for interrupt() (shutting down a duplicate
+        shuts the socket down: the TLS layer's own handle sees it too)."""
+        with self._ctl_lock:
+            if self._interrupted:
+                raise Interrupted("interrupted")
+            self._ctl = sock.dup()
+
+    def _release_ctl(self) -> None:
+        with self._ctl_lock:
+            ctl, self._ctl = self._ctl, None
+        if ctl is not None:
+            ctl.close()
 
     def close(self, timeout: float = 1.0, *, code: int | None = None) -> bool:
         """Tear the connection down now; True if the reader thread ended in time.
@@ -280,6 +375,25 @@ class _Reader(Worker):
             ending = Closed(conn.number, None, _short(exc))
         finally:
             conn._post(ending, stop)
+
+
+def _tunnel(sock: socket.socket, host: str, port: int) -> None:
+    """Ask an HTTP proxy for a CONNECT tunnel to host:port (TLS then goes through it)."""
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode("ascii"))
+    head = b""
+    while b"\r\n\r\n" not in head:
+        if len(head) > 16384:
+            raise OSError("the proxy's answer is too long")
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise OSError("the proxy closed the connection")
+        head += chunk
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or parts[1] != "200":
+        raise OSError(f"the proxy refused the tunnel: {status_line[:80]}")
+    # A proxy says nothing after its answer until the server speaks: no bytes are lost here.
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

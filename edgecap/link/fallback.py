@@ -115,6 +115,21 @@ class Fallback:
         self.status.put("fallback_returns", self.returns)
         return True
 
+    def take_at_stop(self, held: Iterable[GateEvent]) -> None:
+        """Stopping with speech the service did not caption (not sent, or sent and not
+        confirmed): the offline engine gets it, in capture order, rather than nobody. Not a
+        switch: the link is ending."""
+        samples = 0
+        for event in held:
+            self._put(event)
+            if isinstance(event, SpeechAudio):
+                samples += event.frame.samples
+        log.info(
+            "%.1f s of speech %s had not captioned at stop go to the offline engine",
+            samples / SAMPLE_RATE,
+            self.service,
+        )
+
     def close(self) -> None:
         """No more speech: the offline engine finishes what it has and stops."""
         if self._open is not None:

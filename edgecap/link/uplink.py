@@ -10,12 +10,15 @@ unconfirmed audio is replayed, no caption is finalized twice.
 
 The buffer holds at most ``max_samples`` of audio. Past that the oldest audio is dropped —
 utterance markers stay, so every utterance remains well formed — and each dropped stretch
-is recorded exactly (seconds, capture time), for status and for every output.
+is recorded exactly (seconds, capture time), for status and for every output. The audio not
+yet sent (``unsent_samples``) is counted as it changes: the link asks for it with every
+event it takes, to hold back a source that waits for it.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from edgecap.runtime.frames import SAMPLE_RATE
@@ -53,6 +56,26 @@ class Loss:
         self.samples += samples
         self.frames += 1
 
+    def merge(self, other: Loss) -> None:
+        """Add ``other``'s stretch to this one (one report for both)."""
+        if not other.samples:
+            return
+        for bound in (other.first, other.last):
+            if bound is not None:
+                self.first = bound if self.first is None else min(self.first, bound)
+                self.last = bound if self.last is None else max(self.last, bound)
+        self.samples += other.samples
+        self.frames += other.frames
+
+    @classmethod
+    def of(cls, events: Iterable[GateEvent]) -> Loss:
+        """The audio among ``events``, as one stretch."""
+        loss = cls()
+        for event in events:
+            if isinstance(event, SpeechAudio):
+                loss.add(event.frame.start, event.frame.samples)
+        return loss
+
 
 @dataclass
 class UplinkBuffer:
@@ -60,6 +83,7 @@ class UplinkBuffer:
     sent: deque[Item] = field(default_factory=deque)
     pending: deque[Item] = field(default_factory=deque)
     held_samples: int = 0
+    unsent_samples: int = 0  # the audio in ``pending``
     session_samples: int = 0  # audio sent in the current session
     # totals
     pushed_samples: int = 0
@@ -79,6 +103,7 @@ class UplinkBuffer:
         self.pending.append(item)
         if isinstance(event, SpeechAudio):
             self.held_samples += item.samples
+            self.unsent_samples += item.samples
             self.pushed_samples += item.samples
             while self.held_samples > self.max_samples:
                 self._drop_oldest_audio()
@@ -92,6 +117,7 @@ class UplinkBuffer:
         item = self.pending.popleft()
         item.session_pos = self.session_samples
         self.session_samples += item.samples
+        self.unsent_samples -= item.samples
         self.sent.append(item)
         return item
 
@@ -104,15 +130,35 @@ class UplinkBuffer:
             raise ValueError("audio is never skipped")
         return item
 
-    def new_session(self) -> None:
-        """A session ended: everything it did not confirm is sent again on the next one."""
+    def new_session(self, replay: bool = True) -> None:
+        """A session ended: everything it did not confirm is sent again on the next one
+        (``replay`` False: it goes elsewhere — to the offline engine at stop)."""
         while self.sent:
             item = self.sent.pop()
-            if item.session_pos >= 0 and isinstance(item.event, SpeechAudio):
+            if replay and item.session_pos >= 0 and isinstance(item.event, SpeechAudio):
                 self.replayed_samples += item.samples
             item.session_pos = -1
+            self.unsent_samples += item.samples
             self.pending.appendleft(item)
         self.session_samples = 0
+
+    def discard_unconfirmed(self) -> Loss:
+        """The last session ended and none follows (stopping): what it sent and the service
+        did not confirm leaves the buffer. Returns its audio, for the loss report."""
+        loss = Loss.of(item.event for item in self.sent)
+        self.held_samples -= loss.samples
+        self.sent.clear()
+        self.session_samples = 0
+        return loss
+
+    def take_pending(self) -> Loss:
+        """Nothing more will be sent (stopping, or the service is given up): the unsent
+        speech leaves the buffer. Returns its audio, for the loss report."""
+        loss = Loss.of(item.event for item in self.pending)
+        self.held_samples -= loss.samples
+        self.unsent_samples = 0
+        self.pending.clear()
+        return loss
 
     def take_all(self) -> list[GateEvent]:
         """Hand over everything held (between sessions: nothing is out with a service), as
@@ -137,6 +183,7 @@ class UplinkBuffer:
             out.append(event)
         self.pending.clear()
         self.held_samples = 0
+        self.unsent_samples = 0
         return out
 
     # --- confirmation -------------------------------------------------------------
@@ -170,7 +217,7 @@ class UplinkBuffer:
     # --- state --------------------------------------------------------------------
     @property
     def pending_samples(self) -> int:
-        return sum(i.samples for i in self.pending)
+        return self.unsent_samples
 
     @property
     def unconfirmed(self) -> bool:
@@ -200,6 +247,7 @@ class UplinkBuffer:
                         # recognised; it is counted apart, not as lost.
                         self.unconfirmed_dropped_samples += item.samples
                     else:
+                        self.unsent_samples -= item.samples
                         self.dropped.add(frame.start, item.samples)
                         self._unreported.add(frame.start, item.samples)
                     return

@@ -23,6 +23,23 @@ parses here, and the replies its protocol requires are sent from here. The Link 
   — or, for a service that never says it (``codec.sends_finished`` False), until every turn
   end was answered and the service went quiet for ``codec.finish_grace``. Either is a
   normal end: no failure, no replay, no fallback.
+
+A stop is a stop: from the stop request on, no new session begins (a connection attempt in
+progress is interrupted); the open session gets what the pace allows for ``STOP_SEND``, then
+its graceful end, for at most ``finish_timeout``. What was not sent, or sent and not
+confirmed, is reported lost with that cause — or handed to the offline engine.
+
+The end of the input (a file, stdin) is not a stop: everything held is sent, paced, and the
+session ends gracefully; the link retries as usual unless it gives up (``_given_up``: the
+service refused the session, or has failed for ``PATIENCE``, or three sessions failed after
+the end of input).
+
+A source that is not live (``speech.producer_waits``) waits for the link: the link takes no
+more than ``BACKLOG`` of unsent speech from the speech queue, so the file is read as fast as
+the service may be sent to and nothing is dropped — unless the service is given up.
+
+Every loss is reported once, with its cause, and added to ``lost``: the totals at stop are
+the sum of what was reported.
 """
 
 from __future__ import annotations
@@ -75,6 +92,21 @@ INBOX_SIZE = 256  # service messages (raw frames) waiting for the link thread
 PACE_BURST = 1.0  # seconds of audio that may go at once above the replay speed
 ROLLOVER_GRACE = 30.0  # past session_max, renew even in the middle of an utterance
 HEALTHY_AFTER = 30.0  # a session this old resets the backoff
+STOP_SEND = 0.5  # at stop, unsent speech goes (paced) for this long before the session ends
+BACKLOG = 2.0  # s of unsent speech a waiting producer (a file) is held back at
+HEADROOM = SAMPLE_RATE // 10  # samples kept free in the offline engine's queue
+PATIENCE = 30.0  # a file run (or one whose input ended) gives up a service down this long
+END_SESSIONS = 3  # after the end of input, sessions that may fail before the link gives up
+
+# Why speech was lost (the loss reports' causes)
+DROPPED_UNREACHABLE = "buffer full while the service was unreachable"
+DROPPED_REFUSED = "buffer full while the service refused the session"
+DROPPED_PACED = "buffer full while sending was paced"
+OFFLINE_QUEUE_FULL = "the offline engine's queue was full"
+UNSENT_AT_STOP = "not sent before stop"
+UNCONFIRMED_AT_STOP = "not confirmed by the service before stop"
+UNSENT_UNREACHABLE = "not sent: the service was unreachable"
+UNSENT_REFUSED = "not sent: the service refused the session"
 
 
 class LinkWorker(Worker):
@@ -110,6 +142,7 @@ class LinkWorker(Worker):
         )
         self._inbox: queue.Queue[InboxItem] = queue.Queue(INBOX_SIZE)
         self._conn: Connection | None = None
+        self._opening: Connection | None = None  # a connection being opened (interruptible)
         self._conn_no = 0
         self._reload = threading.Event()
         # session state
@@ -126,15 +159,22 @@ class LinkWorker(Worker):
         self._map_pos: list[int] = []  # session audio position → capture sample
         self._map_capture: list[int] = []
         self._in_utterance = False  # a turn is open on this session
+        self._stop_send_until: float | None = None
         # link state
         self._input_closed = False
-        self._stop_attempted = False
         self._retry_at = 0.0
         self._rejected: ServiceError | None = None
         self._last_error: ServiceError | None = None
         self._now_retries = 0
+        self._down_since: float | None = None  # failing since (cleared by an answer)
+        self._end_failures = 0  # sessions failed after the end of input
         self._last_speech = clock()
-        self._losing = False
+        self.patience = PATIENCE
+        self._backlog = round(min(BACKLOG, settings.buffer / 2) * SAMPLE_RATE)
+        # speech being dropped and not reported yet, and why
+        self._open_loss: Loss | None = None
+        self._open_cause = ""
+        self._fallback_dropped = 0  # samples the offline engine's queue dropped, accounted
         # figures
         self.frames = 0  # gate frames received from the speech queue
         self.utterances = 0
@@ -147,12 +187,29 @@ class LinkWorker(Worker):
         self.dead_detected = 0
         self.bytes_sent = 0
         self.resumed_at: list[float] = []  # when sending resumed after an outage (monotonic)
-        self.lost_total = Loss()
+        self.lost = Loss()  # every loss reported: the totals at stop
+        self.loss_reports = 0
 
     # --- owner side -------------------------------------------------------------------
     def request_reload(self) -> None:
         """Read the key again and retry now, even after the service refused it."""
         self._reload.set()
+
+    def request_stop(self) -> None:
+        """Stop: no new session from now on; a connection attempt in progress ends at once."""
+        super().request_stop()
+        self._interrupt_connect()
+
+    def hand_over(self) -> None:
+        super().hand_over()
+        self._interrupt_connect()
+
+    def _interrupt_connect(self) -> None:
+        # The link thread sets _opening before it looks at the stop flag again, and the
+        # flag is set before _opening is read here: one of the two sees the other.
+        opening = self._opening
+        if opening is not None:
+            opening.interrupt()
 
     @property
     def connected(self) -> bool:
@@ -171,21 +228,16 @@ class LinkWorker(Worker):
                 if self.fallback is not None:
                     self._check_fallback(now)
                 if self._conn is None:
-                    if self._input_closed or self.stopping:
-                        if not self._last_chance(now):
-                            break
-                        continue
+                    if self._done(now):
+                        break
                     if self._wants_connection(now) and now >= self._retry_at:
                         self._connect(now)
+                        if self._conn is not None:
+                            self._sending(self._clock())  # the backlog goes before more comes
+                elif self._finishing_since is not None:
+                    self._check_finishing(now)
                 else:
-                    if self._finishing_since is not None:
-                        self._check_finishing(now)
-                    else:
-                        self._pump(now, flush=False)
-                        self._housekeeping(now)
-                    if (self._input_closed or self.stopping) and self._finishing_since is None:
-                        self._pump(now, flush=True)
-                        self._finish(now, "stop")
+                    self._sending(now)
                 self.beat()
             self._shutdown()
         finally:
@@ -193,32 +245,64 @@ class LinkWorker(Worker):
                 self._conn.close(1.0)
                 self._conn = None
 
-    def _last_chance(self, now: float) -> bool:
-        """Stopping while unconnected with speech unsent: one attempt, if not backing off
-        (a session just ended for a renewal, or the link was idle)."""
-        if self._stop_attempted or not self.buffer.pending or self._rejected is not None:
+    def _sending(self, now: float) -> None:
+        """A session is open: send (paced), keep it alive, and end it when it is time."""
+        ending = self.stopping or self._input_closed
+        self._pump(now, flush=ending)
+        if self._conn is None:
+            return  # the send failed
+        if self._open_loss is not None and not self.buffer.unsent_samples:
+            self._close_loss()  # sending caught up: the paced stretch is over
+        if self.stopping:
+            if self._stop_send_until is None:
+                self._stop_send_until = now + STOP_SEND
+            if not self.buffer.pending or now >= self._stop_send_until:
+                self._finish(now, "stop")
+                return
+        elif self._input_closed and not self.buffer.pending:
+            self._finish(now, "end of input")
+            return
+        self._housekeeping(now, ending)
+
+    def _done(self, now: float) -> bool:
+        """Unconnected: is the link's work over? At stop, always (no new session); at the
+        end of input once nothing is left for the service, or the service is given up."""
+        if self.stopping:
+            return True
+        if not self._input_closed:
             return False
-        self._stop_attempted = True
-        if now < self._retry_at:
-            return False
-        self._connect(now)
-        return self._conn is not None
+        return not self.buffer.held_samples or self._given_up(now)
+
+    def _given_up(self, now: float) -> bool:
+        """Not worth waiting for (a file run, or the end of input; a live run never gives
+        up): the service refused the session, has been failing for ``patience``, or
+        sessions failed END_SESSIONS times after the end of input."""
+        if self._rejected is not None:
+            return True
+        if self._input_closed and self._end_failures >= END_SESSIONS:
+            return True
+        return self._down_since is not None and now - self._down_since >= self.patience
 
     def _shutdown(self) -> None:
-        self._flush_loss_report("service unreachable")
+        self._close_loss()
         if self.fallback is not None:
-            if self.buffer.pending_samples and not self.buffer.sent:
-                # unsent at stop: the offline engine captions it rather than nothing
-                self.fallback.enter(self.buffer.take_all(), self._clock())
+            if self.buffer.held_samples:
+                # not delivered at stop: the offline engine captions it rather than nothing
+                self.fallback.take_at_stop(self.buffer.take_all())
+                self._note_fallback_drops()
+                self._close_loss()
             self.fallback.close()
-        if self.buffer.pending_samples:
-            loss = Loss()
-            for item in self.buffer.pending:
-                if isinstance(item.event, SpeechAudio):
-                    loss.add(item.event.frame.start, item.samples)
-            self._report_loss(loss, "not sent before stop")
-        self.sink.close()
+        else:
+            loss = self.buffer.take_pending()
+            if loss.samples:
+                self._report_loss(loss, self._unsent_cause())
+        self.sink.close()  # the open line's final words are output, final
         self._set_state("stopped")
+
+    def _unsent_cause(self) -> str:
+        if self._rejected is not None:
+            return UNSENT_REFUSED
+        return UNSENT_AT_STOP if self.stopping else UNSENT_UNREACHABLE
 
     # --- input ------------------------------------------------------------------------
     def _pull(self) -> None:
@@ -228,60 +312,125 @@ class LinkWorker(Worker):
         if self._input_closed:
             if self._conn is not None:
                 time.sleep(POLL / 2)  # only the session's end is awaited now
+            else:
+                self._stop.wait(self._unconnected_wait())
+            return
+        room = self._room()
+        if room is not None and room <= 0:
+            # Held back: the producer waits for the link (backpressure), the link for the pace.
+            self._stop.wait(POLL if self._conn is not None else self._unconnected_wait())
             return
         # Idle and unconnected, a longer wait is fine: get() returns as soon as speech comes.
         timeout = POLL if self._conn is not None or self.buffer.pending else 0.25
-        while True:
+        took_audio = False
+        while room is None or room > 0:
             try:
                 event = self.speech.get(timeout=timeout)
             except TimeoutError:
-                return
+                break
             if event is None:
                 self._input_closed = True
-                return
+                break
             if self.fallback is None or not self.fallback.offer(event, self._conn is not None):
                 self.buffer.push(event)
             if isinstance(event, SpeechAudio):
                 self.frames += 1
+                took_audio = True
+                if room is not None:
+                    room -= event.frame.samples
             elif isinstance(event, SpeechEnd):
                 self.utterances += 1
             self._last_speech = self._clock()  # the gate emits nothing while it is quiet
             timeout = 0.0
-            if self.buffer.dropped.samples != self.lost_total.samples:
-                self._note_dropping()
+        self._account_drops(took_audio)
 
-    def _note_dropping(self) -> None:
-        self.status.put("uplink_lost_s", round(self.buffer.dropped.seconds, 3))
-        if not self._losing:
-            self._losing = True
-            log.warning(
-                "speech buffer full (%.0f s held while the service is unreachable): "
-                "dropping the oldest speech",
-                self.settings.buffer,
-            )
-        self.lost_total = Loss(
-            self.buffer.dropped.samples,
-            self.buffer.dropped.first,
-            self.buffer.dropped.last,
-            self.buffer.dropped.frames,
-        )
+    def _unconnected_wait(self) -> float:
+        """How long an unconnected link may sleep: until its next attempt, at most 0.25 s."""
+        return min(0.25, max(POLL, self._retry_at - self._clock()))
 
-    def _flush_loss_report(self, reason: str) -> None:
+    def _room(self) -> int | None:
+        """Audio (samples) the link may take from the speech queue now; None: no limit.
+
+        A producer that waits (a source that is not live) is taken from only as fast as
+        the speech can go on — to the service, paced, or to the offline engine — so a file
+        is never read faster than it is captioned and nothing is dropped. A live source
+        is always taken from: what cannot be kept is dropped oldest first, and reported."""
+        if not self.speech.producer_waits or self.stopping:
+            return None
+        fb = self.fallback
+        if fb is not None and fb.active:
+            return fb.queue.max_samples - HEADROOM - fb.queue.held_samples
+        if fb is None and self._given_up(self._clock()):
+            return None  # nobody will take it: read on, and report what is lost
+        return self._backlog - self.buffer.unsent_samples
+
+    def _account_drops(self, took_audio: bool) -> None:
+        """After taking events: note what the buffer (or the offline engine's queue) had
+        to drop, and why; a batch that took audio and dropped nothing ends a loss."""
+        dropped = False
         loss = self.buffer.take_loss()
         if loss is not None:
-            self._report_loss(loss, reason)
-        self._losing = False
+            self._note_loss(loss, self._drop_cause())
+            dropped = True
+        if self._note_fallback_drops():
+            dropped = True
+        if took_audio and not dropped:
+            self._close_loss()
+
+    def _drop_cause(self) -> str:
+        if self._conn is not None:
+            return DROPPED_PACED
+        return DROPPED_REFUSED if self._rejected is not None else DROPPED_UNREACHABLE
+
+    def _note_fallback_drops(self) -> bool:
+        fb = self.fallback
+        if fb is None or fb.queue.dropped_samples == self._fallback_dropped:
+            return False
+        samples = fb.queue.dropped_samples - self._fallback_dropped
+        self._fallback_dropped = fb.queue.dropped_samples
+        self._note_loss(Loss(samples=samples), OFFLINE_QUEUE_FULL)  # capture times unknown
+        return True
+
+    def _note_loss(self, loss: Loss, cause: str) -> None:
+        """Speech is being dropped: one report per stretch and cause, when it is over."""
+        if self._open_loss is not None and self._open_cause != cause:
+            self._close_loss()
+        if self._open_loss is None:
+            self._open_loss, self._open_cause = Loss(), cause
+            log.warning(
+                "%s (%.0f s held): dropping the oldest speech",
+                cause,
+                self.settings.buffer,
+                **fields(state="dropping", loss_reason=cause),
+            )
+        self._open_loss.merge(loss)
+        self._put_lost()
+
+    def _close_loss(self) -> None:
+        """The stretch being dropped is over (or the link stops): report it."""
+        loss, self._open_loss = self._open_loss, None
+        if loss is not None and loss.samples:
+            self._report_loss(loss, self._open_cause)
 
     def _report_loss(self, loss: Loss, reason: str) -> None:
+        self.lost.merge(loss)
+        self.loss_reports += 1
         log.warning(
-            "%.1f s of speech lost (%s), captured between %.2f s and %.2f s",
+            "%.2f s of speech lost (%s), captured between %.2f s and %.2f s",
             loss.seconds,
             reason,
             loss.first or 0.0,
             loss.last or 0.0,
+            # the values in the journal fields too: a loss never folds into another
+            **fields(lost_s=f"{loss.seconds:.2f}", loss_reason=reason, loss_first=loss.first),
         )
         self.status.add("speech_lost_reports")
+        self._put_lost()
         self.sink.loss(loss.seconds, loss.first, loss.last, reason)
+
+    def _put_lost(self) -> None:
+        pending = self._open_loss.samples if self._open_loss is not None else 0
+        self.status.put("uplink_lost_s", round((self.lost.samples + pending) / SAMPLE_RATE, 3))
 
     # --- connecting -------------------------------------------------------------------
     def _wants_connection(self, now: float) -> bool:
@@ -317,7 +466,10 @@ class LinkWorker(Worker):
             connect_timeout=self.settings.connect_timeout,
             clock=self._clock,
         )
+        self._opening = conn
         try:
+            if self.stopping:
+                conn.interrupt()  # a stop that came as the attempt began
             conn.open()
             for out in self.codec.start():
                 conn.send(out)
@@ -331,6 +483,8 @@ class LinkWorker(Worker):
             conn.close(1.0)
             self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
             return
+        finally:
+            self._opening = None
         now = self._clock()
         self._conn = conn
         self.sessions += 1
@@ -357,7 +511,7 @@ class LinkWorker(Worker):
             **fields(state="connected", service=self.codec.name),
         )
         self.resumed_at.append(now)
-        self._flush_loss_report("service unreachable")
+        self._close_loss()  # the outage is over: what it cost is known
         self._set_state("connected")
 
     def _session_failed(self, error: ServiceError) -> None:
@@ -366,8 +520,21 @@ class LinkWorker(Worker):
         self.failures += 1
         self.status.put("link_failures", self.failures)
         self._teardown()
+        if self._down_since is None:
+            self._down_since = now
+        if self._input_closed:
+            self._end_failures += 1
         repeat = self._last_error is not None and self._last_error.kind == error.kind
         self._last_error = error
+        if self.stopping:
+            # no retry, no new session: what it did not confirm was reported at teardown
+            log.warning(
+                "%s session ended while stopping: %s",
+                self.codec.name,
+                error.describe(),
+                **fields(state="stopping", service=self.codec.name, error=error.kind),
+            )
+            return
         if error.retry is Retry.FATAL:
             self._rejected = error
             self._retry_at = now + self.settings.fatal_retry
@@ -408,7 +575,16 @@ class LinkWorker(Worker):
                 log.error("reader of connection %d did not stop", self._conn.number)
             self._conn = None
         self._finishing_since = None
-        self.buffer.new_session()
+        self._stop_send_until = None
+        if not self.stopping:
+            self.buffer.new_session()  # replayed on the next session
+        elif self.fallback is not None:
+            self.buffer.new_session(replay=False)  # for the offline engine, at shutdown
+        else:
+            # the last session: what it did not confirm will never be captioned
+            loss = self.buffer.discard_unconfirmed()
+            if loss.samples:
+                self._report_loss(loss, UNCONFIRMED_AT_STOP)
         self.sink.session_ended()
         self._drop_stale_inbox()
         self.status.put("uplink_replayed_s", round(self.buffer.replayed_samples / SAMPLE_RATE, 3))
@@ -427,6 +603,7 @@ class LinkWorker(Worker):
             log.info("reload: trying %s again", self.codec.name)
             self._rejected = None
             self._set_state("idle")
+        self._down_since = None  # the owner acted: the service gets a fresh chance
         self.backoff.reset()
         self._retry_at = now
 
@@ -501,8 +678,10 @@ class LinkWorker(Worker):
                 )
 
     def _answered(self) -> None:
-        """A result came: the service works (for retries and the fallback's down clock)."""
+        """A result came: the service works (for retries, patience and the fallback's down
+        clock)."""
         self._now_retries = 0
+        self._down_since = None
         if self.fallback is not None:
             self.fallback.link_answered()
 
@@ -522,7 +701,8 @@ class LinkWorker(Worker):
 
     # --- sending ----------------------------------------------------------------------
     def _pump(self, now: float, flush: bool) -> None:
-        """Send pending items, paced; ``flush`` sends everything now (stopping)."""
+        """Send pending items, paced — always: a service may refuse a burst, at the end as
+        much as in the middle. ``flush``: no more input is coming, a short chunk goes too."""
         conn = self._conn
         speed = self.codec.replay_speed
         self._tokens = min(PACE_BURST, self._tokens + (now - self._tokens_at) * speed)
@@ -553,7 +733,7 @@ class LinkWorker(Worker):
                 if run < chunk_samples and not flush and not self._run_complete(run):
                     return  # wait for a full chunk
                 seconds = run / SAMPLE_RATE
-                if not flush and self._tokens < seconds:
+                if self._tokens < seconds:
                     return  # paced: buffered speech goes no faster than replay_speed
                 self._tokens -= seconds
                 if not self._in_utterance:
@@ -634,7 +814,8 @@ class LinkWorker(Worker):
         return (self._map_capture[i] + pos - self._map_pos[i]) / SAMPLE_RATE
 
     # --- timers -----------------------------------------------------------------------
-    def _housekeeping(self, now: float) -> None:
+    def _housekeeping(self, now: float, ending: bool = False) -> None:
+        """Keepalive, dead-connection checks, and (unless ``ending``) renewal and idle close."""
         conn = self._conn
         if conn is None:
             return
@@ -664,6 +845,8 @@ class LinkWorker(Worker):
         if self._unanswered_since is not None and now - self._unanswered_since >= dead:
             self._dead(f"no answer to audio for {now - self._unanswered_since:.1f} s")
             return
+        if ending:
+            return  # the session ends anyway, once what is left has been sent
         age = now - self._session_started
         if age >= self.codec.session_max and (
             not self._in_utterance or age >= self.codec.session_max + ROLLOVER_GRACE
@@ -735,11 +918,12 @@ class LinkWorker(Worker):
         assert fb is not None
         if fb.active:
             fb.maybe_return(self._conn is not None)
-        elif self._conn is None and fb.due(now):
-            self._flush_loss_report("service unreachable")
+        elif self._conn is None and not self.stopping and fb.due(now):
+            self._close_loss()
             # the service's open line ends here: the offline engine's lines follow it
             self.sink.update(TokenUpdate(endpoint=True), lambda ms: None)
             fb.enter(self.buffer.take_all(), now)
+            self._note_fallback_drops()
 
     def _set_state(self, state: str, detail: str = "") -> None:
         if self.fallback is not None and state in ("retrying", "rejected"):

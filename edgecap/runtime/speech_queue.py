@@ -1,9 +1,15 @@
 """The bounded hand-off from the capture thread to the speech consumer.
 
-The capture thread must never block (a blocked capture thread is audio lost at the device,
-unnoticed), so ``put`` never waits. The queue is bounded by the audio it holds; past the
-bound the *oldest audio frame* is dropped — utterance start/end markers are kept, so every
-utterance stays well-formed — and the loss is counted exactly, in samples.
+The capture thread of a live source must never block (a blocked capture thread is audio
+lost at the device, unnoticed), so ``put`` never waits. The queue is bounded by the audio it
+holds; past the bound the *oldest audio frame* is dropped — utterance start/end markers are
+kept, so every utterance stays well-formed — and the loss is counted exactly, in samples.
+
+A source that is not live (a file read as fast as it can be) is different: dropping would
+lose speech for nothing, so its capture waits for room instead, and says so once with
+``producer_waits``. A consumer that cannot keep up with such a producer (a link paced by
+its service) may then simply take no more for a while — backpressure through this queue —
+instead of dropping what it took.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ class SpeechQueue:
         self._closed = False
         self.dropped_samples = 0
         self.dropped_frames = 0
+        # The producer waits for room (a source that is not live): a consumer may hold back
+        # rather than drop. Set once by the producer before the consumer starts.
+        self.producer_waits = False
 
     def put(self, event: GateEvent, wait_for_room: Callable[[], bool] | None = None) -> None:
         """Append without ever blocking; drop the oldest audio when over the bound.

@@ -77,7 +77,7 @@ def write_config(tmp_path: Path, emu: SonioxEmulator, key_source: str, **extra: 
     }
     for key, value in extra.items():
         section, _, name = key.partition("__")
-        sections[section][name] = value
+        sections.setdefault(section, {})[name] = value
     ini = tmp_path / "edgecap.ini"
     ini.write_text(
         "".join(

@@ -499,6 +499,8 @@ class SessionPlan:
     the TCP connection (RST, no close frame). ``silent_after_ms``: stop answering and stop
     processing (frames are still read and recorded, so WebSocket pings still get pongs),
     with no idle timeout, until the client goes away or the emulator closes.
+    ``unanswered_end``: the same from the client's first ``finalize`` or end of stream on
+    (a service that never confirms the end: neither ``<fin>`` nor ``finished`` comes).
     ``error_type``/``error_message`` override the defaults for ``error``.
 
     Note on ``drop``: the RST is real on the wire (a raw read of the client's socket gets
@@ -511,6 +513,7 @@ class SessionPlan:
     error_after_ms: int = 0
     drop_after_ms: int | None = None
     silent_after_ms: int | None = None
+    unanswered_end: bool = False
     close_code: int = 1000
     error_type: str | None = None
     error_message: str | None = None
@@ -527,7 +530,8 @@ class Session:
     ``close_code`` is the close code the emulator sent (None if it sent none: the client
     closed first, or the connection was dropped); ``client_close_code`` is the code of the
     client's close frame, if one arrived. ``fault`` is "error", "drop" or "silent" once a
-    plan fired. ``after_end`` counts frames received after the end of audio (only those
+    plan fired ("unanswered_end" once it did). ``after_end`` counts frames received after
+    the end of audio (only those
     that had arrived when the emulator closed). ``done`` is set when the connection's
     handler has finished.
     """
@@ -842,9 +846,13 @@ class _SessionRunner:
 
     def _step(self, frame: str | bytes) -> None:
         if self.silent:
-            if isinstance(frame, bytes):
-                with self._update():
+            with self._update():
+                if frame in ("", b""):
+                    self.session.end_received = True
+                elif isinstance(frame, bytes):
                     self.session.audio += frame
+            return
+        if self._ending(frame):
             return
         if frame in ("", b""):
             self._end()
@@ -874,6 +882,26 @@ class _SessionRunner:
             self._send(self.transcriber.finalize())
         else:
             self._error(400, message=f"Unsupported control message: {frame[:200]!r}.")
+
+    def _ending(self, frame: str | bytes) -> bool:
+        """``unanswered_end``: the client asked for the end (finalize or end of stream); from
+        here on the emulator listens and says nothing."""
+        if self.plan is None or not self.plan.unanswered_end:
+            return False
+        if frame in ("", b""):
+            kind = "end"
+        elif isinstance(frame, str) and '"finalize"' in frame:
+            kind = "finalize"
+        else:
+            return False
+        self.silent = True
+        with self._update():
+            self.session.fault = "unanswered_end"
+            if kind == "end":
+                self.session.end_received = True
+            else:
+                self.session.finalize_times.append(time.monotonic())
+        return True
 
     def _audio(self, data: bytes) -> None:
         if len(data) % 2:

@@ -745,6 +745,30 @@ def test_silent_server_answers_pings_but_nothing_else(soniox: SonioxEmulator) ->
     assert not session.finished_sent and session.close_code is None
 
 
+def test_a_server_that_never_confirms_the_end_listens_and_says_nothing(
+    soniox: SonioxEmulator,
+) -> None:
+    """``unanswered_end``: results while audio flows; from the first finalize on, neither
+    ``<fin>`` nor ``finished`` — the audio still arrives and is recorded."""
+    soniox.plan(SessionPlan(unanswered_end=True))
+    ws = start(soniox)
+    results = send_audio(ws, noise_pcm(400))
+    assert results[-1]["total_audio_proc_ms"] == 400  # answered while audio flows
+    ws.send(json.dumps({"type": "finalize"}))
+    ws.send_binary(noise_pcm(100, seed=2))
+    ws.send("")
+    assert soniox.wait_for(
+        lambda: soniox.sessions[0].end_received and soniox.sessions[0].audio_ms == 500, 2.0
+    )
+    ws.settimeout(0.5)
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        ws.recv()
+    session = soniox.sessions[0]
+    assert session.fault == "unanswered_end" and len(session.finalize_times) == 1
+    assert not session.finished_sent and session.close_code is None
+    assert all("<fin>" not in json.dumps(m) for m in session.sent)
+
+
 # -- shutdown -------------------------------------------------------------------------------
 
 

@@ -7,6 +7,14 @@ import pytest
 
 from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SonioxEmulator
+from tests.link.harness import cleanup_runs
+
+
+@pytest.fixture(autouse=True)
+def _end_what_the_test_left_running():
+    """A test that fails half-way leaves its link running: end it, before the emulator."""
+    yield
+    cleanup_runs()
 
 
 @pytest.fixture

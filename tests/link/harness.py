@@ -9,6 +9,7 @@ with the Soniox codec is the default; any other emulator comes with its codec (`
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -120,6 +121,19 @@ class Emulator(Protocol):
     port: int
 
 
+_STARTED: list[Any] = []  # runs started by the current test (cleanup_runs() ends them)
+
+
+def cleanup_runs() -> None:
+    """End whatever a test started and did not stop (it failed half-way): a link left
+    running would keep the test process alive. Never raises: the test's own failure is the
+    one to report."""
+    while _STARTED:
+        run = _STARTED.pop()
+        with contextlib.suppress(Exception):
+            run.abandon()
+
+
 class LinkRun:
     """A LinkWorker with its speech queue, fed by a feeder thread the test owns.
 
@@ -166,7 +180,17 @@ class LinkRun:
 
     def start(self) -> LinkRun:
         self.link.start()
+        _STARTED.append(self)
         return self
+
+    def abandon(self) -> None:
+        """Stop without checking anything (teardown after a failed test)."""
+        self._feed_stop.set()
+        if self._feeder is not None:
+            self._feeder.join(5)
+        self.queue.close()
+        self.link.request_stop()
+        self.link.join(10)
 
     def feed(self, events: list[GateEvent], realtime: float | None = None) -> None:
         """Put events into the speech queue; ``realtime``: frames per second factor of
@@ -206,6 +230,11 @@ class LinkRun:
         self.link.request_stop()
         assert self.link.join(timeout), "link did not stop in time"
         assert self.link.error is None, f"link failed: {self.link.error!r}"
+
+    def settled(self) -> bool:
+        """Everything fed so far was taken by the link and confirmed by the service."""
+        fed = self._feeder is None or not self._feeder.is_alive()
+        return fed and len(self.queue) == 0 and self.link.frames > 0 and self.link.buffer.empty
 
     def state(self) -> str | None:
         return self.status.snapshot().state_of("link")
@@ -260,7 +289,14 @@ class FallbackRun:
     def start(self) -> FallbackRun:
         self.local.start()
         self.run.start()
+        _STARTED.append(self)
         return self
+
+    def abandon(self) -> None:
+        self.run.abandon()
+        self.queue.close()
+        self.local.request_stop()
+        self.local.join(10)
 
     def stop(self) -> None:
         self.run.stop()  # the link closes the fallback's queue as it ends
@@ -287,6 +323,21 @@ def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:  # type: 
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+def pace_excess(frames: list[tuple[float, str, int | str]], speed: float) -> float:
+    """Seconds of audio a session received beyond ``speed`` × real time, at the worst
+    moment: the largest (audio in [t_i, t_j]) − speed × (t_j − t_i) over all windows of its
+    binary frames (the emulator's record: monotonic time, kind, length)."""
+    audio = [(t, n / 32_000) for t, kind, n in frames if kind == "binary"]  # type: ignore[operator]
+    worst = 0.0
+    lowest = float("inf")  # min over i of (audio before frame i) − speed × t_i
+    total = 0.0
+    for t, seconds in audio:
+        lowest = min(lowest, total - speed * t)
+        total += seconds
+        worst = max(worst, total - speed * t - lowest)
+    return worst
 
 
 def coverage_gaps(forwarded: bytes, received: list[bytes]) -> list[tuple[int, int]]:

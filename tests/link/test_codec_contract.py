@@ -149,7 +149,7 @@ def test_an_unknown_event_is_counted_and_logged_once(
         run = LinkRun(emu, codec=Inventive(emu.url)).start()  # type: ignore[arg-type]
         with caplog.at_level(logging.WARNING, logger="edgecap.link.worker"):
             run.feed(events)
-            assert wait_until(lambda: run.link.buffer.empty, 5)
+            assert wait_until(run.settled, 5)
             run.stop()
         for s in emu.sessions:
             assert s.violations == []

@@ -57,9 +57,14 @@ def test_outage_speech_goes_offline_and_the_cloud_takes_over_again(emu, proxy):
     fr.run.wait_fed()
     assert wait_until(lambda: fr.fallback.active, 5), fr.run.state()
     assert wait_until(lambda: len(fr.recognizer.utterances) == 2, 10)
-    snap = fr.run.status.snapshot()
-    assert snap.state_of("fallback") == "offline"
-    assert "Offline captions (speech service unreachable)" in snap.summary()
+    assert fr.run.status.snapshot().state_of("fallback") == "offline"
+    # the link's own state moves between retrying and connecting: wait for the first
+    assert wait_until(
+        lambda: (
+            "Offline captions (speech service unreachable)" in fr.run.status.snapshot().summary()
+        ),
+        5,
+    ), fr.run.status.snapshot().summary()
     # 3. the service is back: the next utterance goes to it
     proxy.refuse(0)
     assert wait_until(lambda: not fr.fallback.active, 10)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from edgecap.link.worker import PACE_BURST
+from edgecap.link.worker import DROPPED_UNREACHABLE, PACE_BURST
 from tests.emulators.soniox import SessionPlan, SonioxEmulator, expected_words
 from tests.link.harness import (
     LinkRun,
@@ -152,7 +152,8 @@ def test_over_the_buffer_the_oldest_speech_is_dropped_and_reported_exactly(emu, 
     seconds, start, end, reason = run.sink.losses[0]
     assert seconds == pytest.approx(2.0)
     assert start == pytest.approx(1.0) and end == pytest.approx(3.0)  # capture time
-    assert reason == "service unreachable"
+    assert reason == DROPPED_UNREACHABLE  # the service was down: not "while paced"
+    assert run.link.lost.seconds == pytest.approx(2.0) and run.link.loss_reports == 1
     received = b"".join(bytes(s.audio) for s in emu.sessions)
     assert received == forwarded_pcm(events)[-32_000:]  # the newest second
 
