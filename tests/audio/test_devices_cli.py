@@ -11,9 +11,8 @@ from tests.audio.conftest import file_pcm
 from tests.conftest import REPO
 
 
-def test_devices_lists_capture_devices_and_serial_ports(alsa):
-    alsa.write(file_pcm("edgecap_cli_mic", "/dev/zero", description="edgecap cli mic"))
-    proc = subprocess.run(
+def devices() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "edgecap", "devices"],
         capture_output=True,
         text=True,
@@ -21,6 +20,11 @@ def test_devices_lists_capture_devices_and_serial_ports(alsa):
         env=dict(os.environ),
         timeout=60,
     )
+
+
+def test_devices_lists_capture_devices_and_serial_ports(alsa):
+    alsa.write(file_pcm("edgecap_cli_mic", "/dev/zero", description="edgecap cli mic"))
+    proc = devices()
     assert proc.returncode == 0, proc.stderr
     capture, _, serial_part = proc.stdout.partition("Serial ports ([serial] device):")
     assert "Framebuffers ([hdmi] device):" in capture
@@ -32,14 +36,7 @@ def test_devices_lists_capture_devices_and_serial_ports(alsa):
 def test_devices_says_whether_complex_scripts_are_shaped():
     """`make deps` installs libraqm0: shaping must be there (a bare Debian lacked it and drew
     Devanagari letter by letter)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgecap", "devices"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=dict(os.environ),
-        timeout=60,
-    )
+    proc = devices()
     assert proc.returncode == 0, proc.stderr
     _, _, shaping = proc.stdout.partition("Text shaping (Devanagari, Arabic … on the screen):")
     assert shaping.strip().startswith("available (libraqm "), proc.stdout

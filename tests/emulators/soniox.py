@@ -31,31 +31,27 @@ function of the audio so tests can predict every token:
 * An incomplete unit at the end of the stream (fewer than 640 bytes) never yields a word.
 
 Faults are queued with :meth:`SonioxEmulator.plan` (one :class:`SessionPlan` per future
-connection, FIFO). Every connection is recorded as a :class:`Session`.
+connection, FIFO). Every connection is recorded as a :class:`Session`. The server around
+the protocol (TLS, its threads, the records' lock, ``close``) is ``server.py``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import random
-import socket
-import struct
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.http11 import Request
+from websockets.sync.server import ServerConnection
 
-from .tls import TlsMaterial, make_tls
+from .server import EmulatorServer, ServerOptions, SessionRecord, SessionRunner
 
 PATH = "/transcribe-websocket"
 SAMPLE_RATE = 16000
@@ -519,26 +515,22 @@ class SessionPlan:
     error_message: str | None = None
 
 
-@dataclass(eq=False)
-class Session:
-    """What happened on one accepted WebSocket connection.
+@dataclass(eq=False, kw_only=True)
+class Session(SessionRecord):
+    """What happened on one accepted WebSocket connection (besides what
+    :class:`~tests.emulators.server.SessionRecord` records: ``index``, ``headers``,
+    ``close_code``, ``client_close_code``, ``lost``, ``done``).
 
     Mutated by the emulator's connection thread under the emulator's lock; every record
     is updated *before* the matching bytes go on the wire, so whatever a client has seen
     is already recorded. Read it directly, or inside :meth:`SonioxEmulator.wait_for`.
     ``frames`` holds ``(time.monotonic(), "text" | "binary", text or byte length)``.
-    ``close_code`` is the close code the emulator sent (None if it sent none: the client
-    closed first, or the connection was dropped); ``client_close_code`` is the code of the
-    client's close frame, if one arrived. ``fault`` is "error", "drop" or "silent" once a
-    plan fired ("unanswered_end" once it did). ``after_end`` counts frames received after
-    the end of audio (only those
-    that had arrived when the emulator closed). ``done`` is set when the connection's
-    handler has finished.
+    ``fault`` is "error", "drop" or "silent" once a plan fired ("unanswered_end" once it
+    did). ``after_end`` counts frames received after the end of audio (only those that had
+    arrived when the emulator closed).
     """
 
-    index: int
     path: str
-    headers: list[tuple[str, str]]
     origin_header: bool
     plan: SessionPlan | None
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -551,14 +543,11 @@ class Session:
     after_end: int = 0
     error_sent: int | None = None
     finished_sent: bool = False
-    close_code: int | None = None
-    client_close_code: int | None = None
     max_lead_s: float = 0.0
     first_audio_at: float | None = None
     sent: list[dict[str, Any]] = field(default_factory=list)
     final_words: list[str] = field(default_factory=list)
     fault: str | None = None
-    done: bool = False
 
     @property
     def audio_ms(self) -> int:
@@ -566,107 +555,42 @@ class Session:
         return len(self.audio) // BYTES_PER_MS
 
 
-class _Finished(Exception):
-    """The connection is over (closed, dropped, or stopping); leave the handler."""
-
-
-class SonioxEmulator:
+class SonioxEmulator(EmulatorServer[Session]):
     """A TLS WebSocket server on 127.0.0.1 that behaves like Soniox's real-time API.
 
-    Starts serving in the constructor; :meth:`close` (or leaving the ``with`` block)
-    closes live connections with 1001, stops the server and joins every thread it (and
-    the websockets library, for it) started. ``idle_timeout`` is the 408 timeout (no audio
-    and no keepalive); ``lag_ms`` how far behind the audio finals trail. ``ping_interval``
-    is the library's server-side keepalive ping (off by default so tests that read raw
-    frames see no PINGs). ``close_timeout`` bounds each closing handshake and
-    ``open_timeout`` each TLS+HTTP handshake, and so how long :meth:`close` can take.
+    Serving, ``sessions``, ``connections``, ``rejected_paths``, :meth:`wait_for` and
+    :meth:`close` are :class:`~tests.emulators.server.EmulatorServer`'s, and so are the
+    ``**options`` (``api_key``, ``tls``, ``ping_interval``, ``close_timeout``,
+    ``open_timeout``, ``poll_interval``). The key goes in ``Authorization: Bearer`` or in
+    the start message's ``api_key``; a wrong one is refused after the start message.
+    ``idle_timeout`` is the 408 timeout (no audio and no keepalive); ``lag_ms`` how far
+    behind the audio finals trail; ``models`` the models a start message may name.
     """
+
+    path = PATH
+    label = "soniox"
 
     def __init__(
         self,
         tmp_dir: str | Path,
         *,
-        api_key: str = "test-key",
         idle_timeout: float = 20.0,
         lag_ms: int = 500,
         models: Iterable[str] = DEFAULT_MODELS,
-        tls: TlsMaterial | None = None,
-        ping_interval: float | None = None,
-        close_timeout: float = 1.0,
-        open_timeout: float = 2.0,
-        poll_interval: float = 0.02,
         max_plans: int = 64,
+        **options: Unpack[ServerOptions],
     ) -> None:
-        self.api_key = api_key
         self.idle_timeout = idle_timeout
         self.lag_ms = lag_ms
         self.models = frozenset(models)
-        self.poll_interval = poll_interval
-        self.tls = tls if tls is not None else make_tls(tmp_dir)
         self._max_plans = max_plans
-        self._cond = threading.Condition(threading.RLock())
         self._plans: deque[SessionPlan] = deque()
-        self._sessions: list[Session] = []
-        self._connections = 0
-        self._rejected: list[str] = []
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._closed = False
-        self._server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            ssl=self.tls.server_context(),
-            process_request=self._process_request,
-            ping_interval=ping_interval,
-            ping_timeout=ping_interval,
-            close_timeout=close_timeout,
-            open_timeout=open_timeout,
-        )
-        # shutdown() polls its handler threads at this interval (0.1 s by default, which
-        # would add 0.1 s to nearly every test's teardown).
-        self._server.SHUTDOWN_POLLING_INTERVAL = 0.01
-        self.port: int = self._server.socket.getsockname()[1]
-        self._serve_thread = threading.Thread(
-            target=self._server.serve_forever, name=f"soniox-emulator-{self.port}"
-        )
-        self._serve_thread.start()
-
-    # -- public API ---------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """``wss://127.0.0.1:PORT/transcribe-websocket``."""
-        return f"wss://127.0.0.1:{self.port}{PATH}"
+        super().__init__(tmp_dir, **options)
 
     @property
     def base_url(self) -> str:
         """``wss://127.0.0.1:PORT`` (for clients that append the path themselves)."""
         return f"wss://127.0.0.1:{self.port}"
-
-    @property
-    def ca_file(self) -> str:
-        """PEM file of the CA that signed the server certificate."""
-        return self.tls.ca_file
-
-    @property
-    def sessions(self) -> list[Session]:
-        """Snapshot of the accepted WebSocket connections, in order (the Session objects
-        are live). A request refused with 404 is only counted in ``connections``."""
-        with self._cond:
-            return list(self._sessions)
-
-    @property
-    def connections(self) -> int:
-        """HTTP upgrade requests seen, rejected ones included (TLS failures excluded)."""
-        with self._cond:
-            return self._connections
-
-    @property
-    def rejected_paths(self) -> list[str]:
-        """Request targets refused with HTTP 404."""
-        with self._cond:
-            return list(self._rejected)
 
     def plan(self, plan: SessionPlan) -> None:
         """Queue a fault plan for the next accepted WebSocket connection (FIFO; a 404
@@ -676,126 +600,55 @@ class SonioxEmulator:
                 raise RuntimeError("too many queued plans")
             self._plans.append(plan)
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` (evaluated under the emulator's lock) is true."""
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
+    def _new_session(self, index: int, request: Request) -> Session:
+        return Session(
+            index=index,
+            path=request.path,
+            headers=list(request.headers.raw_items()),
+            origin_header="Origin" in request.headers,
+            plan=self._plans.popleft() if self._plans else None,
+        )
 
-    def close(self) -> None:
-        """Close live connections (1001), stop serving and join all threads. Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-        self._stopping.set()
-        self._server.shutdown(code=1001)
-        self._serve_thread.join(timeout=5)
-        with self._cond:
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=5)
-
-    def __enter__(self) -> SonioxEmulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- server callbacks ---------------------------------------------------------------
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        with self._cond:
-            self._connections += 1
-            # Handler and reader threads belong to the library; track them to join them.
-            self._threads.append(threading.current_thread())
-            self._threads.append(conn.recv_events_thread)
-            if request.path != PATH:
-                self._rejected.append(request.path)
-                self._cond.notify_all()
-                return conn.respond(404, "Not Found\n")
-            self._cond.notify_all()
-        return None
-
-    def _handle(self, conn: ServerConnection) -> None:
-        request = conn.request
-        assert request is not None
-        with self._cond:
-            if conn.keepalive_thread is not None:
-                self._threads.append(conn.keepalive_thread)
-            plan = self._plans.popleft() if self._plans else None
-            session = Session(
-                index=len(self._sessions),
-                path=request.path,
-                headers=list(request.headers.raw_items()),
-                origin_header="Origin" in request.headers,
-                plan=plan,
-            )
-            self._sessions.append(session)
-            self._cond.notify_all()
-        try:
-            _SessionRunner(self, conn, session).run()
-        finally:
-            with self._cond:
-                session.done = True
-                self._cond.notify_all()
+    def _serve_session(self, conn: ServerConnection, session: Session) -> None:
+        _SessionRunner(self, conn, session).run()
 
 
-class _SessionRunner:
+class _SessionRunner(SessionRunner[SonioxEmulator, Session]):
     """Runs the protocol of one connection in the library's handler thread."""
 
     def __init__(self, emu: SonioxEmulator, conn: ServerConnection, session: Session) -> None:
-        self.emu = emu
-        self.conn = conn
-        self.session = session
+        super().__init__(emu, conn, session)
         self.plan = session.plan
         self.silent = False
         self.transcriber: _Transcriber | None = None
         self.last_activity = time.monotonic()
 
-    @contextlib.contextmanager
-    def _update(self) -> Iterator[None]:
-        """Mutate the session under the emulator's lock, then wake wait_for() callers."""
-        with self.emu._cond:
-            yield
-            self.emu._cond.notify_all()
-
-    def run(self) -> None:
-        try:
-            self._start()
-            while True:
-                self._step(self._next_frame())
-        except _Finished:
-            pass
-        except ConnectionClosed as exc:
-            with self._update():
-                if exc.rcvd is not None:
-                    self.session.client_close_code = exc.rcvd.code
+    def _converse(self) -> None:
+        self._start()
+        while True:
+            self._step(self._next_frame())
 
     # -- receiving ----------------------------------------------------------------------
 
+    def _tick(self, now: float) -> float:
+        """The 408: no audio and no keepalive for ``idle_timeout`` (not while silent)."""
+        if self.silent:
+            return self.emu.poll_interval
+        idle_left = self.last_activity + self.emu.idle_timeout - now
+        if idle_left <= 0:
+            self._error(
+                408,
+                message=(
+                    "No audio or keepalive received for more than "
+                    f"{self.emu.idle_timeout:g} seconds."
+                ),
+            )
+        return idle_left
+
     def _next_frame(self) -> str | bytes:
-        while True:
-            if self.emu._stopping.is_set():
-                self._close(1001)
-            wait = self.emu.poll_interval
-            if not self.silent:
-                idle_left = self.last_activity + self.emu.idle_timeout - time.monotonic()
-                if idle_left <= 0:
-                    self._error(
-                        408,
-                        message=(
-                            "No audio or keepalive received for more than "
-                            f"{self.emu.idle_timeout:g} seconds."
-                        ),
-                    )
-                wait = min(wait, idle_left)
-            try:
-                frame = self.conn.recv(timeout=wait)
-            except TimeoutError:
-                continue
-            self._record_frame(frame)
-            return frame
+        frame = self._receive()
+        self._record_frame(frame)
+        return frame
 
     def _record_frame(self, frame: str | bytes) -> None:
         kind, what = ("binary", len(frame)) if isinstance(frame, bytes) else ("text", frame)
@@ -993,23 +846,8 @@ class _SessionRunner:
         )
         self._close(close_code)
 
-    def _close(self, code: int) -> NoReturn:
-        with self._update():
-            self.session.close_code = code
-        self.conn.close(code)
-        raise _Finished
-
     def _drop(self) -> NoReturn:
         """Abort the TCP connection: RST (SO_LINGER 0), no close frame, no TLS alert."""
         with self._update():
             self.session.fault = "drop"
-        sock = self.conn.socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        # Close the fd ourselves, holding the library's protocol lock: its close_socket()
-        # wakes the reader thread first, which then races to shutdown(SHUT_WR) the socket
-        # (a FIN) before the close. Closing first sends the RST; close_socket() then only
-        # wakes and retires the reader (closing an already closed socket is a no-op).
-        with self.conn.protocol_mutex:
-            sock.close()
-        self.conn.close_socket()
-        raise _Finished
+        self._abort()

@@ -49,20 +49,24 @@ import contextlib
 import hashlib
 import json
 import struct
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Unpack
 
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
-from websockets.sync.server import Server, ServerConnection, serve
+from websockets.http11 import Request
+from websockets.sync.server import ServerConnection
 
-from .soniox import BYTES_PER_MS, UNIT_BYTES, UNIT_MS, word_for_unit
-from .tls import TlsMaterial, make_tls
+from .server import (
+    ConnectionOver,
+    EmulatorServer,
+    ServerOptions,
+    SessionRecord,
+    SessionRunner,
+)
+from .soniox import BYTES_PER_MS, UNIT_MS, expected_word_units
 
 PATH = "/v1/listen"
 SAMPLE_RATE = 16000
@@ -77,14 +81,8 @@ def translation_of(word: str, language: str) -> str:
     return f" {language}{word.removeprefix(' w')}"
 
 
-def turn_words(pcm: bytes) -> list[tuple[int, str]]:
-    """(unit, word) recognized in a turn fed exactly ``pcm``."""
-    out = []
-    for k in range(len(pcm) // UNIT_BYTES):
-        word = word_for_unit(pcm[k * UNIT_BYTES : (k + 1) * UNIT_BYTES])
-        if word is not None:
-            out.append((k, word))
-    return out
+# A turn is recognized like a Soniox session: from its first byte, unit by unit.
+turn_words = expected_word_units
 
 
 def synthesized_chunks(turn: str, text: str) -> list[bytes]:
@@ -134,21 +132,16 @@ class Turn:
         return len(self.audio) // BYTES_PER_MS
 
 
-@dataclass(eq=False)
-class Session:
-    """One accepted connection. Mutated under the emulator's lock before the matching
-    bytes go on the wire."""
+@dataclass(eq=False, kw_only=True)
+class Session(SessionRecord):
+    """One accepted connection (besides :class:`~tests.emulators.server.SessionRecord`'s
+    records). Mutated under the emulator's lock before the matching bytes go on the wire."""
 
-    index: int
-    headers: list[tuple[str, str]]
     config: dict[str, Any] | None = None
     turns: list[Turn] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)  # all audio of the session, in order
     synthesized: list[tuple[str, str, bytes, bool]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
-    client_close_code: int | None = None  # the client's close frame, if one came
-    lost: bool = False  # the connection ended without a close frame
-    done: bool = False
 
     @property
     def audio_ms(self) -> int:
@@ -161,124 +154,36 @@ class Session:
         return sum(1 for t in self.turns if t.telemetry is not None)
 
 
-class _Over(Exception):
-    """The connection is over: leave the handler."""
+class StatefulEmulator(EmulatorServer[Session]):
+    """The TLS WebSocket server (see the module docstring; serving, records and
+    :meth:`close` are :class:`~tests.emulators.server.EmulatorServer`'s)."""
 
-
-class StatefulEmulator:
-    """The TLS WebSocket server (see the module docstring); serving from construction
-    until :meth:`close`, which joins every thread it (and websockets, for it) started."""
+    path = PATH
+    label = "stateful"
 
     def __init__(
         self,
         tmp_dir: str | Path,
         *,
-        api_key: str = "test-key",
         lag_ms: int = 300,
         telemetry_timeout: float = 2.0,
-        tls: TlsMaterial | None = None,
-        poll_interval: float = 0.02,
+        **options: Unpack[ServerOptions],
     ) -> None:
-        self.api_key = api_key
         self.lag_ms = lag_ms
         self.telemetry_timeout = telemetry_timeout
-        self.poll_interval = poll_interval
-        self.tls = tls if tls is not None else make_tls(tmp_dir)
-        self._cond = threading.Condition(threading.RLock())
-        self._sessions: list[Session] = []
         self._turn_ids: set[str] = set()
-        self._connections = 0
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._closed = False
-        self._server: Server = serve(
-            self._handle,
-            "127.0.0.1",
-            0,
-            ssl=self.tls.server_context(),
-            process_request=self._process_request,
-            ping_interval=None,
-            close_timeout=1.0,
-            open_timeout=2.0,
-        )
-        self._server.SHUTDOWN_POLLING_INTERVAL = 0.01
-        self.port: int = self._server.socket.getsockname()[1]
-        self._serve_thread = threading.Thread(
-            target=self._server.serve_forever, name=f"stateful-emulator-{self.port}"
-        )
-        self._serve_thread.start()
+        super().__init__(tmp_dir, **options)
 
-    # -- public API ---------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"wss://127.0.0.1:{self.port}{PATH}"
-
-    @property
-    def ca_file(self) -> str:
-        return self.tls.ca_file
-
-    @property
-    def sessions(self) -> list[Session]:
-        with self._cond:
-            return list(self._sessions)
-
-    @property
-    def connections(self) -> int:
-        """HTTP upgrade requests seen, refused ones included."""
-        with self._cond:
-            return self._connections
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(predicate, timeout)
-
-    def close(self) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-        self._stopping.set()
-        self._server.shutdown(code=1001)
-        self._serve_thread.join(timeout=5)
-        with self._cond:
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(timeout=5)
-
-    def __enter__(self) -> StatefulEmulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- server callbacks ---------------------------------------------------------------
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        with self._cond:
-            self._connections += 1
-            self._threads.append(threading.current_thread())
-            self._threads.append(conn.recv_events_thread)
-            self._cond.notify_all()
-        if request.path != PATH:
-            return conn.respond(404, "Not Found\n")
+    def _refusal(self, request: Request) -> tuple[int, str] | None:
         if request.headers.get_all("X-Api-Key") != [self.api_key]:
-            return conn.respond(401, "Unauthorized\n")
+            return 401, "Unauthorized\n"
         return None
 
-    def _handle(self, conn: ServerConnection) -> None:
-        assert conn.request is not None
-        with self._cond:
-            session = Session(len(self._sessions), list(conn.request.headers.raw_items()))
-            self._sessions.append(session)
-            self._cond.notify_all()
-        try:
-            _Runner(self, conn, session).run()
-        finally:
-            with self._cond:
-                session.done = True
-                self._cond.notify_all()
+    def _new_session(self, index: int, request: Request) -> Session:
+        return Session(index=index, headers=list(request.headers.raw_items()))
+
+    def _serve_session(self, conn: ServerConnection, session: Session) -> None:
+        _Runner(self, conn, session).run()
 
     def _fresh(self, turn_id: str) -> bool:
         """True (and remembered) if no connection ever used ``turn_id``."""
@@ -289,52 +194,30 @@ class StatefulEmulator:
             return True
 
 
-class _Runner:
+class _Runner(SessionRunner[StatefulEmulator, Session]):
     """The protocol of one connection, in the library's handler thread."""
 
     def __init__(self, emu: StatefulEmulator, conn: ServerConnection, session: Session) -> None:
-        self.emu = emu
-        self.conn = conn
-        self.session = session
+        super().__init__(emu, conn, session)
         self.open: Turn | None = None
         self.targets: list[str] = []
         self.voice: str | None = None
 
-    @contextlib.contextmanager
-    def _update(self) -> Iterator[None]:
-        with self.emu._cond:
-            yield
-            self.emu._cond.notify_all()
+    def _converse(self) -> None:
+        self._start(self._receive())
+        while True:
+            self._step(self._receive())
 
-    def run(self) -> None:
-        try:
-            self._start(self._next())
-            while True:
-                self._step(self._next())
-        except _Over:
-            pass
-        except ConnectionClosed as exc:
-            with self._update():
-                if exc.rcvd is not None:
-                    self.session.client_close_code = exc.rcvd.code
-                else:
-                    self.session.lost = True
-            if exc.rcvd is not None:
-                # a client that says goodbye must have sent every reply it owed
-                self._check_telemetry(time.monotonic(), closing=True)
+    def _client_closed(self, exc: ConnectionClosed) -> None:
+        if exc.rcvd is not None:
+            # a client that says goodbye must have sent every reply it owed
+            self._check_telemetry(time.monotonic(), closing=True)
 
     # -- receiving ----------------------------------------------------------------------
 
-    def _next(self) -> str | bytes:
-        while True:
-            if self.emu._stopping.is_set():
-                self.conn.close(1001)
-                raise _Over
-            self._check_telemetry(time.monotonic())
-            try:
-                return self.conn.recv(timeout=self.emu.poll_interval)
-            except TimeoutError:
-                continue
+    def _tick(self, now: float) -> float:
+        self._check_telemetry(now)
+        return self.emu.poll_interval
 
     def _check_telemetry(self, now: float, closing: bool = False) -> None:
         for turn in self.session.turns:
@@ -529,5 +412,5 @@ class _Runner:
             self.session.violations.append(what)
         with contextlib.suppress(ConnectionClosed):
             self.conn.send(json.dumps({"type": "error", "code": "protocol", "message": what}))
-            self.conn.close(CLOSE_PROTOCOL, what[:100])
-        raise _Over
+            self._close(CLOSE_PROTOCOL, what[:100])
+        raise ConnectionOver
