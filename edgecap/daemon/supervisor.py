@@ -241,7 +241,7 @@ class Daemon:
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
         if cfg.hdmi.enabled:
             # with a cloud service, the offline fallback's lines are marked
-            mark = OFFLINE_MARK if cfg.daemon.service != "local" else ""
+            mark = OFFLINE_MARK if service(cfg.daemon.service).cloud else ""
             hdmi = HdmiOutput.from_config(cfg.hdmi, offline_mark=mark)
             outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
