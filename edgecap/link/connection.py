@@ -155,8 +155,6 @@ class Connection:
         self.last_received = 0.0  # any frame, pongs included
         self.last_message = 0.0  # a service message
         self.bytes_sent = 0
-        self.bytes_received = 0
-        self.messages_sent = 0
 
     # --- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -285,10 +283,6 @@ class Connection:
         ws.shutdown()
         return ok
 
-    @property
-    def reader_alive(self) -> bool:
-        return self._reader is not None and self._reader.alive
-
     # --- sending ----------------------------------------------------------------------
     def send(self, out: Outgoing) -> None:
         ws = self._ws
@@ -305,7 +299,6 @@ class Connection:
                 # AttributeError: the socket is gone (closed under us)
                 raise SendFailed(_short(exc)) from None
         self.bytes_sent += len(out.payload)
-        self.messages_sent += 1
 
     def ping(self) -> None:
         ws = self._ws
@@ -355,7 +348,6 @@ class _Reader(Worker):
                 now = conn.clock()
                 conn.last_received = now
                 data = frame.data if frame is not None else b""
-                conn.bytes_received += len(data)
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
                     reason = data[2:].decode("utf-8", "replace")

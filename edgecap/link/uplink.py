@@ -86,7 +86,6 @@ class UplinkBuffer:
     unsent_samples: int = 0  # the audio in ``pending``
     session_samples: int = 0  # audio sent in the current session
     # totals
-    pushed_samples: int = 0
     confirmed_samples: int = 0
     replayed_samples: int = 0
     dropped: Loss = field(default_factory=Loss)  # since the daemon started
@@ -104,7 +103,6 @@ class UplinkBuffer:
         if isinstance(event, SpeechAudio):
             self.held_samples += item.samples
             self.unsent_samples += item.samples
-            self.pushed_samples += item.samples
             while self.held_samples > self.max_samples:
                 self._drop_oldest_audio()
 

@@ -108,8 +108,6 @@ class ConsoleOutput:
         self._backlog = b""  # bytes the terminal did not take yet
         self._dirty = True
         self._last_draw = -MIN_REDRAW
-        self.redraws = 0
-        self.rows_written = 0
 
     # --- Output -----------------------------------------------------------------------
     def open(self) -> None:
@@ -223,12 +221,10 @@ class ConsoleOutput:
             if text:
                 out.append(f"{SGR[style]}{text}{RESET}")
             self._shown[row] = (style, text)
-            self.rows_written += 1
         if out:
             self._send("".join(out))
         self._dirty = False
         self._last_draw = now
-        self.redraws += 1
 
     def _send(self, text: str) -> None:
         """Write what the terminal takes without waiting; keep the rest for later."""

@@ -15,10 +15,8 @@ from edgecap.outputs.worker import OutputWorker
 class FanOut:
     def __init__(self, workers: list[OutputWorker]) -> None:
         self.workers = workers
-        self.published = 0
 
     def publish(self, event: OutputEvent) -> None:
-        self.published += 1
         audio = isinstance(event, SynthesizedAudio)
         for worker in self.workers:
             if audio and not getattr(worker.output, "takes_audio", False):

@@ -201,12 +201,7 @@ class Framebuffer:
     def __init__(self, info: FramebufferInfo) -> None:
         self.info = info
         self._fd: int | None = None
-        self.bytes_written = 0
         self.writes = 0  # pwrite calls
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd is not None
 
     def open(self) -> None:
         try:
@@ -241,7 +236,6 @@ class Framebuffer:
                     raise OutputUnavailable(f"{self.info.device} took no more bytes")
                 data = data[n:]
                 offset += n
-                self.bytes_written += n
                 self.writes += 1
         except OSError as exc:
             if exc.errno in _GONE:

@@ -179,7 +179,6 @@ class HdmiOutput:
         self._fonts_key: tuple[tuple[str, ...], int] | None = None
         # counters, for tests and bench/outputs.py
         self.renders = 0
-        self.rows_written = 0
         self.render_ms: deque[float] = deque(maxlen=1000)  # compose + pack + write
 
     @classmethod
@@ -480,4 +479,3 @@ class HdmiOutput:
                     self._shown = None  # unknown now; open() starts from a clear screen
                     raise
                 self._shown[a : b + 1] = band[a : b + 1]
-                self.rows_written += b - a + 1

@@ -54,7 +54,6 @@ class SerialOutput:
         self._open_transport = transport_opener
         self._transport: Transport | None = None
         self._probe_at = 0.0
-        self.bytes_written = 0
 
     @property
     def dropped_chars(self) -> int:
@@ -105,7 +104,6 @@ class SerialOutput:
         if self._transport is None:
             raise OutputUnavailable("serial output is not open")
         self._transport.write(data)
-        self.bytes_written += len(data)
         self.profile.sent()
 
     def _release(self) -> None:

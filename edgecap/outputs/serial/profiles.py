@@ -144,7 +144,6 @@ class LinesProfile(_Proposing):
         self.show = show
         self.language = language
         self.provisional = provisional
-        self.skipped_bytes = 0
         self._outbox = bytearray()  # written in order; kept across a reopen
         self._seen = Seen()
         self._prov_seq: int | None = None
@@ -200,7 +199,11 @@ class LinesProfile(_Proposing):
             end = self._outbox.find(CRLF, excess)
             cut = len(self._outbox) if end < 0 else end + len(CRLF)
             del self._outbox[:cut]
-            self.skipped_bytes += cut
+            log.warning(
+                "serial device away: %d bytes of the oldest caption lines dropped (%d kept)",
+                cut,
+                len(self._outbox),
+            )
 
     def take(self, now: float) -> bytes:
         data = bytes(self._outbox)
