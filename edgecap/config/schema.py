@@ -8,6 +8,7 @@ without its documentation. Cross-key rules of a section live in its ``problems()
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -350,9 +351,93 @@ class AzureConfig:
         SecretRef(("credential:azure_speech_key", "env:AZURE_SPEECH_KEY")),
         "where the Speech resource key is read from (never the key itself)",
     )
+    region: str = key(
+        Str(max_len=50),
+        "",
+        "the Speech resource's region, e.g. westeurope (or set endpoint or host instead)",
+    )
+    endpoint: str | None = key(
+        Url(("wss",), optional=True),
+        None,
+        "instead of region: the full WebSocket URL of the mode's path, as the Speech SDK's "
+        "endpoint takes it",
+    )
+    host: str | None = key(
+        Url(("wss", "ws"), optional=True),
+        None,
+        "instead of region: scheme://host:port of a Speech container on the LAN; the mode's "
+        "path is appended (ws:// only here: unencrypted)",
+    )
+    mode: str = key(
+        Choice("recognition", "translation"),
+        "recognition",
+        "recognition = captions in the spoken language; translation = also into targets",
+    )
+    recognition_mode: str = key(
+        Choice("interactive", "conversation", "dictation"),
+        "conversation",
+        "recognition: the service's model for short commands, conversation or dictation",
+    )
+    language: str = key(LanguageCode(), "en-US", "the spoken language, e.g. en-US, de-DE")
+    format: str = key(
+        Choice("simple", "detailed"),
+        "simple",
+        "recognition: detailed also returns each caption's confidence",
+    )
+    profanity: str = key(
+        Choice("masked", "removed", "raw"),
+        "masked",
+        "recognition: masked = swear words as ***; removed = left out; raw = as spoken",
+    )
+    targets: tuple[str, ...] = key(
+        ListOf(LanguageCode(), max_items=10),
+        (),
+        "translation: the languages captions are translated into, e.g. de, fr",
+    )
+    voice: str = key(
+        Str(max_len=100),
+        "",
+        "translation: a voice that speaks the translation into its language, e.g. "
+        "de-DE-KatjaNeural (empty = none)",
+    )
+    session_max: float = key(
+        Duration(min=10, max=590),
+        540.0,
+        "a connection is renewed after this long, at a pause (the service ends it at 10 min)",
+    )
+
+    def voice_target(self) -> str | None:
+        """The target language the voice speaks: the one its locale (``de-DE`` of
+        ``de-DE-KatjaNeural``) starts with; None without a voice or a matching target."""
+        if not self.voice:
+            return None
+        locale = self.voice.lower()
+        for target in self.targets:
+            if locale == target.lower() or locale.startswith(target.lower() + "-"):
+                return target
+        return None
 
     def problems(self) -> list[tuple[str, str]]:
-        return []
+        out = []
+        where = [k for k in ("region", "endpoint", "host") if getattr(self, k)]
+        if len(where) > 1:
+            out.append((where[1], f"set only one of region, endpoint and host, not {where[0]} too"))
+        if self.region and not re.fullmatch(r"[a-z0-9]+", self.region):
+            out.append(("region", "must be a region name such as westeurope (letters, digits)"))
+        if self.mode == "translation" and not self.targets:
+            out.append(("targets", "translation needs at least one target language"))
+        if self.mode != "translation" and self.targets:
+            out.append(("targets", "only used with mode = translation"))
+        if self.voice:
+            if self.mode != "translation":
+                out.append(("voice", "only used with mode = translation"))
+            elif not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]+)+", self.voice):
+                out.append(("voice", "must be a voice name such as de-DE-KatjaNeural"))
+            elif self.voice_target() is None:
+                out.append(("voice", "speaks none of the target languages"))
+        if len({t.lower() for t in self.targets}) != len(self.targets):
+            out.append(("targets", "a language is listed twice"))
+        return out
 
 
 @dataclass(frozen=True)
