@@ -38,7 +38,7 @@ from edgecap.config.types import (
 SERVICES = ("soniox", "azure", "sarvam", "local")
 # Services whose code has landed. The others are accepted by the schema (so a config written
 # for a newer edgecap still parses) but refused by the cross-check with a clear message.
-AVAILABLE_SERVICES = ("soniox", "local")
+AVAILABLE_SERVICES = ("soniox", "azure", "local")
 
 
 def key(type_: FieldType, default: Any, doc: str) -> Any:
@@ -65,17 +65,32 @@ class DaemonConfig:
         10.0,
         "how long the service must be unreachable (or refusing) before the fallback takes over",
     )
+    profanity: str = key(
+        Choice("mask", "remove", "off"),
+        "mask",
+        "swear words in captions: mask = shown as ***; remove = left out; off = as spoken "
+        "(the same for every service; docs/services.md says whose filter)",
+    )
+    profanity_words: Any = key(
+        PathValue(),
+        None,
+        "a file of more words to mask or remove (one per line, any language; * at the end "
+        "matches any ending)",
+    )
 
     def problems(self) -> list[tuple[str, str]]:
+        out = []
         if self.service not in AVAILABLE_SERVICES:
-            return [
+            out.append(
                 (
                     "service",
                     f"'{self.service}' is not available in this version of edgecap "
                     f"(available: {', '.join(AVAILABLE_SERVICES)})",
                 )
-            ]
-        return []
+            )
+        if self.profanity_words is not None and not self.profanity_words.is_file():
+            out.append(("profanity_words", f"no such file: {self.profanity_words}"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -368,6 +383,17 @@ class AzureConfig:
         "instead of region: scheme://host:port of a Speech container on the LAN; the mode's "
         "path is appended (ws:// only here: unencrypted)",
     )
+    auth: str = key(
+        Choice("key", "token", "none"),
+        "key",
+        "key = send the resource key with every connection; token = exchange it for a "
+        "10-minute token first (renewed); none = a container on the LAN that needs no key",
+    )
+    token_url: str | None = key(
+        Url(("https",), optional=True),
+        None,
+        "auth = token: where tokens are issued (default: the region's issueToken endpoint)",
+    )
     mode: str = key(
         Choice("recognition", "translation"),
         "recognition",
@@ -383,11 +409,6 @@ class AzureConfig:
         Choice("simple", "detailed"),
         "simple",
         "recognition: detailed also returns each caption's confidence",
-    )
-    profanity: str = key(
-        Choice("masked", "removed", "raw"),
-        "masked",
-        "recognition: masked = swear words as ***; removed = left out; raw = as spoken",
     )
     targets: tuple[str, ...] = key(
         ListOf(LanguageCode(), max_items=10),
@@ -437,6 +458,12 @@ class AzureConfig:
                 out.append(("voice", "speaks none of the target languages"))
         if len({t.lower() for t in self.targets}) != len(self.targets):
             out.append(("targets", "a language is listed twice"))
+        if self.auth == "token" and not (self.token_url or self.region):
+            out.append(("token_url", "auth = token needs region or token_url"))
+        if self.token_url and self.auth != "token":
+            out.append(("token_url", "only used with auth = token"))
+        if self.auth == "none" and not self.host:
+            out.append(("auth", "none is only for a container on the LAN (host)"))
         return out
 
 
@@ -451,6 +478,36 @@ class SarvamConfig:
     )
 
     def problems(self) -> list[tuple[str, str]]:
+        return []
+
+
+@dataclass(frozen=True)
+class SpeakerConfig:
+    """Spoken translations (Azure with a voice): on a loudspeaker and/or as WAV files."""
+
+    enabled: bool = key(Bool(), False, "play the spoken translation on an audio output device")
+    device: str = key(
+        Str(),
+        "default",
+        "ALSA playback device by exact name, part of its name, or index (edgecap devices)",
+    )
+    volume: float = key(Float(min=0.0, max=4.0), 1.0, "gain applied before playing (1 = as sent)")
+    max_delay: float = key(
+        Duration(min=1, max=600),
+        20.0,
+        "speech waiting to be played longer than this is skipped, whole utterances, oldest "
+        "first (a speaker must not fall ever further behind the captions)",
+    )
+    save_dir: Any = key(
+        PathValue(), None, "also save each spoken utterance as a WAV file here (empty = no)"
+    )
+    max_files: int = key(
+        Int(min=1, max=1_000_000), 1000, "save_dir keeps this many files; the oldest go first"
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.save_dir is not None and self.save_dir.exists() and not self.save_dir.is_dir():
+            return [("save_dir", f"not a directory: {self.save_dir}")]
         return []
 
 
@@ -707,6 +764,7 @@ class Config:
     serial: SerialConfig = field(default_factory=SerialConfig)
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
+    speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

@@ -82,6 +82,7 @@ from edgecap.services.codec import (
     ProtocolError,
     Retry,
     ServiceError,
+    ServiceNotice,
     SessionFinished,
 )
 
@@ -183,6 +184,7 @@ class LinkWorker(Worker):
         self.failures = 0
         self.bad_messages = 0
         self.unknown_events = 0
+        self.notices = 0
         self._unknown_types: set[str] = set()
         self.dead_detected = 0
         self.bytes_sent = 0
@@ -667,6 +669,11 @@ class LinkWorker(Worker):
             self.buffer.confirm_all_sent()
         elif isinstance(event, ServiceError):
             self._session_failed(event)
+        elif isinstance(event, ServiceNotice):
+            self.notices += 1
+            self.status.put("link_notices", self.notices)
+            log.info("%s: %s", self.codec.name, event.message)
+            self.status.set("notice", event.kind, event.message)
         else:
             self.unknown_events += 1
             self.status.put("link_unknown_events", self.unknown_events)

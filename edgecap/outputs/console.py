@@ -180,7 +180,11 @@ class ConsoleOutput:
         """A status line only when something is wrong now (counters of old losses alone
         are no reason: a loss shows as a notice for a while when it happens)."""
         audio = snap.state_of("audio")  # None: not reported yet, i.e. starting
-        return audio not in (None, *NORMAL_AUDIO) or snap.state_of("link") in LINK_PROBLEMS
+        return (
+            audio not in (None, *NORMAL_AUDIO)
+            or snap.state_of("link") in LINK_PROBLEMS
+            or bool(snap.fresh_notice())
+        )
 
     def _terminal_size(self) -> tuple[int, int]:
         if self._fd is not None:

@@ -285,7 +285,11 @@ class HdmiOutput:
         if snap is None:
             return ""
         link = snap.state_of("link")
-        trouble = snap.state_of("audio") not in NORMAL_AUDIO or link in LINK_PROBLEMS
+        trouble = (
+            snap.state_of("audio") not in NORMAL_AUDIO
+            or link in LINK_PROBLEMS
+            or bool(snap.fresh_notice())
+        )
         idle = not len(self._captions) or now - self._last_caption >= IDLE_STATUS_AFTER
         return snap.summary() if trouble or idle else ""
 

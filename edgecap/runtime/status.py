@@ -30,6 +30,9 @@ AUDIO_STATES = {
 
 # Link states worth telling people about (connecting, connected, idle and finishing are
 # the normal ones: an on-demand link connects at every first word).
+# A service's notice (a failed translation …) is part of the summary for this long.
+NOTICE_SHOWN = 30.0
+
 LINK_PROBLEMS = {
     "retrying": "Speech service unreachable",
     "rejected": "Speech service refused the session",
@@ -53,6 +56,13 @@ class StatusSnapshot:
         p = self.parts.get(part)
         return p.state if p else None
 
+    def fresh_notice(self) -> str:
+        """The service's latest notice, if it came less than NOTICE_SHOWN ago."""
+        part = self.parts.get("notice")
+        if part is None or self.taken_at - part.since >= NOTICE_SHOWN:
+            return ""
+        return part.detail or part.state
+
     def summary(self) -> str:
         """One short human sentence, e.g. for systemd STATUS= and a screen's status line."""
         audio = self.parts.get("audio")
@@ -71,6 +81,9 @@ class StatusSnapshot:
             text += f" · {LINK_PROBLEMS[link.state]}"
             if link.detail:
                 text += f" ({link.detail})"
+        notice = self.fresh_notice()
+        if notice:
+            text += f" · {notice}"
         lost = self.counters.get("audio_dropped_s", 0.0) + self.counters.get("uplink_lost_s", 0.0)
         if lost:
             text += f" · {lost:.1f} s lost"

@@ -45,6 +45,7 @@ from edgecap.services.codec import (
     Retry,
     ServiceError,
     ServiceEvent,
+    ServiceNotice,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,18 @@ _CLOSE_KINDS: dict[int, str] = {
     1014: "bad_gateway",
 }
 
+# [daemon] profanity → the service's own filter, which also covers the translations.
+PROFANITY = {"mask": "masked", "remove": "removed", "off": "raw"}
+
+# A result's translations: language (lowercased) → text, and why translating failed.
+Translated = tuple[dict[str, str], str | None]
+
+# RecognitionStatus values that mean speech was heard but gave no caption: a status note.
+_NO_CAPTION_NOTES = {
+    "NoMatch": "speech was heard but not recognised",
+    "BabbleTimeout": "only noise was heard",
+}
+
 _EXCERPT = 80
 _MESSAGE_MAX = 200
 
@@ -163,11 +176,14 @@ class AzureCodec:
         self,
         cfg: AzureConfig,
         *,
+        profanity: str = "mask",
         replay_speed: float = 1.5,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.cfg = cfg
+        # edgecap's mask | remove | off → the service's own filter
+        self.profanity = PROFANITY[profanity]
         self.session_max: float = cfg.session_max
         self.replay_speed = replay_speed
         self._clock = clock
@@ -191,10 +207,12 @@ class AzureCodec:
         cfg = self.cfg
         if cfg.mode == "translation":
             params = [("from", cfg.language), *(("to", t) for t in cfg.targets)]
+            if self.profanity != "masked":  # the service's default; the SDK left it out
+                params.append(("profanity", self.profanity))
             if cfg.voice:
                 params += [("features", "texttospeech"), ("voice", cfg.voice)]
         else:
-            params = [("language", cfg.language), ("profanity", cfg.profanity)]
+            params = [("language", cfg.language), ("profanity", self.profanity)]
             if cfg.format == "detailed":  # the Python SDK leaves the default out
                 params += [
                     ("format", "detailed"),
@@ -275,7 +293,7 @@ class AzureCodec:
         else:
             body["phraseDetection"] = {
                 "language": cfg.language,
-                "enrichment": {"profanity": cfg.profanity},
+                "enrichment": {"profanity": self.profanity},
             }
             body["audio"] = {"streams": {"1": None}}
             if cfg.format == "detailed":
@@ -496,7 +514,7 @@ class AzureCodec:
         return "original" if self.cfg.mode == "translation" else "none"
 
     def _hypothesis(
-        self, body: dict[str, Any], translations: dict[str, str] | None, offset_ms: int
+        self, body: dict[str, Any], translations: Translated | None, offset_ms: int
     ) -> TokenUpdate:
         text = _get(body, "Text", str)
         start, end = _times(body, offset_ms)
@@ -515,11 +533,12 @@ class AzureCodec:
             if text
             else []
         )
-        tokens += self._translated(translations, final=False)
+        if translations is not None:
+            tokens += self._translated(translations[0], final=False)
         return TokenUpdate(provisional=tuple(tokens))
 
     def _phrase(
-        self, body: dict[str, Any], translations: dict[str, str] | None, offset_ms: int
+        self, body: dict[str, Any], translations: Translated | None, offset_ms: int
     ) -> tuple[ServiceEvent, ...]:
         status = _get(body, "RecognitionStatus", str)
         if status in _STATUS_ERRORS:
@@ -533,7 +552,11 @@ class AzureCodec:
         final_audio_ms = end if end is not None else None
         if status in _NO_CAPTION:
             # Nothing was said (or a dictation segment ended): clear the tail, no caption.
-            return (TokenUpdate(final_audio_ms=final_audio_ms),)
+            update = TokenUpdate(final_audio_ms=final_audio_ms)
+            note = _NO_CAPTION_NOTES.get(status)
+            if note is None:
+                return (update,)
+            return (update, ServiceNotice(_slug(status), note))
         if status != "Success":
             raise ProtocolError(f"unknown RecognitionStatus {_excerpt(status)}")
         text, confidence = self._phrase_text(body)
@@ -551,8 +574,19 @@ class AzureCodec:
                     confidence=confidence,
                 )
             )
-        tokens += self._translated(translations, final=True)
-        return (TokenUpdate(final=tuple(tokens), final_audio_ms=final_audio_ms),)
+        notices: list[ServiceEvent] = []
+        if translations is not None:
+            texts, failure = translations
+            tokens += self._translated(texts, final=True)
+            missing = [t for t in self.cfg.targets if not texts.get(t.lower())]
+            if text and (failure or missing):
+                # Shown, not dropped in silence: the line goes out with what did arrive.
+                which = ", ".join(missing) if missing else "some languages"
+                why = f": {failure}" if failure else ""
+                notices.append(
+                    ServiceNotice("translation_failed", f"no translation into {which}{why}")
+                )
+        return (TokenUpdate(final=tuple(tokens), final_audio_ms=final_audio_ms), *notices)
 
     def _phrase_text(self, body: dict[str, Any]) -> tuple[str, float | None]:
         nbest = body.get("NBest")
@@ -577,9 +611,7 @@ class AzureCodec:
                 return text, None
         raise ProtocolError("a phrase without DisplayText or Text")
 
-    def _translated(self, translations: dict[str, str] | None, *, final: bool) -> list[Token]:
-        if translations is None:
-            return []
+    def _translated(self, translations: dict[str, str], *, final: bool) -> list[Token]:
         out = []
         for target in self.cfg.targets:  # in the configured order, named as configured
             text = translations.get(target.lower())
@@ -729,21 +761,19 @@ def _speaker(body: dict[str, Any]) -> str | None:
     return speaker if isinstance(speaker, str) and speaker else None
 
 
-def _translation(body: dict[str, Any]) -> dict[str, str]:
-    """The ``Translation`` block → language (lowercased) → text. A failed translation is
-    logged (not dropped in silence) and yields what did arrive."""
+def _translation(body: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+    """The ``Translation`` block → language (lowercased) → text, and why translating failed
+    (None when it did not): what did arrive is kept, the failure is reported."""
     block = body.get("Translation")
     if block is None:
-        return {}
+        return {}, None
     if not isinstance(block, dict):
         raise ProtocolError("Translation is not an object")
     status = block.get("TranslationStatus", "Success")
+    failure = None
     if status != "Success":
-        log.warning(
-            "Azure could not translate a caption: %s %s",
-            _shorten(str(status)),
-            _shorten(str(block.get("FailureReason") or "")),
-        )
+        reason = block.get("FailureReason") or ""
+        failure = _shorten(f"{status} {reason}".strip(), 120)
     items = block.get("Translations") or []
     if not isinstance(items, list):
         raise ProtocolError("Translations is not a list")
@@ -755,7 +785,12 @@ def _translation(body: dict[str, Any]) -> dict[str, str]:
         if not isinstance(language, str) or not isinstance(text, str):
             raise ProtocolError("a translation without Language or Text")
         out[language.lower()] = text
-    return out
+    return out, failure
+
+
+def _slug(name: str) -> str:
+    """``BabbleTimeout`` → ``babble_timeout``."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 def _iso(seconds: float) -> str:

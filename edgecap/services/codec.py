@@ -78,10 +78,22 @@ class SessionFinished:
     codec with ``sends_finished`` reports it)."""
 
 
+@dataclass(frozen=True)
+class ServiceNotice:
+    """Something the service said that no caption shows but people should know of — a
+    translation into one language failed, speech was heard but not recognised. The link
+    logs it, counts it (``link_notices``) and shows it in the status for a while (the
+    ``notice`` part); the session goes on."""
+
+    kind: str  # a stable slug: "translation_failed", "no_match" …
+    message: str  # for people, short; never contains a key
+
+
 # What a codec may report. SynthesizedAudio is speech the service made (a spoken
-# translation); the link passes it to the sink in order. An event of any other type is a
-# codec bug: the link logs it once per type and counts it ("link_unknown_events").
-ServiceEvent = TokenUpdate | ServiceError | SessionFinished | SynthesizedAudio
+# translation); the link passes it to the sink in order. ServiceNotice goes to the status.
+# An event of any other type is a codec bug: the link logs it once per type and counts
+# it ("link_unknown_events").
+ServiceEvent = TokenUpdate | ServiceError | SessionFinished | SynthesizedAudio | ServiceNotice
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgecap.config.schema import Config, LinkConfig, SonioxConfig
+from edgecap.config.schema import AzureConfig, Config, SonioxConfig
 from edgecap.services.codec import Codec
 
 
@@ -33,15 +33,17 @@ class Service:
     name: str  # as in ``[daemon] service``
     section: str  # the config section with its settings (and ``api_key`` if cloud)
     capabilities: Capabilities
-    # Builds the codec from the service's section and [link]; None: the offline engine,
-    # which runs in-process and needs no codec.
-    make_codec: Callable[[Any, LinkConfig], Codec] | None
+    # Builds the codec from the service's section and the whole config ([link], [daemon]
+    # profanity); None: the offline engine, which runs in-process and needs no codec.
+    make_codec: Callable[[Any, Config], Codec] | None
     # The translation target languages the config asks for, in display order (empty: none).
     targets: Callable[[Any], tuple[str, ...]] = lambda section: ()
     # The spoken languages the config expects (empty: any), for clients of the socket.
     languages: Callable[[Any], tuple[str, ...]] = lambda section: ()
     # The config asks for translation alone: lines carry no transcript.
     translation_only: Callable[[Any], bool] = lambda section: False
+    # The config asks for spoken translations (SynthesizedAudio for [speaker]).
+    speaks: Callable[[Any], bool] = lambda section: False
 
     @property
     def cloud(self) -> bool:
@@ -67,18 +69,33 @@ class Service:
             )
         if self.translation_only(settings) and not caps.translation_only:
             out.append(f"{self.section}: {self.name} cannot give translations alone")
+        speaker = config.speaker
+        if (speaker.enabled or speaker.save_dir is not None) and not self.speaks(settings):
+            how = "" if caps.speaks else f" ({self.name} cannot)"
+            out.append(
+                f"speaker: spoken translations are asked for, but [{self.section}] makes "
+                f"none{how}"
+            )
         return out
 
     def codec(self, config: Config) -> Codec:
         if self.make_codec is None:
             raise ValueError(f"{self.name} runs in-process: it has no codec")
-        return self.make_codec(self.settings(config), config.link)
+        return self.make_codec(self.settings(config), config)
 
 
-def _soniox_codec(section: SonioxConfig, link: LinkConfig) -> Codec:
+def _soniox_codec(section: SonioxConfig, config: Config) -> Codec:
     from edgecap.services.soniox import SonioxCodec
 
-    return SonioxCodec(section, replay_speed=link.replay_speed)
+    return SonioxCodec(section, replay_speed=config.link.replay_speed)
+
+
+def _azure_codec(section: AzureConfig, config: Config) -> Codec:
+    from edgecap.services.azure import AzureCodec
+
+    return AzureCodec(
+        section, profanity=config.daemon.profanity, replay_speed=config.link.replay_speed
+    )
 
 
 def _soniox_targets(section: SonioxConfig) -> tuple[str, ...]:
@@ -99,6 +116,17 @@ SERVICES: dict[str, Service] = {
             make_codec=_soniox_codec,
             targets=_soniox_targets,
             languages=lambda section: tuple(section.language_hints),
+        ),
+        Service(
+            name="azure",
+            section="azure",
+            capabilities=Capabilities(
+                partials=True, translates=True, max_targets=10, speaks=True
+            ),
+            make_codec=_azure_codec,
+            targets=lambda section: section.targets if section.mode == "translation" else (),
+            languages=lambda section: (section.language,),
+            speaks=lambda section: section.voice_target() is not None,
         ),
         Service(
             name="local",

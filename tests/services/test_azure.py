@@ -21,7 +21,14 @@ from edgecap.captions.tokens import Token, TokenUpdate
 from edgecap.config.schema import AzureConfig
 from edgecap.config.secrets import SecretValue
 from edgecap.services.azure import RIFF_HEADER, AzureCodec
-from edgecap.services.codec import Codec, Outgoing, ProtocolError, Retry, ServiceError
+from edgecap.services.codec import (
+    Codec,
+    Outgoing,
+    ProtocolError,
+    Retry,
+    ServiceError,
+    ServiceNotice,
+)
 from tests.link.traces import handshake_headers, load_trace, of_kind
 
 TRACE_KEY = "DUMMY_AZURE_KEY"
@@ -29,7 +36,9 @@ KEY = SecretValue("test", TRACE_KEY)
 HEX32 = re.compile(r"[0-9a-f]{32}")
 
 STT = AzureConfig(region="westeurope")
-DETAILED = replace(STT, recognition_mode="interactive", format="detailed", profanity="raw")
+DETAILED = replace(STT, recognition_mode="interactive", format="detailed")
+# The detailed trace was recorded with profanity=raw ([daemon] profanity = off).
+PROFANITY = {DETAILED: "off"}
 TRANSLATION = AzureConfig(
     region="westeurope", mode="translation", targets=("de", "fr"), voice="de-DE-KatjaNeural"
 )
@@ -49,8 +58,17 @@ class Ids:
         return self.ids.pop(0)
 
 
-def codec(cfg: AzureConfig = STT, *, stamp: str = "2026-11-22T03:30:41.589Z", ids: Any = None):
-    kw: dict[str, Any] = {"clock": lambda: epoch(stamp)}
+def codec(
+    cfg: AzureConfig = STT,
+    *,
+    stamp: str = "2026-11-22T03:30:41.589Z",
+    ids: Any = None,
+    profanity: str | None = None,
+):
+    kw: dict[str, Any] = {
+        "clock": lambda: epoch(stamp),
+        "profanity": profanity or PROFANITY.get(cfg, "mask"),
+    }
     if ids is not None:
         kw["new_id"] = ids
     return AzureCodec(cfg, **kw)
@@ -127,8 +145,8 @@ def test_region_urls() -> None:
         "wss://westeurope.stt.speech.microsoft.com/speech/recognition/conversation/"
         "cognitiveservices/v1?language=en-US&profanity=masked"
     )
-    dictation = replace(STT, recognition_mode="dictation", language="de-DE", profanity="removed")
-    assert codec(dictation).url() == (
+    dictation = replace(STT, recognition_mode="dictation", language="de-DE")
+    assert codec(dictation, profanity="remove").url() == (
         "wss://westeurope.stt.speech.microsoft.com/speech/recognition/dictation/"
         "cognitiveservices/v1?language=de-DE&profanity=removed"
     )
@@ -502,7 +520,14 @@ def test_nbest_display_and_confidence_win_in_detailed_format() -> None:
 )
 def test_no_match_makes_no_caption(status: str) -> None:
     body = {"RecognitionStatus": status, "Offset": 10000000, "Duration": 5000000}
-    assert parse(open_turn(), "speech.phrase", body) == [TokenUpdate(final_audio_ms=1500)]
+    update, *notes = parse(open_turn(), "speech.phrase", body)
+    assert update == TokenUpdate(final_audio_ms=1500)
+    # heard but not recognised (or only noise) is worth a status note; silence is not
+    if status in ("NoMatch", "BabbleTimeout"):
+        assert [type(n) for n in notes] == [ServiceNotice]
+        assert notes[0].kind == {"NoMatch": "no_match", "BabbleTimeout": "babble_timeout"}[status]
+    else:
+        assert notes == []
 
 
 @pytest.mark.parametrize(
@@ -615,18 +640,32 @@ def test_translation_response_is_the_phrase_or_hypothesis(wrapper: str, final: b
     assert list(tokens) == translated(final, "Hallo Welt.", "Bonjour.", "Hello world.", 500, 2700)
 
 
-def test_a_failed_translation_is_logged_and_the_caption_kept(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_failed_translation_is_a_notice_and_the_caption_kept() -> None:
     body = {
         "RecognitionStatus": "Success",
         "Text": "Hi.",
         "Translation": {"TranslationStatus": "Error", "FailureReason": "quota"},
     }
-    with caplog.at_level(logging.WARNING):
-        (update,) = parse(open_turn(TRANSLATION), "translation.phrase", body)
+    update, notice = parse(open_turn(TRANSLATION), "translation.phrase", body)
     assert [t.text for t in update.final] == ["Hi."]
-    assert "could not translate" in caplog.text and "quota" in caplog.text
+    assert notice == ServiceNotice("translation_failed", "no translation into de, fr: Error quota")
+
+
+def test_a_language_missing_from_a_final_is_a_notice() -> None:
+    body = {
+        "RecognitionStatus": "Success",
+        "Text": "Hi.",
+        "Translation": {
+            "TranslationStatus": "Success",
+            "Translations": [{"Language": "de", "Text": "Hallo."}],
+        },
+    }
+    update, notice = parse(open_turn(TRANSLATION), "translation.phrase", body)
+    assert [(t.text, t.language) for t in update.final] == [("Hi.", "en-US"), ("Hallo.", "de")]
+    assert notice == ServiceNotice("translation_failed", "no translation into fr")
+    # a hypothesis may lack a language for a while: no notice
+    hyp = {"Text": "Hi", "Translation": body["Translation"]}
+    assert len(parse(open_turn(TRANSLATION), "translation.hypothesis", hyp)) == 1
 
 
 def test_a_failed_synthesis_still_ends_the_audio(caplog: pytest.LogCaptureFixture) -> None:
