@@ -172,6 +172,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     loaded = _load(args)
     files = ", ".join(str(p) for p in loaded.files) or "no file, built-in defaults"
     sys.stdout.write(f"config OK ({files})\n")
+    from edgecap.services.registry import service
+
+    for text in service(loaded.config.daemon.service).warnings(loaded.config):
+        sys.stderr.write(f"edgecap: warning: {escape_controls(text)}\n")
     if loaded.config.hdmi.enabled and not shaping_status().startswith("available"):
         sys.stderr.write(f"edgecap: warning: [hdmi] text shaping {shaping_status()}\n")
     return 0

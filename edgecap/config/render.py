@@ -13,6 +13,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import fields
 
+from edgecap.config.examples import render_examples
 from edgecap.config.loader import LoadedConfig
 from edgecap.config.schema import RESERVED_SECTIONS, Config, default_of, section_classes
 from edgecap.config.secrets import MASK
@@ -54,7 +55,7 @@ def render_defaults() -> str:
         parts.append("")
         parts.append(f"#[{name}]")
         parts.append(f"# {RESERVED_NOTE}")
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts) + "\n" + render_examples()
 
 
 def render_effective(loaded: LoadedConfig) -> str:

@@ -153,6 +153,8 @@ class Daemon:
         spec = service(cfg.daemon.service)
         if spec.cloud:
             settings = spec.settings(cfg)
+            for text in spec.warnings(cfg):
+                log.warning("config: %s", text)
             self.board = CaptionBoard(
                 self._publish_caption,
                 targets=spec.targets(settings),

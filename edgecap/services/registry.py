@@ -44,6 +44,8 @@ class Service:
     translation_only: Callable[[Any], bool] = lambda section: False
     # The config asks for spoken translations (SynthesizedAudio for [speaker]).
     speaks: Callable[[Any], bool] = lambda section: False
+    # Things allowed but worth a word (``edgecap check`` prints them, the daemon logs them).
+    cautions: Callable[[Any], list[str]] = lambda section: []
 
     @property
     def cloud(self) -> bool:
@@ -73,10 +75,13 @@ class Service:
         if (speaker.enabled or speaker.save_dir is not None) and not self.speaks(settings):
             how = "" if caps.speaks else f" ({self.name} cannot)"
             out.append(
-                f"speaker: spoken translations are asked for, but [{self.section}] makes "
-                f"none{how}"
+                f"speaker: spoken translations are asked for, but [{self.section}] makes none{how}"
             )
         return out
+
+    def warnings(self, config: Config) -> list[str]:
+        """What the config does that works but deserves a warning (``section: text``)."""
+        return [f"{self.section}: {text}" for text in self.cautions(self.settings(config))]
 
     def codec(self, config: Config) -> Codec:
         if self.make_codec is None:
@@ -106,6 +111,15 @@ def _soniox_targets(section: SonioxConfig) -> tuple[str, ...]:
     return ()
 
 
+def _azure_cautions(section: AzureConfig) -> list[str]:
+    if section.host and section.host.lower().startswith("ws://"):
+        return [
+            "host is ws:// — speech and captions cross the network unencrypted (fine on a "
+            "trusted LAN to a container; use wss:// otherwise)"
+        ]
+    return []
+
+
 SERVICES: dict[str, Service] = {
     service.name: service
     for service in (
@@ -120,13 +134,12 @@ SERVICES: dict[str, Service] = {
         Service(
             name="azure",
             section="azure",
-            capabilities=Capabilities(
-                partials=True, translates=True, max_targets=10, speaks=True
-            ),
+            capabilities=Capabilities(partials=True, translates=True, max_targets=10, speaks=True),
             make_codec=_azure_codec,
             targets=lambda section: section.targets if section.mode == "translation" else (),
             languages=lambda section: (section.language,),
             speaks=lambda section: section.voice_target() is not None,
+            cautions=_azure_cautions,
         ),
         Service(
             name="local",

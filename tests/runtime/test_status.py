@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from edgecap.runtime.status import StatusBoard
 
 
@@ -34,3 +36,16 @@ def test_listeners_hear_each_change_once():
     board.set("link", "retrying", "connect_failed")
     board.set("link", "connected")
     assert seen == ["retrying", "connected"]
+
+
+def test_a_service_notice_is_in_the_summary_while_fresh():
+    from edgecap.runtime.status import NOTICE_SHOWN, StatusBoard
+
+    board = StatusBoard()
+    board.set("audio", "listening")
+    board.set("notice", "translation_failed", "no translation into fr")
+    snap = board.snapshot()
+    assert snap.fresh_notice() == "no translation into fr"
+    assert snap.summary() == "Listening… · no translation into fr"
+    later = dataclasses.replace(snap, taken_at=snap.parts["notice"].since + NOTICE_SHOWN)
+    assert later.fresh_notice() == "" and later.summary() == "Listening…"

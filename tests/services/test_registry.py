@@ -93,3 +93,47 @@ def test_check_refuses_what_the_service_cannot_do(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "1 config error" in err
     assert "soniox: 2 target languages configured" in err
+
+
+def test_azure_targets_speech_and_languages_follow_its_mode():
+    from edgecap.config.schema import AzureConfig
+
+    azure = service("azure")
+    stt = AzureConfig(region="westeurope", language="de-DE")
+    assert azure.targets(stt) == () and azure.languages(stt) == ("de-DE",)
+    assert not azure.speaks(stt)
+    tr = AzureConfig(region="westeurope", mode="translation", targets=("fr", "de"))
+    assert azure.targets(tr) == ("fr", "de") and not azure.speaks(tr)
+    voiced = dataclasses.replace(tr, voice="de-DE-KatjaNeural")
+    assert azure.speaks(voiced)
+    codec = azure.codec(Config(azure=voiced))
+    assert codec.name == "azure" and "voice=de-DE-KatjaNeural" in codec.url()
+
+
+def test_a_speaker_without_a_speaking_service_is_a_config_error(tmp_path, monkeypatch, capsys):
+    ini = tmp_path / "edgecap.ini"
+    base = "[daemon]\nservice = azure\n[azure]\nregion = westeurope\nmode = translation\n"
+    ini.write_text(base + "targets = de\n[speaker]\nenabled = yes\n")
+    monkeypatch.setenv("AZURE_SPEECH_KEY", "k")
+    assert cli.main(["check", "-c", str(ini)]) == EX_CONFIG
+    assert "speaker: spoken translations are asked for, but [azure] makes none" in (
+        capsys.readouterr().err
+    )
+    ini.write_text(base + "targets = de\nvoice = de-DE-KatjaNeural\n[speaker]\nenabled = yes\n")
+    assert cli.main(["check", "-c", str(ini)]) == 0
+    # a service that cannot speak at all says so
+    ini.write_text("[daemon]\nservice = local\n[speaker]\nsave_dir = /tmp/x\n")
+    assert cli.main(["check", "-c", str(ini)]) == EX_CONFIG
+    assert "(local cannot)" in capsys.readouterr().err
+
+
+def test_check_warns_of_an_unencrypted_container_host(tmp_path, monkeypatch, capsys):
+    ini = tmp_path / "edgecap.ini"
+    monkeypatch.setenv("AZURE_SPEECH_KEY", "k")
+    ini.write_text("[daemon]\nservice = azure\n[azure]\nhost = ws://10.0.0.5:5000\n")
+    assert cli.main(["check", "-c", str(ini)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: azure: host is ws://" in err and "unencrypted" in err
+    ini.write_text("[daemon]\nservice = azure\n[azure]\nhost = wss://10.0.0.5:5000\n")
+    assert cli.main(["check", "-c", str(ini)]) == 0
+    assert "warning" not in capsys.readouterr().err
