@@ -116,11 +116,19 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _load(args: argparse.Namespace) -> LoadedConfig:
-    """The config, checked also against what its service can do (the registry)."""
+    """The config, checked also against what its service can do (the registry) and with
+    its profanity words file read (config/ cannot: the parser lives in captions/)."""
+    from edgecap.captions.profanity import ProfanityWordsError, load_words
     from edgecap.services.registry import service
 
     loaded = load(args.config, _overrides(args))
     problems = service(loaded.config.daemon.service).problems(loaded.config)
+    daemon = loaded.config.daemon
+    if daemon.profanity != "off" and daemon.profanity_words is not None:
+        try:
+            load_words(daemon.profanity_words)
+        except ProfanityWordsError as exc:
+            problems.append(f"daemon.profanity_words: {exc}")
     if problems:
         raise ConfigError(problems)
     return loaded

@@ -35,6 +35,13 @@ said): a translation token that no line awaits is the words of a line of its own
 placed as a spoken token would be — the same line breaks, measured on the line's translated
 text in that token's language — the line's ``text`` stays empty, its ``translations`` hold
 the captions, and it is final (translations too) at the endpoint or finalize reply.
+
+Profanity (``profanity``, a :class:`ProfanityFilter`): applied to the text and to every
+translation of each line as its event is built — final and provisional alike — on the
+assembled text, never on tokens, since a service may split a word across tokens ("fu"
+"ck"). A provisional tail that ends inside a word may show its beginning ("fu") for a
+moment; once the word is whole it is masked in the provisional text as in the final one.
+Line lengths are measured on the text before filtering.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine, SynthesizedAudio
+from edgecap.captions.profanity import ProfanityFilter
 from edgecap.captions.sanitize import clean_label, clean_text
 from edgecap.captions.tokens import Token, TokenUpdate
 
@@ -103,8 +111,13 @@ def _target(tok: Token) -> str | None:
     return None if tok.spoken else (tok.language or "")
 
 
-def _ordered(raw: Mapping[str, str], targets: tuple[str, ...]) -> dict[str, str]:
-    """Translations as published: stripped, cut, empty ones left out, ``targets`` first."""
+def _ordered(
+    raw: Mapping[str, str], targets: tuple[str, ...], profanity: ProfanityFilter | None = None
+) -> dict[str, str]:
+    """Translations as published: filtered, stripped, cut, empty ones left out, ``targets``
+    first."""
+    if profanity is not None:
+        raw = {lang: profanity.apply(text, lang or None) for lang, text in raw.items()}
     texts = {lang: text.strip()[:TRANSLATION_LIMIT] for lang, text in raw.items()}
     out = {lang: texts[lang] for lang in targets if texts.get(lang)}
     out.update((lang, text) for lang, text in texts.items() if text and lang not in out)
@@ -177,7 +190,9 @@ class _Line:
     def has_original(self) -> bool:
         return any(p.original for p in self.pieces)
 
-    def event(self, targets: tuple[str, ...]) -> CaptionLine:
+    def event(
+        self, targets: tuple[str, ...], profanity: ProfanityFilter | None = None
+    ) -> CaptionLine:
         final = self.closed
         pieces = self.pieces if final else self.pieces + self.tail
         spoken = [p for p in pieces if p.target is None]
@@ -193,16 +208,20 @@ class _Line:
         for texts in (self.translations, *tails):
             for lang, text in texts.items():
                 raw[lang] = raw.get(lang, "") + text
+        language = languages.most_common(1)[0][0] if languages else None
+        text = _joined(p.text for p in spoken).strip()
+        if profanity is not None:
+            text = profanity.apply(text, language)
         return CaptionLine(
             seq=self.seq,
-            text=_joined(p.text for p in spoken).strip(),
+            text=text,
             speaker=self.speaker if self.has_finals else self.tail_speaker,
-            language=languages.most_common(1)[0][0] if languages else None,
+            language=language,
             start=starts[0] if starts else None,
             end=max(ends) if ends else None,
             final=final,
             translation_final=final and self.translation_final,
-            translations=_ordered(raw, targets),
+            translations=_ordered(raw, targets, profanity),
             offline=self.offline,
         )
 
@@ -243,11 +262,13 @@ class CaptionBoard:
         first_seq: int = 1,
         numbering: Numbering | None = None,
         offline: bool = False,
+        profanity: ProfanityFilter | None = None,
     ) -> None:
         """``targets``: the configured translation target languages, in display order
         (empty: no translation). ``translation_only``: the service gives translations
         without the transcript (see the module's docstring). ``offline``: the lines come
-        from the offline engine (marked so on every output)."""
+        from the offline engine (marked so on every output). ``profanity``: the filter for
+        every line's text and translations (None: as the service sent them)."""
         if max_line_chars < 1:
             raise ValueError("max_line_chars must be positive")
         self._publish = publish
@@ -262,6 +283,7 @@ class CaptionBoard:
         # a board replaced at a reload continues the numbering
         self._numbering = numbering if numbering is not None else Numbering(first_seq)
         self._offline = offline
+        self._profanity = profanity
         # language → seq of the newest line with a final translation in it (what a spoken
         # translation speaks; that line may be done and forgotten when the audio comes)
         self._voiced: dict[str, int] = {}
@@ -475,7 +497,7 @@ class CaptionBoard:
         """Publish every line whose event changed; forget the lines that are done."""
         keep: list[_Line] = []
         for line in self._lines:
-            event = line.event(self._targets)
+            event = line.event(self._targets, self._profanity)
             if event != line.last and (line.last is not None or event.text or event.translations):
                 line.last = event
                 self._send(event)

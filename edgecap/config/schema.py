@@ -69,7 +69,7 @@ class DaemonConfig:
         Choice("mask", "remove", "off"),
         "mask",
         "swear words in captions: mask = shown as ***; remove = left out; off = as spoken "
-        "(the same for every service; docs/services.md says whose filter)",
+        "(the same for every service; docs/profanity.md says whose filter)",
     )
     profanity_words: Any = key(
         PathValue(),

@@ -33,7 +33,9 @@ from edgecap.audio.factory import make_source
 from edgecap.audio.source import AudioSource, SourceConfigError
 from edgecap.captions.board import CaptionBoard, Numbering
 from edgecap.captions.events import CaptionEvent
+from edgecap.captions.profanity import ProfanityFilter, ProfanityWordsError
 from edgecap.config.loader import EX_CONFIG, ConfigError, LoadedConfig
+from edgecap.config.schema import DaemonConfig
 from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
 from edgecap.daemon.capture import CaptureWorker
 from edgecap.daemon.notify import Notifier
@@ -80,6 +82,18 @@ def gate_settings(loaded: LoadedConfig) -> GateSettings:
     )
 
 
+def profanity_filter(daemon: DaemonConfig) -> ProfanityFilter | None:
+    """``[daemon] profanity`` as every caption board applies it (None: off). A words file
+    that cannot be used is a config error (the CLI checks it first; this covers a file
+    changed in between)."""
+    if daemon.profanity == "off":
+        return None
+    try:
+        return ProfanityFilter.load(daemon.profanity, daemon.profanity_words)
+    except ProfanityWordsError as exc:
+        raise ConfigError([f"daemon.profanity_words: {exc}"]) from exc
+
+
 class Daemon:
     def __init__(
         self,
@@ -98,6 +112,7 @@ class Daemon:
         self.status = StatusBoard()
         self.status.set("audio", "starting")
         cfg = loaded.config
+        self.profanity = profanity_filter(cfg.daemon)  # before anything is opened
         self.source = source if source is not None else make_source(cfg.audio)
         self.gate = SpeechGate(gate_settings(loaded))
         self.queue = SpeechQueue(QUEUE_SECONDS * SAMPLE_RATE)
@@ -160,6 +175,7 @@ class Daemon:
                 targets=spec.targets(settings),
                 translation_only=spec.translation_only(settings),
                 numbering=numbering,
+                profanity=self.profanity,
             )
             fallback = None
             if cfg.daemon.fallback == "local":
@@ -170,7 +186,12 @@ class Daemon:
                 self.status.set("fallback", "standby")
                 self.fallback_worker = self._make_local(
                     queue,
-                    CaptionBoard(self._publish_caption, numbering=numbering, offline=True),
+                    CaptionBoard(
+                        self._publish_caption,
+                        numbering=numbering,
+                        offline=True,
+                        profanity=self.profanity,
+                    ),
                     name="fallback",
                 )
             self.link = LinkWorker(
@@ -186,7 +207,9 @@ class Daemon:
             self.stop_timeout = self.base_stop_timeout + cfg.link.finish_timeout
             return self.link
         self.stop_timeout = self.base_stop_timeout
-        self.board = CaptionBoard(self._publish_caption, numbering=numbering, offline=True)
+        self.board = CaptionBoard(
+            self._publish_caption, numbering=numbering, offline=True, profanity=self.profanity
+        )
         return self._make_local(self.queue, self.board)
 
     def _make_local(
@@ -285,6 +308,7 @@ class Daemon:
             return
         try:
             new = self.reloader()
+            profanity = profanity_filter(new.config.daemon)  # the words file, read again
         except ConfigError as exc:
             # one message: the log's repeat limiter would fold same-shaped lines together
             log.error("reload refused, config unchanged: %s", "; ".join(exc.errors))
@@ -303,7 +327,9 @@ class Daemon:
         kept = replace(new.config, audio=old.audio, gate=old.gate)
         self.loaded = replace(new, config=kept)
         consumer_keys = {"daemon", "link", "local", *(s.section for s in SERVICES.values())}
-        if any(getattr(kept, k) != getattr(old, k) for k in consumer_keys):
+        words_changed = profanity != self.profanity  # same file name, new words
+        self.profanity = profanity
+        if words_changed or any(getattr(kept, k) != getattr(old, k) for k in consumer_keys):
             self._replace_consumer()
         elif self.link is not None:
             self.link.request_reload()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from edgecap.captions.board import TRANSLATION_LIMIT, CaptionBoard
 from edgecap.captions.events import AudioLoss, CaptionEvent, CaptionLine, SynthesizedAudio
+from edgecap.captions.profanity import ProfanityFilter
 from edgecap.captions.tokens import Token, TokenKind, TokenUpdate
 
 
@@ -849,3 +851,82 @@ def test_service_text_is_sanitized_before_any_output_sees_it():
     (line,) = [e for e in events if e.final]
     assert line.text == "hi there"
     assert line.speaker == "10m"
+
+
+# --- profanity -----------------------------------------------------------------------------
+
+
+def test_a_swear_word_split_across_tokens_is_masked_in_the_final_line():
+    board, events = make(profanity=ProfanityFilter("mask"))
+    # Soniox splits words into pieces: no piece is a word of the list, the line has one
+    board.update(U(tok(" what"), tok(" the"), tok(" fu"), tok("ck"), tok("."), endpoint=True))
+    assert events == [line(1, "what the ****.", final=True, translation_final=True)]
+
+
+def test_a_provisional_word_is_masked_once_it_is_whole():
+    board, events = make(profanity=ProfanityFilter("mask"))
+    board.update(U(tok(" oh"), provisional=(tok(" fu", False),)))
+    board.update(U(provisional=(tok(" fu", False), tok("cking", False))))
+    board.update(U(tok(" fu"), provisional=(tok("ck", False),)))
+    board.update(U(tok("ck"), tok(" hell"), endpoint=True))
+    assert events == [
+        line(1, "oh fu"),  # a word cut short may show its beginning for a moment
+        line(1, "oh *******"),
+        line(1, "oh ****"),  # final "fu" and provisional "ck": the text is one word
+        line(1, "oh **** hell", final=True, translation_final=True),
+    ]
+
+
+def test_translations_are_filtered_final_and_provisional():
+    f = ProfanityFilter("mask", ["Scheiße", "merde"])
+    board, events = make(targets=("de", "fr"), profanity=f)
+    board.update(U(*orig("oh shit"), provisional=trans("oh Scheiße", False, language="de")))
+    board.update(U(*trans("oh Scheiße", language="de"), *trans("oh merde", language="fr")))
+    board.update(U(endpoint=True))
+    masked = {"de": "oh *******", "fr": "oh *****"}
+    assert events == [
+        line(1, "oh ****", translations={"de": "oh *******"}),
+        line(1, "oh ****", translations=masked),
+        line(1, "oh ****", True, masked, True),
+    ]
+
+
+def test_translation_only_lines_are_filtered():
+    board, events = make(targets=("en",), translation_only=True, profanity=ProfanityFilter("mask"))
+    board.update(U(*trans("holy shit", language="en", source_language="hi"), endpoint=True))
+    assert events == [line(1, "", True, {"en": "holy ****"}, True, language="hi")]
+
+
+def test_remove_drops_words_and_a_line_of_nothing_else_is_never_shown():
+    board, events = make(targets=ES, profanity=ProfanityFilter("remove", ["mierda"]))
+    board.update(U(*orig("what the fuck."), *trans("qué mierda."), endpoint=True))
+    board.update(U(tok(" Fuck!"), endpoint=True))
+    board.update(U(tok(" Hello")))
+    assert events == [
+        line(1, "what the.", True, {"es": "qué."}, True),
+        line(3, "Hello"),  # line 2 had nothing left to show
+    ]
+
+
+@pytest.mark.parametrize("profanity", [None, ProfanityFilter("off")])
+def test_without_a_filter_or_with_off_the_text_is_left_alone(profanity):
+    board, events = make(targets=ES, profanity=profanity)
+    fu, ck = tok(" fu", kind="original"), tok("ck", kind="original")
+    board.update(U(*orig("what the"), fu, provisional=(replace(ck, is_final=False),)))
+    board.update(U(ck, *trans("qué mierda"), endpoint=True))
+    assert events == [
+        line(1, "what the fuck"),
+        line(1, "what the fuck", True, {"es": "qué mierda"}, True),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.sets(st.integers(min_value=1, max_value=49), max_size=12))
+def test_property_a_masked_line_is_the_mask_of_the_whole_text_however_it_is_split(cuts):
+    text = " you motherfucking shit, that bullshit is fucked."
+    bounds = [0, *sorted(cuts), len(text)]
+    pieces = [text[a:b] for a, b in pairwise(bounds)]
+    board, events = make(profanity=ProfanityFilter("mask"), max_line_chars=200)
+    board.update(U(*(tok(p) for p in pieces), endpoint=True))
+    (last,) = [e for e in events if isinstance(e, CaptionLine) and e.final]
+    assert last.text == "you ************* ****, that ******** is ******."
