@@ -345,8 +345,14 @@ def _comment_hint(raw: str) -> str:
 
 
 def services_in_use(config: Config) -> list[str]:
-    """Cloud services whose keys must be found for this config to run."""
-    return [config.daemon.service] if config.daemon.service in CLOUD_SERVICES else []
+    """Cloud services whose keys must be found for this config to run (a section with
+    ``auth = none``, a container on the LAN, takes none)."""
+    name = config.daemon.service
+    if name not in CLOUD_SERVICES:
+        return []
+    if getattr(getattr(config, name), "auth", "key") == "none":
+        return []
+    return [name]
 
 
 def _resolve_secrets(

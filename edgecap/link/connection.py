@@ -21,7 +21,8 @@ the link learns of every ending in one place and in order with the messages befo
 The connection knows no codec at all.
 
 Opening is interruptible. The connection dials the TCP socket itself (then the proxy's
-CONNECT tunnel, then TLS; websocket-client does the HTTP upgrade on that socket), so it holds
+CONNECT tunnel, then TLS: a ``Dialer``, which the token fetch of ``token.py`` uses too;
+websocket-client does the HTTP upgrade on that socket), so it holds
 the socket from its first moment: ``interrupt()`` from another thread shuts it down, which
 ends a connect that hangs in SYN_SENT, a TLS handshake or an upgrade that gets no answer at
 once instead of after ``connect_timeout`` — a stop is not held up by a network black hole.
@@ -125,85 +126,30 @@ class Interrupted(OSError):
     """``interrupt()`` ended an open() in progress."""
 
 
-class Connection:
-    def __init__(
-        self,
-        number: int,
-        handshake: Handshake,
-        inbox: queue.Queue[InboxItem],
-        *,
-        tls: ssl.SSLContext,
-        proxy: str | None = None,
-        connect_timeout: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.number = number
-        self.clock = clock
-        self._handshake = handshake
-        self._inbox = inbox
+class Dialer:
+    """Opens one socket to a server: TCP to it (or to the proxy), the proxy's CONNECT
+    tunnel, then TLS — holding the socket from its first moment, so that
+    :meth:`interrupt` from another thread ends whatever step waits (a connect in SYN_SENT,
+    a proxy or TLS handshake, and what its owner then does on the socket until
+    :meth:`release`). One dialer serves one attempt: once interrupted it stays so.
+    The Connection uses one to open, the token fetch (``token.py``) another."""
+
+    def __init__(self, tls: ssl.SSLContext, proxy: str | None, timeout: float) -> None:
         self._tls = tls
         self._proxy = proxy
-        self._connect_timeout = connect_timeout
-        self._ws: websocket.WebSocket | None = None
-        self._io_lock = threading.Lock()  # see the module docstring
-        # while opening: a second handle of the socket being opened, for interrupt()
+        self._timeout = timeout
+        # while dialing (until release()): a second handle of the socket, for interrupt()
         self._ctl_lock = threading.Lock()
         self._ctl: socket.socket | None = None
         self._interrupted = False
-        self._reader: _Reader | None = None
-        self.opened_at = 0.0
-        self.last_received = 0.0  # any frame, pongs included
-        self.last_message = 0.0  # a service message
-        self.bytes_sent = 0
 
-    # --- lifecycle --------------------------------------------------------------------
-    def open(self) -> None:
-        """Connect, TLS-verify and upgrade; raise Refused (an HTTP answer other than 101) or
-        ConnectFailed with the classified reason. Each step waits at most
-        ``connect_timeout``, and :meth:`interrupt` ends it at once."""
-        try:
-            ws = self._open()
-        finally:
-            self._release_ctl()
-        self._ws = ws
-        self.opened_at = self.last_received = self.last_message = self.clock()
-        self._reader = _Reader(self, ws)
-        self._reader.start()
-
-    def _open(self) -> websocket.WebSocket:
-        try:
-            sock = self._dial()
-        except ssl.SSLCertVerificationError as exc:
-            raise ConnectFailed(
-                ServiceError(None, "tls_untrusted", exc.verify_message or "certificate", Retry.SLOW)
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise self._failed(exc) from None
-        ws = websocket.WebSocket(enable_multithread=True)
-        try:
-            ws.connect(
-                self._handshake.url,
-                socket=sock,
-                header=list(self._handshake.headers),
-                subprotocols=list(self._handshake.subprotocols) or None,
-                timeout=self._connect_timeout,
-                suppress_origin=True,
-                redirect_limit=0,  # the key goes to the configured server, nowhere else
-            )
-        except websocket.WebSocketBadStatusException as exc:
-            ws.shutdown()
-            raise Refused(exc.status_code) from None
-        except (OSError, websocket.WebSocketException) as exc:
-            ws.shutdown()
-            raise self._failed(exc) from None
-        return ws
-
-    def _failed(self, exc: BaseException) -> ConnectFailed:
-        reason = "interrupted" if self._interrupted else _short(exc)
-        return ConnectFailed(ServiceError(None, "connect_failed", reason, Retry.BACKOFF))
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
 
     def interrupt(self) -> None:
-        """From another thread: end an :meth:`open` in progress now (or the next one)."""
+        """From another thread: end a dial in progress now (or the next one), and any
+        wait on its socket until it is released."""
         with self._ctl_lock:
             self._interrupted = True
             ctl = self._ctl
@@ -211,10 +157,9 @@ class Connection:
             with contextlib.suppress(OSError):
                 ctl.shutdown(socket.SHUT_RDWR)  # the socket itself, whatever handle is waiting
 
-    def _dial(self) -> socket.socket:
-        """TCP to the server (or the proxy), the proxy's tunnel, then TLS; a socket that
-        ``interrupt()`` can shut down at every step."""
-        host, port, secure = _target(self._handshake.url)
+    def dial(self, host: str, port: int, secure: bool) -> socket.socket:
+        """A connected socket to host:port (TLS if ``secure``, verified with the context),
+        every step bounded by ``timeout``. Interruptible until :meth:`release`."""
         proxy = proxy_address(self._proxy)
         peer = proxy or (host, port)
         infos = socket.getaddrinfo(peer[0], peer[1], 0, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -223,11 +168,11 @@ class Connection:
             sock = socket.socket(family, kind, proto)
             try:
                 self._hold(sock)
-                sock.settimeout(self._connect_timeout)
+                sock.settimeout(self._timeout)
                 sock.connect(address)
                 break
             except OSError as exc:
-                self._release_ctl()
+                self.release()
                 sock.close()
                 if self._interrupted:
                     raise Interrupted("interrupted") from None
@@ -255,11 +200,92 @@ class Connection:
                 raise Interrupted("interrupted")
             self._ctl = sock.dup()
 
-    def _release_ctl(self) -> None:
+    def release(self) -> None:
+        """The socket is no longer interruptible (opened, or given up)."""
         with self._ctl_lock:
             ctl, self._ctl = self._ctl, None
         if ctl is not None:
             ctl.close()
+
+
+class Connection:
+    def __init__(
+        self,
+        number: int,
+        handshake: Handshake,
+        inbox: queue.Queue[InboxItem],
+        *,
+        tls: ssl.SSLContext,
+        proxy: str | None = None,
+        connect_timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.number = number
+        self.clock = clock
+        self._handshake = handshake
+        self._inbox = inbox
+        self._connect_timeout = connect_timeout
+        self._ws: websocket.WebSocket | None = None
+        self._io_lock = threading.Lock()  # see the module docstring
+        self._dialer = Dialer(tls, proxy, connect_timeout)  # interruptible while opening
+        self._reader: _Reader | None = None
+        self.opened_at = 0.0
+        self.last_received = 0.0  # any frame, pongs included
+        self.last_message = 0.0  # a service message
+        self.bytes_sent = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect, TLS-verify and upgrade; raise Refused (an HTTP answer other than 101) or
+        ConnectFailed with the classified reason. Each step waits at most
+        ``connect_timeout``, and :meth:`interrupt` ends it at once."""
+        try:
+            ws = self._open()
+        finally:
+            self._release_ctl()
+        self._ws = ws
+        self.opened_at = self.last_received = self.last_message = self.clock()
+        self._reader = _Reader(self, ws)
+        self._reader.start()
+
+    def _open(self) -> websocket.WebSocket:
+        try:
+            sock = self._dialer.dial(*_target(self._handshake.url))
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectFailed(
+                ServiceError(None, "tls_untrusted", exc.verify_message or "certificate", Retry.SLOW)
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise self._failed(exc) from None
+        ws = websocket.WebSocket(enable_multithread=True)
+        try:
+            ws.connect(
+                self._handshake.url,
+                socket=sock,
+                header=list(self._handshake.headers),
+                subprotocols=list(self._handshake.subprotocols) or None,
+                timeout=self._connect_timeout,
+                suppress_origin=True,
+                redirect_limit=0,  # the key goes to the configured server, nowhere else
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            ws.shutdown()
+            raise Refused(exc.status_code) from None
+        except (OSError, websocket.WebSocketException) as exc:
+            ws.shutdown()
+            raise self._failed(exc) from None
+        return ws
+
+    def _failed(self, exc: BaseException) -> ConnectFailed:
+        reason = "interrupted" if self._dialer.interrupted else _short(exc)
+        return ConnectFailed(ServiceError(None, "connect_failed", reason, Retry.BACKOFF))
+
+    def interrupt(self) -> None:
+        """From another thread: end an :meth:`open` in progress now (or the next one)."""
+        self._dialer.interrupt()
+
+    def _release_ctl(self) -> None:
+        self._dialer.release()
 
     def close(self, timeout: float = 1.0, *, code: int | None = None) -> bool:
         """Tear the connection down now; True if the reader thread ended in time.

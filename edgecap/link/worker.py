@@ -8,6 +8,8 @@ parses here, and the replies its protocol requires are sent from here. The Link 
 *when*:
 
 - connect on demand at speech start (and close after ``idle_close`` of quiet), or stay warm;
+- get a bearer token first if the codec asks for one (``token.py``): kept while it has
+  more than ``renew_before`` left, fetched anew as a connection is made after that;
 - a turn per utterance: ``begin_turn`` before its first audio (again on a new session when
   the utterance goes on there), ``end_turn`` at its end (or when the session ends inside it);
 - send audio in chunks of ``codec.audio_chunk_ms``, buffered speech no faster than
@@ -61,6 +63,7 @@ from edgecap.link.connection import (
     Closed,
     ConnectFailed,
     Connection,
+    Dialer,
     InboxItem,
     Message,
     Refused,
@@ -68,6 +71,7 @@ from edgecap.link.connection import (
     tls_context,
 )
 from edgecap.link.fallback import Fallback
+from edgecap.link.token import TokenCache, TokenFailed
 from edgecap.link.uplink import Loss, UplinkBuffer
 from edgecap.runtime.backoff import Backoff
 from edgecap.runtime.frames import SAMPLE_RATE
@@ -84,6 +88,7 @@ from edgecap.services.codec import (
     ServiceError,
     ServiceNotice,
     SessionFinished,
+    TokenRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -143,7 +148,9 @@ class LinkWorker(Worker):
         )
         self._inbox: queue.Queue[InboxItem] = queue.Queue(INBOX_SIZE)
         self._conn: Connection | None = None
-        self._opening: Connection | None = None  # a connection being opened (interruptible)
+        # a token fetch or a connection being opened (interruptible)
+        self._opening: Dialer | Connection | None = None
+        self._token_cache = TokenCache(settings.connect_timeout)
         self._conn_no = 0
         self._reload = threading.Event()
         # session state
@@ -187,6 +194,7 @@ class LinkWorker(Worker):
         self.notices = 0
         self._unknown_types: set[str] = set()
         self.dead_detected = 0
+        self.token_failures = 0
         self.bytes_sent = 0
         self.resumed_at: list[float] = []  # when sending resumed after an outage (monotonic)
         self.lost = Loss()  # every loss reported: the totals at stop
@@ -452,16 +460,26 @@ class LinkWorker(Worker):
         return bool(self.buffer.pending) or self.buffer.unconfirmed
 
     def _connect(self, now: float) -> None:
-        if self._key is None:
-            self._key = self._key_source()
+        key = None
+        if self.codec.needs_key:  # a service that takes no key is never asked for one
+            if self._key is None:
+                self._key = self._key_source()
+            key = self._key
         self._conn_no += 1
         self.attempts += 1
         self.status.put("link_attempts", self.attempts)
         self._set_state("connecting")
         self.codec.reset()
+        request = self.codec.token_request(key)
+        token, fresh = None, False
+        if request is not None:
+            got = self._token(request, now)
+            if got is None:
+                return  # the failure was handled
+            token, fresh = got
         conn = Connection(
             self._conn_no,
-            self.codec.handshake(self._key),
+            self.codec.handshake(key, token),
             self._inbox,
             tls=self._tls,
             proxy=self.settings.proxy,
@@ -476,7 +494,7 @@ class LinkWorker(Worker):
             for out in self.codec.start():
                 conn.send(out)
         except Refused as exc:
-            self._session_failed(self.codec.handshake_refused(exc.status))
+            self._session_failed(self._refused(exc.status, token is not None, fresh))
             return
         except ConnectFailed as exc:
             self._session_failed(exc.error)
@@ -515,6 +533,52 @@ class LinkWorker(Worker):
         self.resumed_at.append(now)
         self._close_loss()  # the outage is over: what it cost is known
         self._set_state("connected")
+
+    def _token(self, request: TokenRequest, now: float) -> tuple[SecretValue, bool] | None:
+        """The bearer token for this connection: the cached one, or a new one when it has
+        less than ``renew_before`` left, and whether it was fetched just now. None: none
+        could be had (the attempt failed).
+
+        Fetched here, on the link thread, as a connection is made — the only moment a token
+        is used (an open connection stays authorised after its token expires), so there is
+        no renewal thread, and a fetch never stalls the audio of a running session. The
+        fetch is interruptible by a stop like ``conn.open()``."""
+        dialer = Dialer(self._tls, self.settings.proxy, self.settings.connect_timeout)
+        self._opening = dialer
+        try:
+            if self.stopping:
+                dialer.interrupt()  # a stop that came as the attempt began
+            fetches = self._token_cache.fetches
+            token = self._token_cache.get(request, now, dialer)
+            fresh = self._token_cache.fetches > fetches
+            if fresh:
+                log.info("got a new %s token", self.codec.name)
+            return token, fresh
+        except TokenFailed as exc:
+            self.token_failures += 1
+            self.status.put("link_token_failures", self.token_failures)
+            self._session_failed(exc.error)
+            return None
+        finally:
+            self._opening = None
+
+    def _refused(self, status: int, with_token: bool, fresh: bool) -> ServiceError:
+        """The upgrade was refused. A cached token refused (401/403: revoked, or expired
+        early) is dropped and a fresh one tried at once. A token fetched for this very
+        attempt refused — the second refusal in a row, or a first one that a new token
+        would not change — leaves the codec's verdict (fatal, for a refused key)."""
+        error = self.codec.handshake_refused(status)
+        if not with_token or status not in (401, 403):
+            return error
+        self._token_cache.drop()
+        if fresh:
+            return error
+        return ServiceError(
+            status,
+            "token_refused",
+            f"the service refused the token (HTTP {status}); trying a fresh one",
+            Retry.NOW,  # at once (not ONCE: that compares with an error of long ago)
+        )
 
     def _session_failed(self, error: ServiceError) -> None:
         """The session ended badly (or never began): tear down, decide when to retry."""
@@ -601,6 +665,7 @@ class LinkWorker(Worker):
     def _do_reload(self, now: float) -> None:
         self._reload.clear()
         self._key = None  # read again at the next connection
+        self._token_cache.drop()  # and a token fetched with it
         if self._rejected is not None:
             log.info("reload: trying %s again", self.codec.name)
             self._rejected = None

@@ -6,7 +6,9 @@ Speech SDK 1.53 was recorded sending and accepting (``../shared/protocol-traces/
 
 - handshake: the mode's path and query string (recognition: ``language``, ``format``,
   ``profanity``; translation: ``from``, one ``to`` per target, ``features=texttospeech`` and
-  ``voice``), ``Ocp-Apim-Subscription-Key`` and a fresh ``X-ConnectionId``; no subprotocol
+  ``voice``), the auth header (``[azure] auth``: ``Ocp-Apim-Subscription-Key``, or
+  ``Authorization: Bearer`` with a token the link got from the issueToken endpoint with the
+  key, or none for a container) and a fresh ``X-ConnectionId``; no subprotocol
   (websocket-client fails when a requested one is not echoed, and the service needs none);
 - text messages: ``Name:value`` header lines, a blank line, a JSON body; binary messages: a
   2-byte big-endian header length, the header lines, the payload;
@@ -46,6 +48,7 @@ from edgecap.services.codec import (
     ServiceError,
     ServiceEvent,
     ServiceNotice,
+    TokenRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,9 @@ MAX_HEADER = 8192  # and for a binary message's header block
 RECOGNITION_PATH = "/speech/recognition/{mode}/cognitiveservices/v1"
 TRANSLATION_PATH = "/speech/translation/cognitiveservices/v1"
 SYNTH_FORMAT = "audio/x-wav"  # a whole WAV file per message, RIFF header included
+TOKEN_URL = "https://{region}.api.cognitive.microsoft.com/sts/v1.0/issueToken"
+TOKEN_LIFETIME = 600.0  # an issued token is valid for 10 minutes
+TOKEN_RENEW_BEFORE = 120.0  # a connection made with less than this left gets a new one
 
 # The 44-byte header the SDK sends as a turn's first audio: PCM, mono, 16 kHz, 16 bit, with
 # both sizes 0 (a stream of unknown length). Without it the service closes with 1007.
@@ -186,6 +192,9 @@ class AzureCodec:
         self.profanity = PROFANITY[profanity]
         self.session_max: float = cfg.session_max
         self.replay_speed = replay_speed
+        self.needs_key = cfg.auth != "none"  # a container on the LAN may take none
+        self.token_lifetime = TOKEN_LIFETIME
+        self.token_renew_before = TOKEN_RENEW_BEFORE
         self._clock = clock
         self._new_id = new_id
         self._system = _platform_context()
@@ -237,22 +246,41 @@ class AzureCodec:
 
     # -- client → service ---------------------------------------------------------------
 
-    def handshake(self, key: SecretValue | None) -> Handshake:
-        if key is None:
-            raise ValueError("Azure Speech needs a resource key")
-        value = key.reveal().strip()
-        # A CR/LF in a header value would smuggle extra headers into the request.
-        if not value or not value.isprintable():
-            raise ValueError(f"the Azure Speech key from {key.origin} is empty or not printable")
+    def token_request(self, key: SecretValue | None) -> TokenRequest | None:
+        """auth = token: the key is exchanged for a 10-minute token at the region's
+        issueToken endpoint (or ``token_url``), renewed 2 minutes before it ends."""
+        if self.cfg.auth != "token":
+            return None
+        url = self.cfg.token_url
+        if not url:
+            if not self.cfg.region:
+                raise ValueError("Azure Speech auth = token needs region or token_url")
+            url = TOKEN_URL.format(region=self.cfg.region)
+        return TokenRequest(
+            url,
+            headers=(f"Ocp-Apim-Subscription-Key: {_key_value(key)}",),
+            lifetime=self.token_lifetime,
+            renew_before=self.token_renew_before,
+        )
+
+    def handshake(self, key: SecretValue | None, token: SecretValue | None = None) -> Handshake:
+        """auth = key: ``Ocp-Apim-Subscription-Key``; token: ``Authorization: Bearer``
+        alone (the SDK sent both when both were set; the token is what was asked for);
+        none: no auth header (a container). ``X-ConnectionId`` always."""
+        headers: list[str] = []
+        if self.cfg.auth == "key":
+            headers.append(f"Ocp-Apim-Subscription-Key: {_key_value(key)}")
+        elif self.cfg.auth == "token":
+            if token is None:
+                raise ValueError("Azure Speech auth = token: no token for the handshake")
+            value = token.reveal().strip()
+            if not value or not value.isprintable() or any(c.isspace() for c in value):
+                raise ValueError(f"the token from {token.origin} is empty or not printable")
+            headers.append(f"Authorization: Bearer {value}")
         self._connection_id = self._new_id()
         self._connect_time = self._clock()
-        return Handshake(
-            url=self.url(),
-            headers=(
-                f"Ocp-Apim-Subscription-Key: {value}",
-                f"X-ConnectionId: {self._connection_id}",
-            ),
-        )
+        headers.append(f"X-ConnectionId: {self._connection_id}")
+        return Handshake(url=self.url(), headers=tuple(headers))
 
     def speech_config(self) -> dict[str, Any]:
         source = {
@@ -676,6 +704,17 @@ class AzureCodec:
             return ServiceError(code, "try_again_later", f"the service is busy{said}", Retry.SLOW)
         kind = _CLOSE_KINDS.get(code, f"close_{code}")
         return ServiceError(code, kind, f"the service closed the connection{said}", Retry.BACKOFF)
+
+
+def _key_value(key: SecretValue | None) -> str:
+    """The key for a header; a CR/LF in a header value would smuggle extra headers into
+    the request."""
+    if key is None:
+        raise ValueError("Azure Speech needs a resource key")
+    value = key.reveal().strip()
+    if not value or not value.isprintable():
+        raise ValueError(f"the Azure Speech key from {key.origin} is empty or not printable")
+    return value
 
 
 # -- parsing helpers -------------------------------------------------------------------

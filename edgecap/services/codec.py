@@ -1,10 +1,11 @@
 """The contract between the Link (sockets, threads, retries) and one service's codec (v2).
 
 A codec is pure translation between edgecap and one service's wire protocol: where to
-connect and with which headers, what to send first, how a turn (one utterance) begins and
-ends on the wire, how audio is framed, what keepalive and end of stream look like, what each
-message from the service means — including whether an error is worth retrying — and which
-replies the protocol requires. It owns no socket and no thread, so it is tested with
+connect and with which headers (and how to get a bearer token for them first, if the
+service wants one), what to send first, how a turn (one utterance) begins and ends on the
+wire, how audio is framed, what keepalive and end of stream look like, what each message
+from the service means — including whether an error is worth retrying — and which replies
+the protocol requires. It owns no socket and no thread, so it is tested with
 recorded messages alone (``../shared/protocol-traces``).
 
 Every call of a codec happens on one thread, the link's (the connection's reader thread
@@ -36,6 +37,24 @@ class Handshake:
     url: str
     headers: tuple[str, ...] = field(repr=False, default=())  # "Name: value"
     subprotocols: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """How to get a bearer token for the handshake (``Codec.token_request``): an HTTP POST
+    with an empty body to ``url`` (https) with ``headers`` — which may hold the key: never
+    log them (repr masks them). The body of the answer is the token. It is valid for
+    ``lifetime`` seconds from its fetch; the link fetches a new one for a connection made
+    when less than ``renew_before`` of that is left."""
+
+    url: str
+    headers: tuple[str, ...] = field(repr=False, default=())  # "Name: value"
+    lifetime: float = 600.0
+    renew_before: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.renew_before < self.lifetime:
+            raise ValueError("a token's renew_before must be less than its lifetime")
 
 
 @dataclass(frozen=True)
@@ -127,8 +146,19 @@ class Codec(Protocol):
     # the service then sent nothing for ``finish_grace`` seconds (or it closed) — a success.
     sends_finished: bool
     finish_grace: float
+    # False: the service takes no key (a container on the LAN); the link then never asks
+    # for one and passes None to token_request and handshake.
+    needs_key: bool
 
-    def handshake(self, key: SecretValue | None) -> Handshake: ...
+    def token_request(self, key: SecretValue | None) -> TokenRequest | None:
+        """How to get a bearer token with ``key`` before connecting; None: no token (the
+        key, or nothing, goes in the handshake itself)."""
+        ...
+
+    def handshake(self, key: SecretValue | None, token: SecretValue | None = None) -> Handshake:
+        """Where and how to connect. ``token``: the bearer token got with
+        ``token_request`` (None when that returned None)."""
+        ...
 
     def start(self) -> list[Outgoing]:
         """Messages sent right after the connection opened (config, …)."""

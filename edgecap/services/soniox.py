@@ -34,6 +34,7 @@ from edgecap.services.codec import (
     ServiceError,
     ServiceEvent,
     SessionFinished,
+    TokenRequest,
 )
 
 END_TOKEN = "<end>"  # endpoint detected: the speaker finished a phrase
@@ -128,6 +129,7 @@ class SonioxCodec:
     audio_chunk_ms = 100
     sends_finished = True  # the end of audio is answered with ``finished: true``
     finish_grace = 0.0  # not used: the link waits for finished
+    needs_key = True
 
     def __init__(
         self, cfg: SonioxConfig, *, sample_rate: int = 16000, replay_speed: float = 1.5
@@ -146,7 +148,10 @@ class SonioxCodec:
 
     # -- client → service ---------------------------------------------------------------
 
-    def handshake(self, key: SecretValue | None) -> Handshake:
+    def token_request(self, key: SecretValue | None) -> TokenRequest | None:
+        return None  # the key goes in the handshake itself
+
+    def handshake(self, key: SecretValue | None, token: SecretValue | None = None) -> Handshake:
         if key is None:
             raise ValueError("Soniox needs an API key")
         value = key.reveal().strip()

@@ -13,7 +13,9 @@ It refuses what the service refuses, with the codes of §3a:
 
 * at the upgrade: a path other than the recognition (``interactive``, ``conversation``,
   ``dictation``) and translation (v1) paths → 404; no key or a wrong one
-  (``Ocp-Apim-Subscription-Key`` header or query, or ``Authorization: Bearer``) → 401;
+  (``Ocp-Apim-Subscription-Key`` header or query), or an ``Authorization: Bearer`` token
+  it did not issue, revoked or expired → 401 (``api_key=None``: a container on the LAN,
+  which takes no key and refuses no one);
   a missing or malformed ``X-ConnectionId`` or a bad query (``language`` for recognition,
   ``from`` and at least one ``to`` for translation, ``format``, ``profanity``) → 400.
   ``USP`` is echoed when the client asks for it (the native SDK does; nothing requires it);
@@ -44,13 +46,26 @@ then ``turn.end``. Times are 100 ns ticks from the start of the turn's audio.
 Limits: the connection is closed (``limit_close_code``, 1000 by default) ``connection_limit``
 seconds after it opened and after ``idle_timeout`` seconds without a message from the
 client. Faults are queued with :meth:`AzureEmulator.plan` (:class:`SessionPlan`).
+
+Tokens: ``POST /sts/v1.0/issueToken`` (empty body) on the same server, as the region's
+token endpoint: with the right ``Ocp-Apim-Subscription-Key`` header it answers 200 and a
+fresh opaque token, valid for ``token_lifetime`` seconds (600, as the service's); 401
+without it; 405 for another method; 404 on a container (``api_key=None``). Token requests
+are not upgrades (``connections`` does not count them). Every fetch is recorded
+(:attr:`token_fetches`), every token issued (:attr:`issued_tokens`); :meth:`revoke_tokens`
+makes the upgrade refuse all issued so far; :meth:`plan_token` (:class:`TokenPlan`) queues
+another status, and the body's framing (Content-Length, chunked, or up to the connection's
+end).
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
+import http
 import json
 import re
+import secrets
 import struct
 import threading
 import time
@@ -58,9 +73,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, Unpack
+from typing import Any, Literal, NoReturn, Unpack
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import ServerConnection
 
@@ -73,6 +89,7 @@ TRANSLATION_PATH = "/speech/translation/cognitiveservices/v1"
 PATHS = {RECOGNITION_PATH.format(mode=m): m for m in RECOGNITION_MODES} | {
     TRANSLATION_PATH: "translation"
 }
+TOKEN_PATH = "/sts/v1.0/issueToken"
 TICKS_PER_MS = 10_000
 MAX_AUDIO_BODY = 8192
 MAX_HEADER_BLOCK = 8192
@@ -186,6 +203,42 @@ class SessionPlan:
     status_error: bool = False
 
 
+Framing = Literal["length", "chunked", "close"]
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """The answer to one future token request (queued with :meth:`AzureEmulator.plan_token`).
+
+    ``status``: answer with it instead of checking the key (200 still issues a token).
+    ``framing``: how the body is delimited — ``Content-Length``, ``Transfer-Encoding:
+    chunked`` (in several chunks, one with an extension), or the end of the connection."""
+
+    status: int = 200
+    framing: Framing = "length"
+
+
+@dataclass(frozen=True)
+class TokenFetch:
+    """One request to the token endpoint: when (monotonic), its method and headers, the
+    status answered and the token issued (None if none)."""
+
+    at: float
+    method: str
+    headers: list[tuple[str, str]]
+    status: int
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An upgrade refused for its auth: why ("no_auth", "wrong_key", "unknown_token",
+    "revoked_token", "expired_token") and the bearer token shown, if any."""
+
+    why: str
+    token: str | None = None
+
+
 @dataclass(eq=False, kw_only=True)
 class Turn:
     """One turn (one ``X-RequestId``): its ``speech.context``, the RIFF header that opened
@@ -232,8 +285,9 @@ class Session(SessionRecord):
 class AzureEmulator(EmulatorServer[Session]):
     """A TLS WebSocket server on 127.0.0.1 that behaves like the Azure Speech service.
 
-    ``api_key`` (a server option) is the subscription key; ``tokens`` are the bearer tokens
-    it accepts besides the key itself. ``connection_limit`` and ``idle_timeout`` are the
+    ``api_key`` is the subscription key (None: a container that takes none); ``tokens``
+    are bearer tokens it accepts for ever besides those it issues, which are valid for
+    ``token_lifetime`` seconds. ``connection_limit`` and ``idle_timeout`` are the
     service's 10-minute and 180-second limits; ``telemetry_timeout`` how long after a
     ``turn.end`` the telemetry may take; ``synthesis_chunk`` the largest synthesis payload.
     """
@@ -245,7 +299,9 @@ class AzureEmulator(EmulatorServer[Session]):
         self,
         tmp_dir: str | Path,
         *,
+        api_key: str | None = "test-key",
         tokens: tuple[str, ...] = (),
+        token_lifetime: float = 600.0,
         connection_limit: float = 600.0,
         idle_timeout: float = 180.0,
         telemetry_timeout: float = 5.0,
@@ -254,7 +310,14 @@ class AzureEmulator(EmulatorServer[Session]):
         max_plans: int = 64,
         **options: Unpack[ServerOptions],
     ) -> None:
-        self.tokens = frozenset(tokens)
+        self.keyless = api_key is None
+        self.tokens = frozenset(tokens)  # accepted as bearer tokens for ever (not issued)
+        self.token_lifetime = token_lifetime
+        self._issued: dict[str, float] = {}  # token → when it was issued (monotonic)
+        self._revoked: set[str] = set()
+        self._token_fetches: list[TokenFetch] = []
+        self._token_plans: deque[TokenPlan] = deque()
+        self._auth_refusals: list[Refusal] = []
         self.connection_limit = connection_limit
         self.idle_timeout = idle_timeout
         self.telemetry_timeout = telemetry_timeout
@@ -263,7 +326,7 @@ class AzureEmulator(EmulatorServer[Session]):
         self._max_plans = max_plans
         self._plans: deque[SessionPlan] = deque()
         self._used_request_ids: set[str] = set()
-        super().__init__(tmp_dir, **options)
+        super().__init__(tmp_dir, api_key=api_key or "", **options)
 
     @property
     def base_url(self) -> str:
@@ -282,11 +345,55 @@ class AzureEmulator(EmulatorServer[Session]):
                 raise RuntimeError("too many queued plans")
             self._plans.append(plan)
 
+    @property
+    def token_url(self) -> str:
+        """``https://127.0.0.1:PORT/sts/v1.0/issueToken``."""
+        return f"https://127.0.0.1:{self.port}{TOKEN_PATH}"
+
+    def plan_token(self, plan: TokenPlan) -> None:
+        """Queue the answer to the next token request (FIFO)."""
+        with self._cond:
+            if len(self._token_plans) >= self._max_plans:
+                raise RuntimeError("too many queued token plans")
+            self._token_plans.append(plan)
+
+    @property
+    def token_fetches(self) -> list[TokenFetch]:
+        with self._cond:
+            return list(self._token_fetches)
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every token issued, in order."""
+        with self._cond:
+            return list(self._issued)
+
+    @property
+    def auth_refusals(self) -> list[Refusal]:
+        """Upgrades refused for their auth, in order."""
+        with self._cond:
+            return list(self._auth_refusals)
+
+    def revoke_tokens(self) -> None:
+        """From now on the upgrade refuses (401) every token issued so far."""
+        with self._cond:
+            self._revoked.update(self._issued)
+
+    def bearer_of(self, session: Session) -> str | None:
+        """The bearer token a session's upgrade showed, if any."""
+        for name, value in session.headers:
+            kind, _, token = value.partition(" ")
+            if name.lower() == "authorization" and kind.lower() == "bearer":
+                return token.strip()
+        return None
+
     # -- the upgrade ----------------------------------------------------------------------
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         """The base serves one exact target; Azure has several paths, each with a query.
         Same bookkeeping as the base's, with the path compared without its query."""
+        if urlsplit(request.path).path == TOKEN_PATH:
+            return self._issue_token(conn, request)
         with self._cond:
             self._connections += 1
             self._threads.append(threading.current_thread())
@@ -324,6 +431,8 @@ class AzureEmulator(EmulatorServer[Session]):
         return (400, problem + "\n") if problem else None
 
     def _authorized(self, request: Request, query: dict[str, list[str]]) -> bool:
+        if self.keyless:
+            return True  # a container: whatever is sent or not
         keys = request.headers.get_all("Ocp-Apim-Subscription-Key") + query.get(
             "Ocp-Apim-Subscription-Key", []
         )
@@ -332,11 +441,63 @@ class AzureEmulator(EmulatorServer[Session]):
             for value in request.headers.get_all("Authorization")
             if value.partition(" ")[0].lower() == "bearer"
         ]
+        refusal = None
         if not keys and not bearers:
-            return False
-        return all(k == self.api_key for k in keys) and all(
-            b == self.api_key or b in self.tokens for b in bearers
-        )
+            refusal = Refusal("no_auth")
+        elif any(k != self.api_key for k in keys):
+            refusal = Refusal("wrong_key")
+        else:
+            refusal = next(filter(None, (self._token_problem(b) for b in bearers)), None)
+        if refusal is None:
+            return True
+        with self._cond:
+            self._auth_refusals.append(refusal)
+            self._cond.notify_all()
+        return False
+
+    def _token_problem(self, token: str) -> Refusal | None:
+        if token in self.tokens:
+            return None
+        with self._cond:
+            issued = self._issued.get(token)
+            revoked = token in self._revoked
+        if issued is None:
+            return Refusal("unknown_token", token)
+        if revoked:
+            return Refusal("revoked_token", token)
+        if time.monotonic() - issued >= self.token_lifetime:
+            return Refusal("expired_token", token)
+        return None
+
+    # -- the token endpoint -----------------------------------------------------------------
+
+    def _issue_token(self, conn: ServerConnection, request: Request) -> Response:
+        with self._cond:
+            self._threads.append(threading.current_thread())
+            self._threads.append(conn.recv_events_thread)
+            plan = self._token_plans.popleft() if self._token_plans else None
+        framing: Framing = plan.framing if plan is not None else "length"
+        keys = request.headers.get_all("Ocp-Apim-Subscription-Key")
+        if request.method != "POST":
+            status = 405
+        elif plan is not None and plan.status != 200:
+            status = plan.status
+        elif self.keyless:
+            status = 404  # a container has no token service
+        elif keys != [self.api_key]:
+            status = 401
+        else:
+            status = 200
+        token = f"tok-{secrets.token_urlsafe(24)}" if status == 200 else None
+        with self._cond:
+            if token is not None:
+                self._issued[token] = time.monotonic()
+            headers = list(request.headers.raw_items())
+            fetch = TokenFetch(time.monotonic(), request.method, headers, status, token)
+            self._token_fetches.append(fetch)
+            self._cond.notify_all()
+        body = token.encode() if token is not None else http.HTTPStatus(status).phrase.encode()
+        return _http_response(status, body, framing)
 
     def _new_session(self, index: int, request: Request) -> Session:
         split = urlsplit(request.path)
@@ -352,6 +513,29 @@ class AzureEmulator(EmulatorServer[Session]):
         with self._cond:
             session.subprotocol = conn.subprotocol
         _SessionRunner(self, conn, session).run()
+
+
+def _http_response(status: int, body: bytes, framing: Framing) -> Response:
+    """An HTTP answer whose body is framed as asked (the server closes after it)."""
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Type", "application/jwt; charset=us-ascii"),
+        ]
+    )
+    if framing == "length":
+        headers["Content-Length"] = str(len(body))
+    elif framing == "chunked":
+        headers["Transfer-Encoding"] = "chunked"
+        third = max(1, len(body) // 3)
+        pieces = [body[:third], body[third : 2 * third], body[2 * third :]]
+        out = b""
+        for n, piece in enumerate(p for p in pieces if p):
+            extension = b";note=x" if n == 1 else b""
+            out += b"%x%s\r\n%s\r\n" % (len(piece), extension, piece)
+        body = out + b"0\r\nX-Trailer: 1\r\n\r\n"
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 def _query_problem(mode: str, query: dict[str, list[str]]) -> str | None:

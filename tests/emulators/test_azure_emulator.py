@@ -4,7 +4,9 @@ websocket-client and frames built here (no edgecap code)."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 import struct
 import threading
 import time
@@ -19,7 +21,9 @@ import websocket
 
 from .azure import (
     AzureEmulator,
+    Refusal,
     SessionPlan,
+    TokenPlan,
     riff_header,
     synthesis_audio,
     text_of,
@@ -38,7 +42,8 @@ def make_emu(tmp_path: Path, tls_material: TlsMaterial) -> Iterator[Callable[...
     made: list[AzureEmulator] = []
 
     def make(**kwargs: Any) -> AzureEmulator:
-        emu = AzureEmulator(tmp_path, api_key=KEY, tls=tls_material, **kwargs)
+        kwargs.setdefault("api_key", KEY)
+        emu = AzureEmulator(tmp_path, tls=tls_material, **kwargs)
         made.append(emu)
         return emu
 
@@ -513,3 +518,117 @@ def test_close_ends_live_connections_and_joins_every_thread(
     assert until_closed(ws)[1] == 1001
     assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
     emu.close()  # idempotent
+
+
+# -- the token endpoint and keyless containers ------------------------------------------------
+
+
+def post_token(
+    emu: AzureEmulator, key: str | None = KEY, method: str = "POST"
+) -> tuple[int, str, dict[str, str]]:
+    """(status, body, headers) of a token request as the SDK makes it (http.client)."""
+    context = ssl.create_default_context(cafile=emu.ca_file)
+    conn = http.client.HTTPSConnection("127.0.0.1", emu.port, context=context, timeout=3)
+    try:
+        headers = {"Content-Length": "0"}
+        if key is not None:
+            headers["Ocp-Apim-Subscription-Key"] = key
+        conn.request(method, "/sts/v1.0/issueToken", headers=headers)
+        response = conn.getresponse()
+        body = response.read().decode()
+        return response.status, body, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+def connect_bearer(emu: AzureEmulator, token: str) -> websocket.WebSocket:
+    return websocket.create_connection(
+        emu.url_for("conversation", language="en-US"),
+        header=[f"Authorization: Bearer {token}", f"X-ConnectionId: {uuid.uuid4().hex}"],
+        sslopt={"ca_certs": emu.ca_file},
+        suppress_origin=True,
+        timeout=3,
+    )
+
+
+def test_a_token_is_issued_for_the_key_and_opens_the_upgrade(emu: AzureEmulator) -> None:
+    status, token, _ = post_token(emu)
+    status2, token2, _ = post_token(emu)
+    assert (status, status2) == (200, 200) and token != token2  # fresh every time
+    assert emu.issued_tokens == [token, token2]
+    fetch = emu.token_fetches[0]
+    assert (fetch.method, fetch.status, fetch.token) == ("POST", 200, token)
+    assert ("Ocp-Apim-Subscription-Key", KEY) in fetch.headers
+    ws = connect_bearer(emu, token)
+    ws.close()
+    assert emu.wait_for(lambda: len(emu.sessions) == 1, 3)
+    assert emu.bearer_of(emu.sessions[0]) == token
+    assert emu.connections == 1  # token requests are not upgrades
+
+
+@pytest.mark.parametrize(
+    ("key", "method", "status"), [("wrong", "POST", 401), (None, "POST", 401), (KEY, "GET", 405)]
+)
+def test_the_token_endpoint_refuses_a_wrong_key_or_method(
+    emu: AzureEmulator, key: str | None, method: str, status: int
+) -> None:
+    assert post_token(emu, key, method)[0] == status
+    assert emu.issued_tokens == [] and [f.status for f in emu.token_fetches] == [status]
+
+
+def test_the_upgrade_refuses_an_unknown_revoked_or_expired_token(
+    make_emu: Callable[..., AzureEmulator],
+) -> None:
+    emu = make_emu(token_lifetime=0.3)
+    _, old, _ = post_token(emu)
+    connect_bearer(emu, old).close()  # valid while young
+    emu.revoke_tokens()
+    _, expiring, _ = post_token(emu)  # issued after the revocation: still good
+    connect_bearer(emu, expiring).close()
+    time.sleep(0.35)
+    for token in ("never-issued", old, expiring, KEY):
+        with pytest.raises(websocket.WebSocketBadStatusException) as info:
+            connect_bearer(emu, token)
+        assert info.value.status_code == 401
+    assert emu.auth_refusals == [
+        Refusal("unknown_token", "never-issued"),
+        Refusal("revoked_token", old),
+        Refusal("expired_token", expiring),
+        Refusal("unknown_token", KEY),  # the key is no bearer token
+    ]
+    assert len(emu.sessions) == 2
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_token_plans_set_the_status_and_the_framing(emu: AzureEmulator, framing: str) -> None:
+    emu.plan_token(TokenPlan(framing=framing))  # type: ignore[arg-type]
+    emu.plan_token(TokenPlan(status=503))
+    status, token, headers = post_token(emu)
+    assert status == 200 and token == emu.issued_tokens[0]
+    assert ("content-length" in headers) == (framing == "length")
+    assert (headers.get("transfer-encoding") == "chunked") == (framing == "chunked")
+    assert post_token(emu)[0] == 503  # whatever the key
+    assert post_token(emu)[0] == 200  # the plans are used up
+    assert [f.status for f in emu.token_fetches] == [200, 503, 200]
+
+
+def test_a_keyless_container_takes_connections_with_no_auth_at_all(
+    make_emu: Callable[..., AzureEmulator],
+) -> None:
+    emu = make_emu(api_key=None)
+    ws = websocket.create_connection(
+        emu.url_for("conversation", language="en-US"),
+        header=[f"X-ConnectionId: {uuid.uuid4().hex}"],
+        sslopt={"ca_certs": emu.ca_file},
+        suppress_origin=True,
+        timeout=3,
+    )
+    ws.send(config())
+    rid = uuid.uuid4().hex
+    got = send_turn(ws, rid, noise_pcm(400, seed=9))
+    ws.send(telemetry(rid))
+    ws.close()
+    assert got[-1][0] == "turn.end"
+    assert post_token(emu)[0] == 404  # a container has no token service
+    assert emu.wait_for(lambda: len(emu.sessions) == 1 and emu.sessions[0].done, 3)
+    assert emu.sessions[0].violations == [] and emu.auth_refusals == []

@@ -20,6 +20,7 @@ from edgecap.services.codec import (
     Retry,
     ServiceError,
     ServiceEvent,
+    TokenRequest,
 )
 from tests.emulators.stateful import SYNTH_FORMAT, frame, unframe
 
@@ -44,6 +45,7 @@ class StatefulCodec:
     audio_chunk_ms = 100
     sends_finished = False
     finish_grace = 0.3
+    needs_key = True
 
     def __init__(
         self,
@@ -61,7 +63,10 @@ class StatefulCodec:
 
     # -- client → service ---------------------------------------------------------------
 
-    def handshake(self, key: SecretValue | None) -> Handshake:
+    def token_request(self, key: SecretValue | None) -> TokenRequest | None:
+        return None
+
+    def handshake(self, key: SecretValue | None, token: SecretValue | None = None) -> Handshake:
         if key is None:
             raise ValueError("the stateful service needs a key")
         return Handshake(self.url, headers=(f"X-Api-Key: {key.reveal()}",))

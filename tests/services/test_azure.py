@@ -202,6 +202,58 @@ def test_handshake_refuses_a_missing_or_unprintable_key(bad: SecretValue | None)
         codec().handshake(bad)
 
 
+TOKEN = SecretValue("the token service", "eyJhbGciOi.J9.sig-_")
+
+
+def _headers(hs: Any) -> dict[str, str]:
+    return dict(h.split(": ", 1) for h in hs.headers)
+
+
+def test_auth_key_needs_a_key_and_no_token() -> None:
+    c = codec()
+    assert c.needs_key and c.token_request(KEY) is None
+    assert set(_headers(c.handshake(KEY, None))) == {"Ocp-Apim-Subscription-Key", "X-ConnectionId"}
+
+
+def test_auth_token_exchanges_the_key_at_the_regions_issue_token_endpoint() -> None:
+    c = codec(replace(STT, auth="token"))
+    request = c.token_request(KEY)
+    assert c.needs_key and request is not None
+    assert request.url == "https://westeurope.api.cognitive.microsoft.com/sts/v1.0/issueToken"
+    assert request.headers == (f"Ocp-Apim-Subscription-Key: {TRACE_KEY}",)
+    assert (request.lifetime, request.renew_before) == (600.0, 120.0)
+    assert TRACE_KEY not in repr(request)
+    own = replace(STT, auth="token", token_url="https://sts.example.test/sts/v1.0/issueToken")
+    assert codec(own).token_request(KEY).url == own.token_url  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        codec(replace(STT, auth="token")).token_request(None)
+
+
+def test_auth_token_sends_the_bearer_token_alone() -> None:
+    hs = codec(replace(STT, auth="token")).handshake(KEY, TOKEN)
+    headers = _headers(hs)
+    assert set(headers) == {"Authorization", "X-ConnectionId"}
+    assert headers["Authorization"] == f"Bearer {TOKEN.reveal()}"
+    assert HEX32.fullmatch(headers["X-ConnectionId"])
+    assert TOKEN.reveal() not in repr(hs) and TRACE_KEY not in repr(hs)
+
+
+@pytest.mark.parametrize(
+    "bad", [None, SecretValue("t", ""), SecretValue("t", "a b"), SecretValue("t", "a\r\nX: 1")]
+)
+def test_auth_token_refuses_a_missing_or_unprintable_token(bad: SecretValue | None) -> None:
+    with pytest.raises(ValueError):
+        codec(replace(STT, auth="token")).handshake(KEY, bad)
+
+
+def test_auth_none_needs_no_key_and_sends_no_auth_header() -> None:
+    container = AzureConfig(host="ws://10.0.0.5:5000", auth="none")
+    c = codec(container)
+    assert not c.needs_key and c.token_request(None) is None
+    assert set(_headers(c.handshake(None))) == {"X-ConnectionId"}
+    assert set(_headers(c.handshake(KEY))) == {"X-ConnectionId"}  # a key is not sent either
+
+
 # -- client → service framing against the SDK trace ------------------------------------------
 
 
