@@ -235,3 +235,24 @@ def test_auth_none_a_keyless_container_gets_no_key_and_no_auth_header(tmp_path):
     assert not names & {"ocp-apim-subscription-key", "authorization"}
     assert asked == [] and container.token_fetches == []
     assert _captioned(run) == _words(events)
+
+
+def test_speech_heard_but_not_recognised_is_a_status_notice(azure):
+    """NoMatch gives no caption but a notice the status shows (and counts)."""
+    from edgecap.runtime.frames import Frame
+    from edgecap.runtime.speech import SpeechEnd, SpeechStart
+
+    frame = 320  # 20 ms
+    events = [SpeechStart(1, 16_000, 16_000, 0.0)]
+    events += [SpeechAudio(1, Frame(bytes(2 * frame), 16_000 + k * frame, 0.0)) for k in range(50)]
+    events.append(SpeechEnd(1, 16_000 + 50 * frame, "silence", 0.0))
+    codec = AzureCodec(AzureConfig(host=azure.base_url, language="en-US"), replay_speed=10.0)
+    run = LinkRun(azure, codec=codec).start()
+    run.feed(events)
+    assert wait_until(lambda: run.link.notices == 1, 10)
+    snap = run.status.snapshot()
+    assert snap.counters["link_notices"] == 1
+    assert snap.state_of("notice") == "no_match"
+    assert "not recognised" in snap.fresh_notice()
+    run.stop()
+    assert run.sink.finals == [] and run.link.failures == 0
