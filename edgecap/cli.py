@@ -198,9 +198,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
+    from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
     from edgecap.audio.devices import list_capture_devices
     from edgecap.outputs.framebuffer import list_framebuffers
     from edgecap.outputs.serial.output import list_serial_ports
+    from edgecap.outputs.speaker import list_playback_devices
 
     devices = list_capture_devices()
     sys.stdout.write("Capture devices ([audio] device):\n")
@@ -213,6 +215,19 @@ def cmd_devices(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"{d.index:>7}  {d.max_input_channels:>8}  {int(d.default_rate):>6}  {d.name}{mark}\n"
         )
+    sys.stdout.write("\nPlayback devices ([speaker] device):\n")
+    pa = new_pyaudio()
+    try:
+        players = list_playback_devices(pa)
+    finally:
+        terminate_quietly(pa)
+    for p in players:
+        mark = "  (default)" if p.is_default else ""
+        sys.stdout.write(
+            f"{p.index:>7}  {p.max_output_channels:>8}  {p.default_rate:>6}  {p.name}{mark}\n"
+        )
+    if not players:
+        sys.stdout.write("  none found\n")
     sys.stdout.write("\nFramebuffers ([hdmi] device):\n")
     fbs = list_framebuffers()
     for fb in fbs:

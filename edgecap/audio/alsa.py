@@ -37,7 +37,6 @@ import pyaudio
 from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
 from edgecap.audio.devices import DeviceInfo, list_capture_devices, resolve_device
 from edgecap.audio.pcm import S16LE, decode_samples, int16_to_bytes, to_mono
-from edgecap.audio.resample import StreamResampler
 from edgecap.audio.source import (
     NOT_READY,
     SourceConfigError,
@@ -47,6 +46,7 @@ from edgecap.audio.source import (
 )
 from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.runtime.resample import StreamResampler
 
 log = logging.getLogger(__name__)
 

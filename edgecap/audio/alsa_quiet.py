@@ -148,6 +148,10 @@ def install_handlers() -> tuple[bool, bool]:
 
 
 _stderr_lock = threading.Lock()
+# Pa_Initialize and Pa_Terminate keep process-wide state and are not thread-safe; PyAudio
+# runs them without the GIL, and the capture worker and the speaker output each make and end
+# instances on their own threads: one at a time.
+_portaudio_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -183,10 +187,11 @@ def new_pyaudio() -> pyaudio.PyAudio:
     while any other instance is alive in the process, a new one sees the old device list.
     """
     alsa_ok, jack_ok = install_handlers()
-    if alsa_ok and jack_ok:
-        return pyaudio.PyAudio()
-    with stderr_silenced():
-        return pyaudio.PyAudio()
+    with _portaudio_lock:
+        if alsa_ok and jack_ok:
+            return pyaudio.PyAudio()
+        with stderr_silenced():
+            return pyaudio.PyAudio()
 
 
 def terminate_quietly(pa: pyaudio.PyAudio | None) -> None:
@@ -208,6 +213,7 @@ def terminate_quietly(pa: pyaudio.PyAudio | None) -> None:
                 log.debug("closing a PyAudio stream failed: %r", e)
                 streams.discard(stream)
     try:
-        pa.terminate()
+        with _portaudio_lock:
+            pa.terminate()
     except Exception as e:  # closing must not fail
         log.debug("PyAudio terminate failed: %r", e)

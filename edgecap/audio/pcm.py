@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-INT16_MIN = -32768
-INT16_MAX = 32767
+# shared with the speaker output, so they live with the resampler on the bottom floor
+from edgecap.runtime.resample import INT16_MAX, INT16_MIN, float_to_int16
 
 # What a file or stream may claim and still be read. Outside these a header is corrupt or
 # hostile, not audio: 1 Hz would stretch a small file into a day of "speech", 4 GHz would make
@@ -64,18 +64,6 @@ class NonFinite:
     @property
     def total(self) -> int:
         return self.nan + self.inf
-
-
-def float_to_int16(x: np.ndarray) -> np.ndarray:
-    """Float samples on the int16 scale (±32768) → int16, rounded to nearest and clipped.
-
-    NaN becomes 0 (silence) explicitly: casting NaN to an integer is undefined in C, so what
-    numpy's cast gives (and whether it warns) depends on the CPU and the numpy version.
-    """
-    y = np.rint(x)
-    np.clip(y, INT16_MIN, INT16_MAX, out=y)
-    np.nan_to_num(y, copy=False, nan=0.0)
-    return y.astype(np.int16)
 
 
 def decode_samples(

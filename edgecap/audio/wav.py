@@ -48,10 +48,10 @@ from edgecap.audio.pcm import (
     int16_to_bytes,
     to_mono,
 )
-from edgecap.audio.resample import StreamResampler
 from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
 from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.runtime.resample import StreamResampler
 
 log = logging.getLogger(__name__)
 

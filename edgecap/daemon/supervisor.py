@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TextIO
 
+from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
 from edgecap.audio.factory import make_source
 from edgecap.audio.source import AudioSource, SourceConfigError
 from edgecap.captions.board import CaptionBoard, Numbering
@@ -47,8 +48,10 @@ from edgecap.outputs.fanout import FanOut
 from edgecap.outputs.hdmi import HdmiOutput
 from edgecap.outputs.serial.output import SerialOutput
 from edgecap.outputs.socket_server import SocketOutput
+from edgecap.outputs.speaker import SpeakerOutput
 from edgecap.outputs.stdout import StdoutOutput
 from edgecap.outputs.transcript import TranscriptOutput
+from edgecap.outputs.voice_files import VoiceFilesOutput
 from edgecap.outputs.worker import OutputWorker
 from edgecap.runtime.frames import SAMPLE_RATE, frame_samples
 from edgecap.runtime.logsetup import under_journal
@@ -278,6 +281,18 @@ class Daemon:
             # capture time 0 is about now: the source opens as the daemon starts
             transcript = TranscriptOutput(cfg.transcript, started_at=self.started_wall)
             outputs.append(OutputWorker(transcript, self.status, drain_timeout=0.5))
+        if cfg.speaker.enabled:
+            # PortAudio instances are made and ended the capture stage's (quiet) way
+            speaker = SpeakerOutput.from_config(
+                cfg.speaker,
+                self.status,
+                new_pyaudio=new_pyaudio,
+                release_pyaudio=terminate_quietly,
+            )
+            outputs.append(OutputWorker(speaker, self.status, drain_timeout=0.5))
+        if cfg.speaker.save_dir is not None:
+            voice_files = VoiceFilesOutput.from_config(cfg.speaker, self.status)
+            outputs.append(OutputWorker(voice_files, self.status, drain_timeout=1.0))
         self.stdout = self._make_stdout()
         if self.stdout is not None:
             outputs.append(self.stdout)

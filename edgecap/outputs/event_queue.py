@@ -4,6 +4,9 @@ Provisional caption updates are superseded by the next one, so only the newest p
 kept (latest wins). Final lines, translations of final lines and audio-loss notices are
 never coalesced or dropped — unless the output is so stuck that ``max_finals`` of them are
 waiting; then the oldest go first and are counted (the worker shows it in the status).
+Synthesized speech (only outputs that play or save it get any) is queued with the finals,
+in order; a chunk dropped that way is also logged (at the first and every 2ⁿth), since
+the output then meets an utterance with a piece missing.
 Speech activity (the offline engine's speech start / end, shown by stdout) is coalesced
 like provisional captions: per utterance the latest wins (its end supersedes its start),
 and of a stuck output's backlog only the newest ``max_activity`` utterances are kept.
@@ -13,13 +16,16 @@ the caption source must never wait for an output.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict, deque
 
-from edgecap.captions.events import CaptionLine
+from edgecap.captions.events import CaptionLine, SynthesizedAudio
 from edgecap.outputs.base import OutputEvent
 from edgecap.runtime.speech import Activity
 from edgecap.runtime.status import StatusSnapshot
+
+log = logging.getLogger(__name__)
 
 
 class EventQueue:
@@ -33,6 +39,7 @@ class EventQueue:
         self._cond = threading.Condition()
         self.coalesced = 0
         self.dropped_finals = 0
+        self.dropped_audio = 0  # of those, chunks of synthesized speech
         self.dropped_activity = 0  # utterances whose activity a stuck output never got
 
     def put(self, event: OutputEvent) -> None:
@@ -59,9 +66,19 @@ class EventQueue:
                     self.coalesced += 1
                 self._finals.append(event)
                 while len(self._finals) > self.max_finals:
-                    self._finals.popleft()
+                    dropped = self._finals.popleft()
                     self.dropped_finals += 1
+                    if isinstance(dropped, SynthesizedAudio):
+                        self._audio_dropped()
             self._cond.notify()
+
+    def _audio_dropped(self) -> None:
+        self.dropped_audio += 1
+        if self.dropped_audio & (self.dropped_audio - 1) == 0:  # 1, 2, 4, 8 …
+            log.warning(
+                "an output's queue is full: %d chunk(s) of spoken translation dropped so far",
+                self.dropped_audio,
+            )
 
     def get(self, timeout: float) -> OutputEvent | None:
         """The next event, or None after ``timeout``. Finals (in order) first, then the

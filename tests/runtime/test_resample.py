@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgecap.audio.resample import StreamResampler
 from edgecap.audio.wav import WavSource
+from edgecap.runtime.resample import StreamResampler
 from tests.audio.signals import dominant_frequency, rms_db, sine, write_wav
 
 RATES = [8000, 11025, 22050, 44100, 48000]

@@ -15,6 +15,9 @@ depend on how the input was split into blocks.
 
 The filter is centred (zero phase): output ``k`` corresponds to input time ``k*M/L`` with no
 shift, at the cost of ``delay`` input samples of look-ahead (1.6 ms at 44.1 or 48 kHz).
+
+It lives on the bottom floor because two stages use it: capture (a device or file at any
+rate → 16 kHz) and the speaker output (spoken translation → the rate the device takes).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgecap.audio.pcm import float_to_int16
+INT16_MIN = -32768
+INT16_MAX = 32767
 
 # Filter design: ZERO_CROSSINGS sinc lobes each side of the centre (at the lower of the two
 # rates), Kaiser beta 8, cut-off at 93 % of the lower Nyquist frequency. Measured for 44.1 and
@@ -174,6 +178,18 @@ class StreamResampler:
             self._buf = self._buf[drop:]
             self._base += drop
         return float_to_int16(y)
+
+
+def float_to_int16(x: np.ndarray) -> np.ndarray:
+    """Float samples on the int16 scale (±32768) → int16, rounded to nearest and clipped.
+
+    NaN becomes 0 (silence) explicitly: casting NaN to an integer is undefined in C, so what
+    numpy's cast gives (and whether it warns) depends on the CPU and the numpy version.
+    """
+    y = np.rint(x)
+    np.clip(y, INT16_MIN, INT16_MAX, out=y)
+    np.nan_to_num(y, copy=False, nan=0.0)
+    return y.astype(np.int16)
 
 
 def _ceil_div(a: int, b: int) -> int:
