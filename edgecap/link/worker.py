@@ -762,6 +762,18 @@ class LinkWorker(Worker):
         # once the link ended the stream, a close is the end it was waiting for.
         quiet_end = self._finishing_since is not None and not self.codec.sends_finished
         error = self.codec.closed(item.code, item.reason, self._finished or quiet_end)
+        if (
+            error is not None
+            and error.retry is Retry.ONCE
+            and not self.buffer.unconfirmed
+            and not self._in_utterance
+            and self._clock() - self._session_started >= HEALTHY_AFTER
+        ):
+            # The service ended a session that worked and had nothing in flight (its idle
+            # limit on a quiet warm link): a normal end, not a failure — no backoff, no down
+            # clock for the fallback. A close soon after connecting stays a failure, so a
+            # service that keeps closing is not hammered.
+            error = None
         if error is None:
             log.info("%s session %d ended", self.codec.name, self.sessions)
             self.buffer.confirm_all_sent()  # a normal end: the service said all it will say
