@@ -38,7 +38,7 @@ from edgecap.config.types import (
 SERVICES = ("soniox", "azure", "sarvam", "local")
 # Services whose code has landed. The others are accepted by the schema (so a config written
 # for a newer edgecap still parses) but refused by the cross-check with a clear message.
-AVAILABLE_SERVICES = ("soniox", "azure", "local")
+AVAILABLE_SERVICES = ("soniox", "azure", "sarvam", "local")
 
 
 def key(type_: FieldType, default: Any, doc: str) -> Any:
@@ -467,6 +467,11 @@ class AzureConfig:
         return out
 
 
+SARVAM_MODES = ("transcribe", "translate", "verbatim", "translit", "codemix")
+SARVAM_LEGACY_MODEL = "saaras:v2.5"  # the legacy /speech-to-text-translate/ws endpoint
+_SARVAM_LANGUAGE = re.compile(r"unknown|[a-z]{2,3}-[A-Z]{2}")
+
+
 @dataclass(frozen=True)
 class SarvamConfig:
     """Sarvam streaming speech-to-text and speech-to-English translation."""
@@ -476,9 +481,76 @@ class SarvamConfig:
         SecretRef(("credential:sarvam_api_key", "env:SARVAM_API_KEY")),
         "where the API subscription key is read from (never the key itself)",
     )
+    url: str | None = key(
+        Url(("wss",), optional=True),
+        None,
+        "the full WebSocket URL, instead of the public endpoint of the model (empty = "
+        "wss://api.sarvam.ai/speech-to-text/ws, or .../speech-to-text-translate/ws for "
+        "saaras:v2.5)",
+    )
+    model: str = key(
+        Choice("saaras:v3", SARVAM_LEGACY_MODEL),
+        "saaras:v3",
+        "saaras:v3 (any mode); saaras:v2.5 = the legacy endpoint, English translation only",
+    )
+    mode: str = key(
+        Choice(*SARVAM_MODES),
+        "transcribe",
+        "transcribe = captions in the spoken language; translate = in English; verbatim = "
+        "word for word; translit = in Latin letters; codemix = mixed scripts as spoken",
+    )
+    language: str = key(
+        Str(allow_empty=False, max_len=20),
+        "unknown",
+        "the spoken language, e.g. hi-IN, ta-IN; unknown = the service detects it (saaras:v3 only)",
+    )
+    prompt: str = key(
+        Str(max_len=2000),
+        "",
+        "saaras:v2.5: a few words about the talk to help translation, e.g. council meeting",
+    )
+    high_vad_sensitivity: bool = key(
+        Bool(),
+        False,
+        "yes = the service ends a phrase after 0.5 s of silence instead of about 1 s (edgecap "
+        "ends each utterance itself: leave it off)",
+    )
+    keepalive: float = key(
+        Duration(min=1, max=55),
+        20.0,
+        "while nobody speaks, 0.1 s of silence is sent this often (the service closes a "
+        "connection after 60 s without audio)",
+    )
+    session_max: float = key(
+        Duration(min=10, max=86400),
+        3600.0,
+        "a connection is renewed after this long, at a pause (the service names no limit)",
+    )
+
+    @property
+    def legacy(self) -> bool:
+        """The legacy translate endpoint (saaras:v2.5): English translation, no mode."""
+        return self.model == SARVAM_LEGACY_MODEL
+
+    @property
+    def translates(self) -> bool:
+        """Captions are the English translation, not what was said."""
+        return self.legacy or self.mode == "translate"
 
     def problems(self) -> list[tuple[str, str]]:
-        return []
+        out = []
+        if not _SARVAM_LANGUAGE.fullmatch(self.language):
+            out.append(("language", "must be unknown or a language code such as hi-IN"))
+        if self.legacy:
+            if self.mode != "translate":
+                out.append(
+                    ("mode", "saaras:v2.5 (the legacy endpoint) only translates: set translate")
+                )
+            if self.language != "unknown":
+                out.append(("language", "saaras:v2.5 detects the language itself: leave unknown"))
+        elif self.prompt:
+            out.append(("prompt", "only saaras:v2.5 takes a prompt"))
+        return out
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgecap.config.schema import AzureConfig, Config, SonioxConfig
+from edgecap.config.schema import AzureConfig, Config, SarvamConfig, SonioxConfig
 from edgecap.services.codec import Codec
 
 
@@ -103,6 +103,15 @@ def _azure_codec(section: AzureConfig, config: Config) -> Codec:
     )
 
 
+def _sarvam_codec(section: SarvamConfig, config: Config) -> Codec:
+    from edgecap.services.sarvam import SarvamCodec
+
+    # a long utterance is flushed before the link would take the quiet service for dead
+    return SarvamCodec(
+        section, replay_speed=config.link.replay_speed, flush_after=config.link.dead_after / 2
+    )
+
+
 def _soniox_targets(section: SonioxConfig) -> tuple[str, ...]:
     if section.translation == "one_way":
         return (section.target_language,)
@@ -140,6 +149,18 @@ SERVICES: dict[str, Service] = {
             languages=lambda section: (section.language,),
             speaks=lambda section: section.voice_target() is not None,
             cautions=_azure_cautions,
+        ),
+        Service(
+            name="sarvam",
+            section="sarvam",
+            # one target (English), given instead of the transcript in translate mode
+            capabilities=Capabilities(
+                partials=False, translates=True, max_targets=1, translation_only=True
+            ),
+            make_codec=_sarvam_codec,
+            targets=lambda section: ("en",) if section.translates else (),
+            languages=lambda section: () if section.language == "unknown" else (section.language,),
+            translation_only=lambda section: section.translates,
         ),
         Service(
             name="local",

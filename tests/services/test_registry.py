@@ -10,6 +10,7 @@ import pytest
 from edgecap import cli
 from edgecap.config.loader import EX_CONFIG
 from edgecap.config.schema import AVAILABLE_SERVICES, SERVICES, Config, SonioxConfig
+from edgecap.config.secrets import SecretValue
 from edgecap.services import registry
 from edgecap.services.registry import Capabilities, service
 
@@ -137,3 +138,34 @@ def test_check_warns_of_an_unencrypted_container_host(tmp_path, monkeypatch, cap
     ini.write_text("[daemon]\nservice = azure\n[azure]\nhost = wss://10.0.0.5:5000\n")
     assert cli.main(["check", "-c", str(ini)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_sarvam_translates_to_english_alone_in_translate_mode():
+    from edgecap.config.schema import LinkConfig, SarvamConfig
+
+    sarvam = service("sarvam")
+    assert sarvam.cloud and not sarvam.capabilities.partials
+    stt = SarvamConfig(language="hi-IN")
+    assert sarvam.targets(stt) == () and not sarvam.translation_only(stt)
+    assert sarvam.languages(stt) == ("hi-IN",)
+    assert sarvam.languages(SarvamConfig()) == ()  # unknown: the service detects it
+    for translating in (SarvamConfig(mode="translate"), SarvamConfig(model="saaras:v2.5")):
+        assert sarvam.targets(translating) == ("en",) and sarvam.translation_only(translating)
+    config = Config(sarvam=SarvamConfig(mode="translate"), link=LinkConfig(dead_after=8.0))
+    assert sarvam.problems(config) == []
+    codec = sarvam.codec(config)
+    assert codec.name == "sarvam" and codec.replay_speed == config.link.replay_speed
+    assert codec.flush_after == 4.0  # a long utterance is flushed before dead_after
+    assert "mode=translate" in codec.handshake(SecretValue("t", "k")).url
+
+
+def test_check_accepts_sarvam_and_names_what_its_config_cannot_do(tmp_path, monkeypatch, capsys):
+    ini = tmp_path / "edgecap.ini"
+    monkeypatch.setenv("SARVAM_API_KEY", "k")
+    ini.write_text("[daemon]\nservice = sarvam\n[sarvam]\nlanguage = hi-IN\nmode = translate\n")
+    assert cli.main(["check", "-c", str(ini)]) == 0
+    ini.write_text("[daemon]\nservice = sarvam\n[sarvam]\nmodel = saaras:v2.5\n")
+    assert cli.main(["check", "-c", str(ini)]) == EX_CONFIG
+    assert "sarvam.mode: saaras:v2.5 (the legacy endpoint) only translates" in (
+        capsys.readouterr().err
+    )
