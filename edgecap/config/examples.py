@@ -75,6 +75,37 @@ language = en-US
 )
 
 
+EXAMPLES += (
+    Example(
+        "sarvam-hindi",
+        "Sarvam: Hindi captions in Devanagari",
+        """\
+[daemon]
+service = sarvam
+fallback = local
+
+[sarvam]
+language = hi-IN
+mode = transcribe
+# the key: systemd credential sarvam_api_key, else $SARVAM_API_KEY
+api_key = credential:sarvam_api_key, env:SARVAM_API_KEY
+""",
+    ),
+    Example(
+        "sarvam-hindi-english",
+        "Sarvam: Hindi speech, English captions",
+        """\
+[daemon]
+service = sarvam
+
+[sarvam]
+language = hi-IN
+mode = translate
+""",
+    ),
+)
+
+
 def render_examples() -> str:
     """The examples as comment blocks for ``config/edgecap.ini``."""
     lines = [

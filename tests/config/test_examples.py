@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_each_example_loads_and_its_service_can_do_it(tmp_path, example):
     ini = tmp_path / f"50-{example.name}.ini"
     ini.write_text(example.text)
-    loaded = load([ini], env={"AZURE_SPEECH_KEY": "k", "SONIOX_API_KEY": "k"})
+    loaded = load(
+        [ini], env={"AZURE_SPEECH_KEY": "k", "SONIOX_API_KEY": "k", "SARVAM_API_KEY": "k"}
+    )
     config = loaded.config
     spec = service(config.daemon.service)
     assert spec.problems(config) == []
