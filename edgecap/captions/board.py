@@ -133,6 +133,7 @@ class _Piece(NamedTuple):
     start: float | None
     end: float | None
     target: str | None  # None: what was said; a translation's language (translation-only)
+    language_confidence: float | None = None
 
     @classmethod
     def of(cls, tok: Token, clock: Clock) -> _Piece:
@@ -140,7 +141,9 @@ class _Piece(NamedTuple):
         end = clock(tok.end_ms) if tok.end_ms is not None else None
         target = _target(tok)
         language = tok.language if target is None else tok.source_language
-        return cls(tok.text, language, tok.kind == "original", start, end, target)
+        return cls(
+            tok.text, language, tok.kind == "original", start, end, target, tok.language_confidence
+        )
 
 
 class _Line:
@@ -209,6 +212,11 @@ class _Line:
             for lang, text in texts.items():
                 raw[lang] = raw.get(lang, "") + text
         language = languages.most_common(1)[0][0] if languages else None
+        sure = [
+            p.language_confidence
+            for p in (spoken or pieces)
+            if p.language == language and p.language_confidence is not None
+        ]
         text = _joined(p.text for p in spoken).strip()
         if profanity is not None:
             text = profanity.apply(text, language)
@@ -223,6 +231,7 @@ class _Line:
             translation_final=final and self.translation_final,
             translations=_ordered(raw, targets, profanity),
             offline=self.offline,
+            language_confidence=min(sure) if sure else None,
         )
 
 

@@ -33,6 +33,8 @@ class CaptionLine:
     # any other language the service chose, in order of arrival); empty without translation
     translations: Mapping[str, str] = field(default_factory=dict)
     offline: bool = False  # from the offline engine (service = local, or the fallback)
+    # how sure the service was of ``language`` (0..1; None: it did not say)
+    language_confidence: float | None = None
 
     @property
     def done(self) -> bool:

@@ -25,6 +25,8 @@ class Token:
     language: str | None = None
     source_language: str | None = None  # translation tokens: the language translated from
     confidence: float | None = None
+    # how sure the service is of ``language`` (Sarvam's language_probability), 0..1
+    language_confidence: float | None = None
 
     @property
     def spoken(self) -> bool:

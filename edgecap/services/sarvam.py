@@ -374,7 +374,8 @@ class SarvamCodec:
         tokens: tuple[Token, ...] = ()
         if words:
             self._words_since_answer = True
-            tokens = (self._token(words, language or None, start, covered),)
+            sure = _finite(probability) if probability is not None else None
+            tokens = (self._token(words, language or None, start, covered, sure),)
         events.append(
             TokenUpdate(
                 final=tokens,
@@ -391,7 +392,14 @@ class SarvamCodec:
             self._words_since_answer = False
         return tuple(events)
 
-    def _token(self, text: str, detected: str | None, start: int, end: int | None) -> Token:
+    def _token(
+        self,
+        text: str,
+        detected: str | None,
+        start: int,
+        end: int | None,
+        sure: float | None = None,
+    ) -> Token:
         """One final token for the whole segment. What was said carries its language (the
         detected one, else the configured one); a translation is English, from it."""
         spoken = detected or (None if self.cfg.language == "unknown" else self.cfg.language)
@@ -408,8 +416,17 @@ class SarvamCodec:
                 end_ms,
                 language=TRANSLATION_LANGUAGE,
                 source_language=spoken,
+                language_confidence=sure if detected else None,
             )
-        return Token(text, True, kind, start_ms, end_ms, language=spoken)
+        return Token(
+            text,
+            True,
+            kind,
+            start_ms,
+            end_ms,
+            language=spoken,
+            language_confidence=sure if detected else None,
+        )
 
     # -- errors ---------------------------------------------------------------------------
 

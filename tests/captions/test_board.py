@@ -930,3 +930,16 @@ def test_property_a_masked_line_is_the_mask_of_the_whole_text_however_it_is_spli
     board.update(U(*(tok(p) for p in pieces), endpoint=True))
     (last,) = [e for e in events if isinstance(e, CaptionLine) and e.final]
     assert last.text == "you ************* ****, that ******** is ******."
+
+
+def test_a_lines_language_carries_the_services_confidence_in_it():
+    board, events = make()
+    sure = Token(" नमस्ते", True, "none", language="hi-IN", language_confidence=0.93)
+    unsure = Token(" दुनिया", True, "none", language="hi-IN", language_confidence=0.61)
+    other = Token(" hello", True, "none", language="en-IN", language_confidence=0.2)
+    board.update(U(sure, unsure, other, endpoint=True))
+    (last,) = events[-1:]
+    assert last.language == "hi-IN"
+    assert last.language_confidence == 0.61  # the least sure piece in the line's language
+    board.update(U(Token(" hi", True, "none", language="en"), endpoint=True))
+    assert events[-1].language_confidence is None  # the service did not say

@@ -266,6 +266,7 @@ def test_every_server_message_of_the_traces(trace: str, cfg: SarvamConfig) -> No
             end_ms=covered,
             language="en",
             source_language="hi-IN",
+            language_confidence=0.93,  # the trace's language_probability
         )
         assert update.finalized and update.endpoint and update.provisional == ()
         assert update.final_audio_ms == covered
@@ -276,8 +277,23 @@ def test_transcribe_mode_fills_the_transcript_in_its_language() -> None:
     send_turn(c, 600)
     update = update_of(c, data("नमस्ते दुनिया", "hi-IN", 0.93))
     (token,) = update.final
-    assert token == Token("नमस्ते दुनिया", True, "none", 0, 600, language="hi-IN")
+    assert token == Token(
+        "नमस्ते दुनिया", True, "none", 0, 600, language="hi-IN", language_confidence=0.93
+    )
     assert token.spoken
+
+
+def test_the_language_probability_labels_only_a_detected_language() -> None:
+    c = codec(SarvamConfig(language="hi-IN"))
+    send_turn(c, 400)
+    # no detection: the configured language, and no probability to show
+    (token,) = update_of(c, data("कुछ", None, None)).final
+    assert (token.language, token.language_confidence) == ("hi-IN", None)
+    c = codec(SarvamConfig(mode="translate"))
+    send_turn(c, 400)
+    (token,) = update_of(c, data("something", "hi-IN", 0.8)).final
+    assert (token.language, token.source_language) == ("en", "hi-IN")
+    assert token.language_confidence == 0.8
 
 
 @pytest.mark.parametrize("mode", ["translit", "codemix", "verbatim"])
