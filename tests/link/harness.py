@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from edgecap.captions.events import SynthesizedAudio
 from edgecap.captions.tokens import TokenUpdate
@@ -306,7 +307,8 @@ class FallbackRun:
 
 def proxied(emu: Emulator, proxy: FaultProxy) -> str:
     """The emulator's URL, through the fault proxy."""
-    return emu.url.replace(f":{emu.port}/", f":{proxy.port}/")
+    parts = urlsplit(emu.url)
+    return parts._replace(netloc=f"{parts.hostname}:{proxy.port}").geturl()
 
 
 def fast_clock(factor: float):  # type: ignore[no-untyped-def]
