@@ -12,8 +12,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # debootstrap and systemd-nspawn boot a real systemd in a container for the service test).
 # libraqm0 (with FriBiDi and HarfBuzz) shapes complex scripts (Devanagari, Arabic) in Pillow;
 # procps brings /bin/kill, which the service unit's ExecReload uses.
+# The screen's fonts for the nine Indic scripts (docs/scripts.md): Lohit, 60–370 kB each.
+INDIC_FONTS = fonts-lohit-deva fonts-lohit-beng-bengali fonts-lohit-guru fonts-lohit-gujr \
+              fonts-lohit-orya fonts-lohit-taml fonts-lohit-telu fonts-lohit-knda fonts-lohit-mlym
 APT_PACKAGES = gcc pkg-config portaudio19-dev libsystemd-dev alsa-utils espeak-ng sox \
-               fonts-dejavu-core fonts-lohit-deva libraqm0 procps \
+               fonts-dejavu-core $(INDIC_FONTS) libraqm0 procps \
                systemd systemd-container debootstrap
 
 STAMP = $(VENV)/.edgecap-installed
@@ -80,7 +83,8 @@ DESTDIR   ?=
 SYSTEMCTL ?= systemctl
 USERADD   ?= useradd
 RUNTIME_APT = python3-venv python3-pip python3-pyaudio python3-numpy python3-serial python3-pil \
-              python3-systemd python3-websocket alsa-utils libraqm0 fonts-dejavu-core procps
+              python3-systemd python3-websocket alsa-utils libraqm0 fonts-dejavu-core $(INDIC_FONTS) \
+              procps
 CREDENTIALS = soniox_api_key azure_speech_key sarvam_api_key
 PIP_FLAGS ?=
 

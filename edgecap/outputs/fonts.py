@@ -19,6 +19,18 @@ Text is then cut into pieces that one ``draw.text`` call can render correctly:
 
 A line whose first strong character is right-to-left is a right-to-left paragraph: the
 caller aligns it to the right (``TextLine.rtl``).
+
+Indic scripts (docs/scripts.md). A character of one of the nine scripts Sarvam writes
+(Devanagari, Bengali, Gurmukhi, Gujarati, Odia, Tamil, Telugu, Kannada, Malayalam) is
+drawn with that script's font: the first font of the chain that has the script's core
+letters, else the script's Debian font (``SCRIPTS``: Lohit, one small package per script),
+found by file name under the font directories and added to the chain the first time the
+script appears — so the configured chain needs to name none of them. A script font whose
+common forms (below-base conjuncts, vowel signs under and over a letter) reach beyond the
+room a caption row has (``ROOM``) is raised a little and, if that is not enough, drawn
+smaller, so nothing is clipped. The dandas (। ॥) every script uses stay in the font of the
+text before them, and a space after a font whose space is a sliver (Lohit Odia's is an
+eighth of an em) is drawn in the chain's first font that has a space.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import bisect
 import contextlib
 import functools
 import logging
+import math
 import os
 import struct
 import unicodedata
@@ -41,6 +54,70 @@ log = logging.getLogger(__name__)
 
 HAVE_RAQM = features.check("raqm")
 RAQM = ImageFont.Layout.RAQM if HAVE_RAQM else ImageFont.Layout.BASIC
+
+# The room a caption row gives a glyph, in font sizes above and below the baseline (the
+# HDMI output's slots: baseline 1.07 from the top of a 1.45 tall slot).
+ROOM = (1.07, 0.38)
+MAX_RAISE = 0.12  # a script font is raised at most this much (font sizes) to fit ROOM
+NARROW_SPACE = 0.2  # a space narrower than this (font sizes) is drawn in another font
+DANDAS = frozenset("\u0964\u0965")  # । ॥: Devanagari's, used by the other scripts too
+
+
+@dataclass(frozen=True)
+class Script:
+    """One of the Indic scripts and the Debian font that shows it."""
+
+    name: str
+    first: int  # its Unicode block: first .. first + 0x7F
+    package: str  # the Debian package with its font
+    files: tuple[str, ...]  # font file names, preferred first (Lohit, then Noto)
+    tall: str  # common forms reaching furthest above and below the baseline
+
+    @property
+    def core(self) -> str:
+        """Letters a font must have to count as a font for the script: ka, na, ma, ra,
+        sa, the vowel sign i and the virama (at the same place in all nine blocks)."""
+        return "".join(chr(self.first + off) for off in (0x15, 0x28, 0x2E, 0x30, 0x38, 0x3F, 0x4D))
+
+
+def _script(name: str, first: int, package: str, tall: str, noto: str = "") -> Script:
+    # Lohit-<name>.ttf, else Noto (fonts-noto-core: 40 MB, where someone installed it)
+    files = (f"Lohit-{name}.ttf", f"NotoSans{noto or name}-Regular.ttf")
+    return Script(name, first, package, files, tall)
+
+
+# In block order: the nine blocks are contiguous, 0x80 code points each.
+SCRIPTS: tuple[Script, ...] = (
+    _script("Devanagari", 0x0900, "fonts-lohit-deva", "र्कीं कृ कू द्ध प्र ह्य ँ"),
+    _script("Bengali", 0x0980, "fonts-lohit-beng-bengali", "র্কীঁ কৃ কূ ক্র ষ্ণ স্থ"),
+    _script("Gurmukhi", 0x0A00, "fonts-lohit-guru", "ਕੀਂ ਕੁ ਕੂ ਪ੍ਰ ਸ੍ਵ ਨੂੰ ਤੁੰ"),
+    _script("Gujarati", 0x0A80, "fonts-lohit-gujr", "ર્કીં કૃ કુ કૂ પ્ર દ્ધ"),
+    _script("Odia", 0x0B00, "fonts-lohit-orya", "ର୍କୀଁ କୃ କୁ କୂ ପ୍ର ସ୍ତ କ୍ଷ", noto="Oriya"),
+    _script("Tamil", 0x0B80, "fonts-lohit-taml", "கீ கு கூ ஸ்ரீ க்ஷ ழு ஞு"),
+    _script("Telugu", 0x0C00, "fonts-lohit-telu", "ర్కీ కృ కు కూ ప్ర స్వ క్క"),
+    _script("Kannada", 0x0C80, "fonts-lohit-knda", "ರ್ಕೀ ಕೃ ಕು ಕೂ ಪ್ರ ಸ್ವ ಕ್ಕ"),
+    _script("Malayalam", 0x0D00, "fonts-lohit-mlym", "ക്കീ കൃ കു കൂ പ്ര സ്വ ർ"),
+)
+_INDIC_FIRST, _INDIC_END = SCRIPTS[0].first, SCRIPTS[-1].first + 0x80
+
+
+def script_of(ch: str) -> Script | None:
+    """The Indic script ``ch`` belongs to (by its block), or None."""
+    cp = ord(ch)
+    if _INDIC_FIRST <= cp < _INDIC_END and ch not in DANDAS:
+        return SCRIPTS[(cp - _INDIC_FIRST) >> 7]
+    return None
+
+
+def script_fonts(dirs: Iterable[Path] | None = None) -> list[tuple[Script, Path | None]]:
+    """Each Indic script with the font file the screen finds for it (None: not installed;
+    ``Script.package`` brings it)."""
+    dirs = list(dirs) if dirs is not None else None
+    found = []
+    for script in SCRIPTS:
+        path = next((p for p in (find_font(f, dirs) for f in script.files) if p), None)
+        found.append((script, path))
+    return found
 
 
 def font_dirs() -> list[Path]:
@@ -308,7 +385,9 @@ class TextLine:
 
 class FontChain:
     """The fonts of ``names`` (files or file names; missing ones are skipped and listed in
-    ``missing``) at ``size`` pixels, tried in order for each character."""
+    ``missing``) at ``size`` pixels, tried in order for each character; with
+    ``script_fonts`` the Indic scripts' Debian fonts are added when a script first appears
+    (see the module docstring), fitted into ``room`` (None: drawn as they are)."""
 
     def __init__(
         self,
@@ -317,37 +396,54 @@ class FontChain:
         *,
         layout_engine: ImageFont.Layout | None = None,
         dirs: Iterable[Path] | None = None,
+        script_fonts: bool = True,
+        room: tuple[float, float] | None = ROOM,
     ) -> None:
         self.size = size
         self.layout_engine = RAQM if layout_engine is None else layout_engine
         self.fonts: list[ImageFont.FreeTypeFont] = []
-        self.paths: list[Path] = []
+        self.paths: list[Path] = []  # the font files loaded
         self.missing: list[str] = []
+        self.raise_px: list[int] = []  # each font is drawn this much above the baseline
+        self._files: list[Path | None] = []  # each font's file (Pillow's own has none)
         self._coverage: list[Coverage | None] = []
-        dirs = list(dirs) if dirs is not None else None
+        self._shaping: list[bool] = []  # laid out by raqm
+        self._dirs = list(dirs) if dirs is not None else None
+        self._script_fonts = script_fonts
+        self._room = room
+        self._scripts: dict[str, int | None] = {}  # script name → its font (None: none)
         for name in names:
-            path = find_font(name, dirs)
-            if path is None:
+            path = find_font(name, self._dirs)
+            if path is None or self._add(path) is None:
                 self.missing.append(name)
-                continue
-            try:
-                font = ImageFont.truetype(str(path), size, layout_engine=self.layout_engine)
-            except OSError as exc:
-                log.warning("font %s cannot be loaded: %s", path, exc)
-                self.missing.append(name)
-                continue
-            self.fonts.append(font)
-            self.paths.append(path)
-            self._coverage.append(_cached_coverage(path))
         if not self.fonts:
             log.warning("none of the fonts %s is installed; using Pillow's own", list(names))
             self.fonts.append(ImageFont.load_default(size))
+            self._files.append(None)
             self._coverage.append(None)
+            self._shaping.append(False)  # Pillow's own font is laid out without raqm
+            self.raise_px.append(0)
         self._notdef: dict[int, bytes] = {}
         self._has: dict[tuple[int, str], bool] = {}
+        self._narrow: dict[int, bool] = {}
         self._lines: OrderedDict[str, TextLine] = OrderedDict()
-        # raqm per font: Pillow's own font (the last resort) is always laid out without it
-        self._shaping = [f.layout_engine == ImageFont.Layout.RAQM for f in self.fonts]
+
+    def _add(self, path: Path, size: int | None = None, raise_px: int = 0) -> int | None:
+        """Load ``path`` at ``size`` (default: the chain's) as the chain's last font."""
+        try:
+            font = ImageFont.truetype(
+                str(path), size or self.size, layout_engine=self.layout_engine
+            )
+        except OSError as exc:
+            log.warning("font %s cannot be loaded: %s", path, exc)
+            return None
+        self.fonts.append(font)
+        self.paths.append(path)
+        self._files.append(path)
+        self._coverage.append(_cached_coverage(path))
+        self._shaping.append(font.layout_engine == ImageFont.Layout.RAQM)
+        self.raise_px.append(raise_px)
+        return len(self.fonts) - 1
 
     @property
     def shaping(self) -> bool:
@@ -381,19 +477,91 @@ class FontChain:
         return self._notdef[index]
 
     def font_for(self, ch: str) -> int:
-        """Index of the first font that has ``ch`` (0 when none has it: it draws a box)."""
+        """Index of the font for ``ch``: its script's font for an Indic letter, else the
+        first font that has it (0 when none has it: it draws a box)."""
+        script = script_of(ch)
+        if script is not None:
+            index = self.script_font(script)
+            if index is not None and self.covers(index, ch):
+                return index
         for i in range(len(self.fonts)):
             if self.covers(i, ch):
                 return i
         return 0
 
+    def script_font(self, script: Script) -> int | None:
+        """Index of the font that draws ``script``: the first of the chain with its core
+        letters, else its Debian font (added now); fitted into the room. None when no
+        font has the script (its letters draw boxes)."""
+        if script.name in self._scripts:
+            return self._scripts[script.name]
+        count = len(self.fonts)
+        index = next((i for i in range(count) if all(self.covers(i, c) for c in script.core)), None)
+        if index is None and self._script_fonts:
+            for name in script.files:
+                path = find_font(name, self._dirs)
+                if path is not None and (index := self._add(path)) is not None:
+                    break
+        if index is not None and self._room is not None:
+            index = self._fit(index, script, count)
+        self._scripts[script.name] = index
+        return index
+
+    def _fit(self, index: int, script: Script, configured: int) -> int:
+        """``index`` itself when the script's tall forms fit the room, else the same file
+        raised and made smaller as needed (a font added for the script is replaced; a
+        font of the chain stays as it is for the other characters it has)."""
+        path = self._files[index]
+        if path is None or self._room is None:
+            return index
+        above, below = _ink(path, script.tall, self.layout_engine)
+        scale, _lift = fit((above, below), self._room)
+        if scale == 1.0 and _lift == 0.0:
+            return index
+        # In whole pixels, a pixel to spare each way: the row's own edges are rounded,
+        # and hinting at a small size can move an outline by one.
+        size = max(1, math.floor(self.size * scale))
+        low = math.ceil(below * size - self._room[1] * self.size + 1)  # raise at least
+        high = math.floor(self._room[0] * self.size - above * size - 1)  # at most
+        lift_px = min(max(0, low), high)
+        log.debug("%s: %s at %d px, raised %d px", script.name, path, size, lift_px)
+        fitted = self._add(path, size, lift_px)
+        if fitted is None:
+            return index
+        if index < configured:
+            return fitted
+        # The font added for this script just now (the one before the fitted one): gone,
+        # so the fitted one takes its index (what was cached for it holds: the same file).
+        for column in (self.fonts, self.paths, self._files, self._coverage, self._shaping):
+            del column[-2]
+        del self.raise_px[-2]
+        return index
+
+    def _narrow_space(self, index: int) -> bool:
+        hit = self._narrow.get(index)
+        if hit is None:
+            font = self.fonts[index]
+            hit = font.getlength(" ") < NARROW_SPACE * getattr(font, "size", self.size)
+            self._narrow[index] = hit
+        return hit
+
     def runs(self, text: str) -> list[tuple[int, str]]:
         """(font index, text) runs in logical order. Marks, joiners and spaces stay in the
-        run before them, so a syllable or a word is never split between fonts."""
+        run before them, so a syllable or a word is never split between fonts; so do the
+        dandas when that font has them. A space after a font with a sliver of a space
+        goes to the font that has a proper one."""
         runs: list[tuple[int, str]] = []
         for ch in text:
-            follows = ch.isspace() or unicodedata.category(ch) in ("Mn", "Mc", "Me", "Cf")
-            index = runs[-1][0] if runs and follows else self.font_for(ch)
+            follows = False
+            if runs:
+                last = runs[-1][0]
+                if ch.isspace():
+                    follows = not self._narrow_space(last)
+                elif ch in DANDAS:
+                    follows = self.covers(last, ch)
+                else:
+                    follows = unicodedata.category(ch) in ("Mn", "Mc", "Me", "Cf")
+            index = runs[-1][0] if follows else self.font_for(ch)
             if runs and runs[-1][0] == index:
                 runs[-1] = (index, runs[-1][1] + ch)
             else:
@@ -460,9 +628,10 @@ class FontChain:
             x += align_width - line.width
         for piece in line.pieces:
             font = self.fonts[piece.font]
+            y = baseline - self.raise_px[piece.font]
             if self._shaping[piece.font]:
                 draw.text(
-                    (x + piece.x, baseline),
+                    (x + piece.x, y),
                     piece.text,
                     font=font,
                     fill=fill,
@@ -471,8 +640,42 @@ class FontChain:
                 )
             else:  # no raqm: no shaping either; right-to-left at least in the right order
                 chunk = piece.text[::-1] if piece.direction == "rtl" else piece.text
-                draw.text((x + piece.x, baseline), chunk, font=font, fill=fill, anchor="ls")
+                draw.text((x + piece.x, y), chunk, font=font, fill=fill, anchor="ls")
         return line
+
+
+def fit(ink: tuple[float, float], room: tuple[float, float]) -> tuple[float, float]:
+    """(scale, raise) that bring glyphs reaching ``ink`` (above, below the baseline, in
+    font sizes) into ``room``: raised (or lowered) at most MAX_RAISE, shrunk only as much
+    as that leaves over. (1, 0) when they fit already."""
+    above, below = ink
+    room_above, room_below = room
+    if above <= room_above and below <= room_below:
+        return 1.0, 0.0
+    scale = min(
+        1.0,
+        (room_above + room_below) / max(above + below, 1e-9),
+        (room_above + MAX_RAISE) / max(above, 1e-9),
+        (room_below + MAX_RAISE) / max(below, 1e-9),
+    )
+    scale = math.floor(scale * 100) / 100  # whole percents: the same size for every run
+    low, high = scale * below - room_below, room_above - scale * above  # raises that fit
+    lift = min(max(0.0, low), high)
+    return scale, round(lift, 3)
+
+
+@functools.lru_cache(maxsize=64)
+def _ink(path: Path, text: str, engine: ImageFont.Layout) -> tuple[float, float]:
+    """How far ``text`` in the font ``path`` reaches above and below the baseline, in
+    font sizes (measured large, once)."""
+    size = 200
+    try:
+        font = ImageFont.truetype(str(path), size, layout_engine=engine)
+        _left, top, _right, bottom = font.getbbox(text, anchor="ls")
+    except Exception:  # a font that cannot lay it out: nothing to fit
+        log.debug("cannot measure %s", path, exc_info=True)
+        return 0.0, 0.0
+    return max(0.0, -top / size), max(0.0, bottom / size)
 
 
 @functools.lru_cache(maxsize=32)
