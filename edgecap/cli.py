@@ -242,6 +242,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
         sys.stdout.write("  none found\n")
     sys.stdout.write("\nText shaping (Devanagari, Arabic … on the screen):\n")
     sys.stdout.write(f"  {shaping_status()}\n")
+    from edgecap.outputs.fonts import script_fonts
+
+    sys.stdout.write("\nIndic scripts on the screen (docs/scripts.md):\n")
+    for script, path in script_fonts():
+        found = str(path) if path else f"no font: apt-get install {script.package}"
+        sys.stdout.write(f"  {script.name:<11} {found}\n")
     return 0
 
 

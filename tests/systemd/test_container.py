@@ -32,7 +32,9 @@ E2E = Path(__file__).parent / "e2e"
 PACKAGES = (
     "systemd,systemd-sysv,dbus,python3,python3-venv,python3-pip,python3-setuptools,"
     "python3-numpy,python3-pyaudio,python3-serial,python3-pil,python3-systemd,"
-    "python3-websocket,make,alsa-utils,procps,libraqm0,fonts-dejavu-core"
+    "python3-websocket,make,alsa-utils,procps,libraqm0,fonts-dejavu-core,"
+    "fonts-lohit-deva,fonts-lohit-beng-bengali,fonts-lohit-guru,fonts-lohit-gujr,"
+    "fonts-lohit-orya,fonts-lohit-taml,fonts-lohit-telu,fonts-lohit-knda,fonts-lohit-mlym"
 )
 MIRROR = os.environ.get("EDGECAP_E2E_MIRROR", "http://deb.debian.org/debian")
 # what Debian does not package (pocketsphinx: the offline engine, the embedded default)
