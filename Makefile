@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/outputs.py
 	$(BIN)/python bench/offline.py
+	$(BIN)/python bench/daemon.py --suite
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecap tests bench

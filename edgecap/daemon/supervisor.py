@@ -27,9 +27,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
 from edgecap.audio.factory import make_source
 from edgecap.audio.source import AudioSource, SourceConfigError
 from edgecap.captions.board import CaptionBoard, Numbering
@@ -41,17 +40,7 @@ from edgecap.config.secrets import SecretNotFound, SecretValue, resolve
 from edgecap.daemon.capture import CaptureWorker
 from edgecap.daemon.notify import Notifier
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
-from edgecap.link.fallback import Fallback
-from edgecap.link.worker import LinkWorker
-from edgecap.outputs.console import ConsoleOutput
 from edgecap.outputs.fanout import FanOut
-from edgecap.outputs.hdmi import HdmiOutput
-from edgecap.outputs.serial.output import SerialOutput
-from edgecap.outputs.socket_server import SocketOutput
-from edgecap.outputs.speaker import SpeakerOutput
-from edgecap.outputs.stdout import StdoutOutput
-from edgecap.outputs.transcript import TranscriptOutput
-from edgecap.outputs.voice_files import VoiceFilesOutput
 from edgecap.outputs.worker import OutputWorker
 from edgecap.runtime.frames import SAMPLE_RATE, frame_samples
 from edgecap.runtime.logsetup import under_journal
@@ -59,9 +48,12 @@ from edgecap.runtime.speech import Activity
 from edgecap.runtime.speech_queue import SpeechQueue
 from edgecap.runtime.status import StatusBoard
 from edgecap.runtime.worker import Worker
-from edgecap.services.local.recognizers import make_recognizer
-from edgecap.services.local.worker import LocalWorker
 from edgecap.services.registry import SERVICES, service
+
+if TYPE_CHECKING:  # imported where used: start-up pays only for what the config uses
+    from edgecap.link.worker import LinkWorker
+    from edgecap.outputs.socket_server import SocketOutput
+    from edgecap.services.local.worker import LocalWorker
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +172,9 @@ class Daemon:
                 numbering=numbering,
                 profanity=self.profanity,
             )
+            from edgecap.link.fallback import Fallback
+            from edgecap.link.worker import LinkWorker
+
             fallback = None
             if cfg.daemon.fallback == "local":
                 queue = SpeechQueue(QUEUE_SECONDS * SAMPLE_RATE)
@@ -218,6 +213,9 @@ class Daemon:
     def _make_local(
         self, queue: SpeechQueue, board: CaptionBoard, name: str = "local"
     ) -> LocalWorker:
+        from edgecap.services.local.recognizers import make_recognizer
+        from edgecap.services.local.worker import LocalWorker
+
         local = self.loaded.config.local
         return LocalWorker(
             queue,
@@ -236,6 +234,8 @@ class Daemon:
         enabled = sc.enabled == "yes" or (sc.enabled == "auto" and not under_journal())
         if not enabled:
             return None
+        from edgecap.outputs.stdout import StdoutOutput
+
         stream = self._stdout_stream if self._stdout_stream is not None else sys.stdout
         # captions are shown; JSON still carries the activity
         stdout = StdoutOutput.from_config(sc, stream, show_activity=False)
@@ -256,6 +256,8 @@ class Daemon:
         outputs: list[OutputWorker] = []
         self.socket_output: SocketOutput | None = None
         if cfg.socket.enabled:
+            from edgecap.outputs.socket_server import SocketOutput
+
             sc = cfg.socket
             spec = service(cfg.daemon.service)
             settings = spec.settings(cfg)
@@ -269,19 +271,30 @@ class Daemon:
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
         if cfg.hdmi.enabled:
             # with a cloud service, the offline fallback's lines are marked
+            from edgecap.outputs.hdmi import HdmiOutput
+
             mark = OFFLINE_MARK if service(cfg.daemon.service).cloud else ""
             hdmi = HdmiOutput.from_config(cfg.hdmi, offline_mark=mark)
             outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
+            from edgecap.outputs.console import ConsoleOutput
+
             console = ConsoleOutput(cfg.console)
             outputs.append(OutputWorker(console, self.status, drain_timeout=0.5))
         if cfg.serial.enabled:
+            from edgecap.outputs.serial.output import SerialOutput
+
             outputs.append(OutputWorker(SerialOutput(cfg.serial), self.status, drain_timeout=1.0))
         if cfg.transcript.enabled:
+            from edgecap.outputs.transcript import TranscriptOutput
+
             # capture time 0 is about now: the source opens as the daemon starts
             transcript = TranscriptOutput(cfg.transcript, started_at=self.started_wall)
             outputs.append(OutputWorker(transcript, self.status, drain_timeout=0.5))
         if cfg.speaker.enabled:
+            from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
+            from edgecap.outputs.speaker import SpeakerOutput
+
             # PortAudio instances are made and ended the capture stage's (quiet) way
             speaker = SpeakerOutput.from_config(
                 cfg.speaker,
@@ -291,6 +304,8 @@ class Daemon:
             )
             outputs.append(OutputWorker(speaker, self.status, drain_timeout=0.5))
         if cfg.speaker.save_dir is not None:
+            from edgecap.outputs.voice_files import VoiceFilesOutput
+
             voice_files = VoiceFilesOutput.from_config(cfg.speaker, self.status)
             outputs.append(OutputWorker(voice_files, self.status, drain_timeout=1.0))
         self.stdout = self._make_stdout()
@@ -509,7 +524,7 @@ class Daemon:
         while any(c.alive for c in consumers) and self._stop_reason is None:
             self._wake.wait(0.5)
             self._wake.clear()
-            stalled = [c for c in consumers if c.alive and time.monotonic() - c.heartbeat > 10.0]
+            stalled = [c for c in consumers if c.alive and c.stale(time.monotonic(), 10.0)]
             if stalled:
                 log.error("the %s worker stopped making progress", stalled[0].name)
                 return
@@ -544,7 +559,7 @@ class Daemon:
             return
         self._last_watchdog = now
         stale = max(interval, 2.0)
-        stuck = [w.name for w in self.workers if not w.alive or now - w.heartbeat > stale]
+        stuck = [w.name for w in self.workers if not w.alive or w.stale(now, stale)]
         if stuck:
             self.watchdog_withheld += 1
             log.error("watchdog withheld: %s made no progress", ", ".join(stuck))

@@ -5,16 +5,50 @@ with a deadline, and hears about it when it ends — normally or with an excepti
 logged once with its traceback and kept in ``error``. A worker calls ``beat()`` whenever it
 makes progress; the supervisor reads ``heartbeat`` to tell a working pipeline from a hung
 one (systemd's watchdog is fed from that, never from a free-running timer).
+
+Each worker's thread also carries its name to the operating system (``os_thread_name``:
+"ec-link", "ec-capture", "ec-out-socket" …, at most 15 bytes), so ``top -H``, ``ps -L``
+and ``/proc/<pid>/task/*/comm`` tell the threads apart (for Python they are all "python"
+otherwise). Linux only; where it cannot be set, the thread runs unnamed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
+
+PR_SET_NAME = 15  # <linux/prctl.h>: name the calling thread
+OS_NAME_MAX = 15  # bytes; the kernel keeps 16 with the terminating NUL
+# Shorter spellings of name parts, so that most names fit in those 15 bytes whole.
+_ABBREVIATIONS = (("output-", "out-"), ("-reader-", "-rd-"))
+
+
+def os_thread_name(name: str) -> str:
+    """The OS name of a worker's thread: "ec-" + its name, abbreviated, cut to 15 bytes
+    ("link-reader-3" -> "ec-link-rd-3", "output-socket" -> "ec-out-socket")."""
+    for long, short in _ABBREVIATIONS:
+        name = name.replace(long, short)
+    raw = f"ec-{name}".encode()[:OS_NAME_MAX]
+    return raw.decode("utf-8", "ignore")  # a cut through a multi-byte character drops it
+
+
+def _name_this_thread(name: str) -> None:
+    """Set the calling thread's OS name (Linux prctl); any failure is ignored: a name is
+    for people looking at ``top -H``, nothing depends on it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(os_thread_name(name).encode()), 0, 0, 0)
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 class Worker:
@@ -30,6 +64,8 @@ class Worker:
         self.finished = threading.Event()
         self.error: BaseException | None = None
         self.heartbeat = time.monotonic()
+        # True while the thread waits for input by design (see ``waiting``)
+        self.idle = False
 
     # --- owner side -----------------------------------------------------------------
     def start(self, on_exit: Callable[[Worker], None] | None = None) -> None:
@@ -69,10 +105,27 @@ class Worker:
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
 
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a blocking wait for input (a queue, a socket, the next deadline): the
+        thread is idle by design, not hung, so it may sleep as long as it has nothing to do
+        — the watchdog counts an idle worker as healthy instead of waking it to beat."""
+        self.idle = True
+        try:
+            yield
+        finally:
+            self.idle = False
+            self.heartbeat = time.monotonic()
+
+    def stale(self, now: float, after: float) -> bool:
+        """Made no progress for ``after`` seconds while not waiting for input (hung)."""
+        return not self.idle and now - self.heartbeat > after
+
     def run(self) -> None:
         raise NotImplementedError
 
     def _main(self) -> None:
+        _name_this_thread(self.name)
         try:
             self.run()
         except BaseException as exc:  # surfaced to the owner, never swallowed

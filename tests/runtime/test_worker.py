@@ -1,7 +1,10 @@
 import threading
 import time
+from pathlib import Path
 
-from edgecap.runtime.worker import Worker
+import pytest
+
+from edgecap.runtime.worker import Worker, os_thread_name
 
 
 class Looper(Worker):
@@ -60,3 +63,57 @@ def test_join_reports_a_thread_that_does_not_stop():
 def test_threads_are_not_daemon_threads():
     w = Looper()
     assert w._thread.daemon is False
+
+
+@pytest.mark.skipif(not Path("/proc/thread-self/comm").exists(), reason="needs Linux /proc")
+def test_a_started_worker_thread_carries_its_name_to_the_os():
+    seen: dict[str, str] = {}
+
+    class Namer(Worker):
+        def run(self):
+            seen["comm"] = Path("/proc/thread-self/comm").read_text().strip()
+
+    cases = {
+        "link": "ec-link",
+        "output-socket": "ec-out-socket",
+        "link-reader-12": "ec-link-rd-12",
+        "output-transcript": "ec-out-transcri",  # 15 bytes at most
+    }
+    for name, expected in cases.items():
+        w = Namer(name)
+        w.start()
+        assert w.join(1.0)
+        assert w.error is None
+        assert seen.pop("comm") == expected == os_thread_name(name)
+    # named from inside the thread: the owner's thread keeps its own name
+    assert Path("/proc/thread-self/comm").read_text().strip() not in cases.values()
+
+
+def test_a_worker_waiting_for_input_is_not_stale_however_long_it_sleeps():
+    """The watchdog's view: a worker inside ``waiting()`` is idle by design; outside it,
+    no beat for ``after`` seconds is a hang."""
+    import threading
+    import time
+
+    from edgecap.runtime.worker import Worker
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Sleeper(Worker):
+        def run(self) -> None:
+            with self.waiting():
+                entered.set()
+                release.wait(5)
+            release.clear()
+            time.sleep(0.05)  # busy, without beating
+
+    w = Sleeper("sleeper")
+    w.heartbeat = 0.0  # as if the last beat was long ago
+    w.start()
+    assert entered.wait(2)
+    assert w.idle and not w.stale(time.monotonic() + 3600, 1.0)
+    release.set()
+    w.join(2)
+    assert not w.idle
+    assert w.heartbeat > 0.0  # leaving the wait counts as progress
+    assert w.stale(w.heartbeat + 2.0, 1.0)  # and then it must beat again

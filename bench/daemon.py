@@ -1,0 +1,769 @@
+"""Benchmark of the whole daemon's CPU per audio-hour on a cloud service (not a test).
+
+    .venv/bin/python bench/daemon.py [--service azure|soniox] [--mode recognition|translation]
+        [--minutes 5] [--idle-minutes 1] [--hdmi] [--json FILE]
+    .venv/bin/python bench/daemon.py --suite     # Azure recognition, Azure translation,
+                                                 # Soniox: one after the other
+
+The real daemon, ``edgecap run -c <generated ini>``, runs as a process of its own on a WAV
+file paced in real time ([audio] source = wav, realtime = yes), against the strict emulator
+of the service (tests/emulators/azure.py or soniox.py, in this process, over TLS on
+127.0.0.1, its CA in [link] ca_file) through the TCP fault proxy in pass-through
+(tests/emulators/fault_proxy.py), which counts the bytes. Everything else is the
+configuration's defaults (gate on, link on_demand, …). Outputs: the Unix socket, read by one
+client here that counts the captions, and nothing else (stdout off); ``--hdmi`` adds the
+HDMI output on a framebuffer file (1920×1080, 16 bpp: what a Pi's HDMI framebuffer is).
+
+The WAV: corpus speech clips (bench.corpus, every language, in a seeded random order) with
+2-4 s pauses of quiet room noise (about -60 dBFS) between them, cut at ``--minutes`` of
+"talk"; then ``--idle-minutes`` of the same quiet noise (nobody speaks: the idle phase).
+Azure is asked for en-US whatever a clip's language (the emulator recognises any audio);
+translation: Azure into de and fr, Soniox one-way into de (it takes one target).
+
+Measured from /proc while the daemon runs (sampled every ``SAMPLE_S``), in CPU seconds of
+utime + stime (10 ms ticks):
+- the process: per phase — startup (exec to the capture thread's start, which is when the
+  WAV's clock starts), talk, idle, shutdown (end of the WAV to exit) — and the whole run
+  (``getrusage`` of the reaped child, so nothing is missed); CPU-s per audio-hour of talk,
+  per idle hour (and of the part after the link closed, when the idle phase is longer than
+  [link] idle_close: ``--idle-minutes 3``), and per wall-hour of the whole run; peak RSS
+  (VmHWM);
+- each thread (``/proc/<pid>/task/*/stat``, named by edgecap's workers: "ec-capture",
+  "ec-link", "ec-link-rd-N", "ec-out-socket" …; the main thread is the supervisor): the
+  same phases; a thread that is not a Worker keeps the name it inherited ("edgecap": the
+  OpenBLAS thread numpy starts at import, one per core but one). A thread that ended is
+  counted up to its last sample, so the threads' sum can fall short of the process by what
+  ended threads spent in their last ``SAMPLE_S``;
+- bytes up and down at the proxy (TCP payload: TLS and WebSocket framing included);
+- captions on the socket: final lines, caption messages (provisional updates included),
+  translations, gaps; and what the emulator saw (sessions, seconds of audio, violations).
+
+The official SDKs are not run here; their figures (measured on this kind of machine,
+issues 12 and 14) are printed beside the result as anchors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.corpus import CORPUS_DIR, clips, corpus_available, quiet_noise
+from edgecap.runtime.frames import SAMPLE_RATE
+from tests.emulators.azure import AzureEmulator
+from tests.emulators.fault_proxy import FaultProxy
+from tests.emulators.soniox import SonioxEmulator
+
+REPO = Path(__file__).resolve().parents[1]
+KEY = "bench-key"
+SAMPLE_S = 0.25  # /proc sampling interval
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAUSE_S = (2.0, 4.0)
+HDMI_GEOMETRY = (1920, 1080, 16)
+TARGETS = {"azure": ("de", "fr"), "soniox": ("de",)}
+# Figures of the official clients on this kind of machine, from the issues (not run here).
+ANCHORS = {
+    "azure": "official Speech SDK: ~73 CPU-s per audio-hour at real time, 37 MB RSS",
+    "soniox": "official SDK 29.6, Soniox's example client 11.9, edgecap then 108 "
+    "CPU-s per audio-hour",
+}
+ANCHORS_SHORT = {"azure": "SDK 73 CPU-s/h, 37 MB", "soniox": "SDK 29.6, example client 11.9"}
+TARGET_CPU_PER_H = 10.0
+PHASES = ("startup", "talk", "idle", "shutdown")
+
+
+def progress(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def boottime() -> float:
+    """Seconds since boot: the clock /proc's start times are counted on."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+# --- the audio -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Audio:
+    path: Path
+    talk_s: float
+    idle_s: float
+    clips: int  # clips (or parts of one) in the talk
+    speech_s: float  # of the talk, clip audio (the rest is pauses)
+
+
+def build_wav(directory: Path, minutes: float, idle_minutes: float, seed: int = 7) -> Audio:
+    """Corpus talk with 2-4 s pauses, cut at ``minutes``, then ``idle_minutes`` of quiet."""
+    rng = random.Random(seed)
+    speech = [c for c in clips() if c.category == "speech"]
+    talk_n = round(minutes * 60 * SAMPLE_RATE)
+    parts: list[bytes] = []
+    have = speech_n = used = 0
+    order: list = []
+    while have < talk_n:
+        if not order:
+            order = rng.sample(speech, len(speech))
+        pause = quiet_noise(round(rng.uniform(*PAUSE_S) * SAMPLE_RATE), seed=rng.randrange(2**31))
+        pcm = order.pop().pcm()
+        for chunk, is_speech in ((pause, False), (pcm, True)):
+            take = chunk[: max(0, talk_n - have) * 2]
+            parts.append(take)
+            have += len(take) // 2
+            if is_speech and take:
+                speech_n += len(take) // 2
+                used += 1
+    idle_n = round(idle_minutes * 60 * SAMPLE_RATE)
+    parts.append(quiet_noise(idle_n, seed=seed + 1))
+    path = directory / "talk.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        for part in parts:
+            w.writeframes(part)
+    return Audio(path, talk_n / SAMPLE_RATE, idle_n / SAMPLE_RATE, used, speech_n / SAMPLE_RATE)
+
+
+# --- the configuration ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setup:
+    service: str  # azure or soniox
+    mode: str  # recognition or translation
+    hdmi: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.service} {self.mode}" + (" + hdmi" if self.hdmi else "")
+
+
+def write_config(
+    directory: Path, setup: Setup, audio: Audio, port: int, ca_file: str
+) -> tuple[Path, Path]:
+    """The daemon's ini (defaults but for where things are); returns (ini, socket path)."""
+    sock = directory / "captions.sock"
+    sections: dict[str, dict[str, str]] = {
+        "daemon": {"service": setup.service},
+        "audio": {"source": "wav", "file": str(audio.path), "realtime": "yes"},
+        "link": {"ca_file": ca_file},
+        "socket": {"path": str(sock)},
+        "stdout": {"enabled": "no"},
+        "log": {"target": "stderr"},
+    }
+    targets = TARGETS[setup.service]
+    if setup.service == "azure":
+        azure = {"host": f"wss://127.0.0.1:{port}", "language": "en-US"}
+        if setup.mode == "translation":
+            azure |= {"mode": "translation", "targets": ", ".join(targets)}
+        sections["azure"] = azure
+    else:
+        soniox = {"url": f"wss://127.0.0.1:{port}/transcribe-websocket"}
+        if setup.mode == "translation":
+            soniox |= {"translation": "one_way", "target_language": targets[0]}
+        sections["soniox"] = soniox
+    if setup.hdmi:
+        width, height, bpp = HDMI_GEOMETRY
+        fb = directory / "fb0"
+        fb.write_bytes(bytes(width * height * bpp // 8))
+        (directory / "sysfs").mkdir()
+        sections["hdmi"] = {
+            "enabled": "yes",
+            "device": str(fb),
+            "sysfs": str(directory / "sysfs"),
+            "width": str(width),
+            "height": str(height),
+            "bpp": str(bpp),
+        }
+    ini = directory / "edgecap.ini"
+    ini.write_text(
+        "".join(
+            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n"
+            for name, keys in sections.items()
+        )
+    )
+    return ini, sock
+
+
+# --- /proc -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskStat:
+    name: str
+    cpu: float  # utime + stime, s
+    start: float  # boot time of the task's start, s
+
+
+def read_stat(path: Path) -> TaskStat:
+    """/proc/<pid>[/task/<tid>]/stat: comm, utime + stime, starttime."""
+    text = path.read_text()
+    head, _, tail = text.rpartition(")")  # comm may hold spaces and parentheses
+    name = head.partition("(")[2]
+    fields = tail.split()  # fields[0] is field 3 (state)
+    utime, stime, start = int(fields[11]), int(fields[12]), int(fields[19])
+    return TaskStat(name, (utime + stime) / CLK_TCK, start / CLK_TCK)
+
+
+def read_memory(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in kB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+@dataclass
+class Sample:
+    t: float  # boot time
+    cpu: float  # the process: utime + stime of every thread, ended ones included
+    threads: dict[int, TaskStat]
+    rss_kb: int
+    hwm_kb: int
+    up: int  # proxy bytes so far
+    down: int
+    live: int  # connections through the proxy
+
+
+def sample(pid: int, proxy: FaultProxy) -> Sample | None:
+    t = boottime()
+    try:
+        proc = read_stat(Path(f"/proc/{pid}/stat"))
+        rss, hwm = read_memory(pid)
+        tids = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    threads = {}
+    for tid in tids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            threads[int(tid)] = read_stat(Path(f"/proc/{pid}/task/{tid}/stat"))
+    if proc.name == "" or not rss:  # a zombie: its memory is gone
+        return None
+    return Sample(t, proc.cpu, threads, rss, hwm, proxy.bytes_up, proxy.bytes_down, proxy.live)
+
+
+def interpolate(points: list[tuple[float, float]], t: float) -> float:
+    """The value at ``t`` of a rising series of (time, value), linear between samples;
+    0 before the first, the last value after the last."""
+    if not points or t < points[0][0]:
+        return 0.0
+    i = bisect.bisect_right(points, (t, float("inf")))
+    if i >= len(points):
+        return points[-1][1]
+    (t0, v0), (t1, v1) = points[i - 1], points[i]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0) if t1 > t0 else v1
+
+
+# --- the socket client -----------------------------------------------------------------------
+@dataclass
+class CaptionCount:
+    messages: int = 0  # caption messages, provisional updates included
+    finals: int = 0  # lines done
+    withdrawn: int = 0  # final lines with no text and no translations
+    words: int = 0  # in the text of lines done
+    translations: dict[str, int] = field(default_factory=dict)  # lines done, per language
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    bye: bool = False
+    error: str | None = None
+
+
+class SocketClient:
+    """Reads the daemon's caption socket until it closes (one thread, blocked on recv)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = CaptionCount()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-socket-client")
+
+    def connect(self, deadline: float) -> None:
+        """Connect once the daemon serves the socket (it appears after its start)."""
+        while True:
+            sock = socket.socket(socket.AF_UNIX)
+            try:
+                sock.connect(str(self.path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the daemon never served {self.path}") from None
+                time.sleep(0.05)
+        self._sock = sock
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive() and self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked recv
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        assert self._sock is not None
+        c = self.count
+        try:
+            with self._sock, self._sock.makefile(encoding="utf-8") as lines:
+                for raw in lines:
+                    self._take(json.loads(raw), c)
+        except (OSError, ValueError) as exc:
+            c.error = str(exc)
+
+    @staticmethod
+    def _take(m: dict[str, Any], c: CaptionCount) -> None:
+        kind = m.get("type")
+        if kind == "caption":
+            c.messages += 1
+            if m.get("done"):
+                if not m["text"] and not m["translations"]:
+                    c.withdrawn += 1
+                    return
+                c.finals += 1
+                c.words += len(m["text"].split())
+                for t in m["translations"]:
+                    lang = t.get("language") or "?"
+                    c.translations[lang] = c.translations.get(lang, 0) + 1
+        elif kind == "gap":
+            c.gaps.append(m)
+        elif kind == "bye":
+            c.bye = True
+
+
+# --- one run -------------------------------------------------------------------------------
+def edgecap_command() -> list[str]:
+    script = Path(sys.executable).with_name("edgecap")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("edgecap")
+    return [found] if found else [sys.executable, "-m", "edgecap"]
+
+
+@contextlib.contextmanager
+def emulator(service: str, directory: Path):  # type: ignore[no-untyped-def]
+    if service == "azure":
+        emu: AzureEmulator | SonioxEmulator = AzureEmulator(directory, api_key=KEY)
+    else:
+        emu = SonioxEmulator(directory, api_key=KEY)
+    try:
+        yield emu
+    finally:
+        emu.close()
+
+
+def emulator_figures(emu: AzureEmulator | SonioxEmulator) -> dict[str, Any]:
+    sessions = emu.sessions
+    if isinstance(emu, AzureEmulator):
+        audio_bytes = sum(s.audio_bytes for s in sessions)
+        violations = [v for s in sessions for v in s.violations]
+        turns = sum(len(s.turns) for s in sessions)
+    else:
+        audio_bytes = sum(len(s.audio) for s in sessions)
+        violations = [f"error {s.error_sent}" for s in sessions if s.error_sent]
+        turns = sum(len(s.finalize_times) for s in sessions)
+    return {
+        "sessions": len(sessions),
+        "audio_s": audio_bytes / 2 / SAMPLE_RATE,
+        "turns": turns,
+        "violations": violations,
+    }
+
+
+def code_state() -> dict[str, Any]:
+    """The commit the daemon ran from, and the files of edgecap/ changed since (a figure
+    belongs to a version of the code)."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--", "edgecap").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"), "changed": [c[3:] for c in changed]}
+
+
+def run_one(setup: Setup, minutes: float, idle_minutes: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="edgecap-bench-daemon-") as tmp:
+        directory = Path(tmp)
+        progress(f"[{setup.label}] building {minutes:g} min of talk + {idle_minutes:g} min idle")
+        audio = build_wav(directory, minutes, idle_minutes)
+        with (
+            emulator(setup.service, directory / "emu") as emu,
+            FaultProxy(("127.0.0.1", emu.port)) as proxy,
+        ):
+            ini, sock = write_config(directory, setup, audio, proxy.port, emu.ca_file)
+            code = code_state()  # what the daemon is about to load
+            result = measure(setup, audio, ini, sock, proxy, directory / "daemon.log")
+            result["service_side"] = emulator_figures(emu)
+        return result | {"code": code}
+
+
+def measure(
+    setup: Setup, audio: Audio, ini: Path, sock: Path, proxy: FaultProxy, log: Path
+) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["AZURE_SPEECH_KEY" if setup.service == "azure" else "SONIOX_API_KEY"] = KEY
+    env.pop("CREDENTIALS_DIRECTORY", None)  # the key comes from the environment
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    expected = audio.talk_s + audio.idle_s
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [*edgecap_command(), "run", "-c", str(ini)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=REPO,
+        )
+    samples: list[Sample] = []
+    client = SocketClient(sock)
+    try:
+        started = read_stat(Path(f"/proc/{proc.pid}/stat")).start
+        client.connect(time.monotonic() + 30)
+        wall0 = time.monotonic()
+        next_note = 30.0
+        deadline = wall0 + expected + 120
+        while True:
+            s = sample(proc.pid, proxy)
+            if s is not None:
+                samples.append(s)
+            try:
+                proc.wait(SAMPLE_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            elapsed = time.monotonic() - wall0
+            if elapsed >= next_note and samples:
+                progress(
+                    f"[{setup.label}] {elapsed:4.0f} s of ~{expected:.0f}: "
+                    f"{samples[-1].cpu:.2f} CPU-s, {client.count.finals} lines"
+                )
+                next_note += 30
+            if time.monotonic() > deadline:
+                progress(f"[{setup.label}] the daemon did not stop at the end of its input")
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ended = boottime()
+        client.join(10)  # the daemon closed the socket: its end is there to read
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [line for line in lines if " ERROR " in line]  # the log's format: "time LEVEL …"
+    if proc.returncode != 0 or errors:
+        progress(f"[{setup.label}] exit status {proc.returncode}, {len(errors)} errors; log:")
+        progress("\n".join(lines[-15:] if proc.returncode else errors[:5]))
+    total_cpu = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    totals = (proxy.bytes_up, proxy.bytes_down)
+    return analyse(setup, audio, samples, proc.pid, (started, ended), total_cpu, totals, client) | {
+        "exit_status": proc.returncode,
+        "log_errors": errors,
+    }
+
+
+# --- the figures -----------------------------------------------------------------------------
+def audio_start(samples: list[Sample]) -> float:
+    """When the WAV's clock started: the capture worker's thread start (it opens the file
+    first thing)."""
+    for s in samples:
+        for task in s.threads.values():
+            if task.name == "ec-capture":
+                return task.start
+    raise RuntimeError("no ec-capture thread seen: are the threads named (runtime/worker.py)?")
+
+
+def group_name(name: str, main: bool) -> str:
+    """Threads of the same kind, one row: the link's reader threads are numbered."""
+    if main:
+        return f"{name} (main: supervisor)"
+    if not name.startswith("ec-"):
+        return f"{name} (not a Worker)"
+    return name.rstrip("0123456789") + "*" if name.startswith("ec-link-rd-") else name
+
+
+def analyse(
+    setup: Setup,
+    audio: Audio,
+    samples: list[Sample],
+    pid: int,
+    life: tuple[float, float],
+    total_cpu: float,
+    bytes_total: tuple[int, int],
+    client: SocketClient,
+) -> dict[str, Any]:
+    started, ended = life
+    t0 = audio_start(samples)
+    bounds = {
+        "startup": (started, t0),
+        "talk": (t0, t0 + audio.talk_s),
+        "idle": (t0 + audio.talk_s, t0 + audio.talk_s + audio.idle_s),
+        "shutdown": (t0 + audio.talk_s + audio.idle_s, ended),
+    }
+    cpu_series = [(started, 0.0)] + [(s.t, s.cpu) for s in samples] + [(ended, total_cpu)]
+
+    # when the link closed after the talk (on_demand: after idle_close without speech)
+    talk_a, talk_b = bounds["talk"]
+    idle_b = bounds["idle"][1]
+    closed_at = next((s.t for s in samples if s.t > talk_b and s.live == 0), None)
+    if closed_at is not None and idle_b - closed_at >= 10:
+        bounds["idle, link closed"] = (closed_at, idle_b)
+
+    def over(series: list[tuple[float, float]], phase: str) -> float:
+        a, b = bounds[phase]
+        return interpolate(series, b) - interpolate(series, a)
+
+    phases = {}
+    for phase, (a, b) in bounds.items():
+        phases[phase] = {"wall_s": b - a, "cpu_s": over(cpu_series, phase)}
+    for phase in ("talk", "idle", "idle, link closed"):
+        if phase in phases:
+            p = phases[phase]
+            p["per_hour"] = p["cpu_s"] / p["wall_s"] * 3600 if p["wall_s"] > 0 else None
+
+    # per thread, grouped by kind
+    series: dict[int, list[tuple[float, float]]] = {}
+    names: dict[int, str] = {}
+    for s in samples:
+        for tid, task in s.threads.items():
+            names[tid] = task.name
+            series.setdefault(tid, [(task.start, 0.0)]).append((s.t, task.cpu))
+    threads: dict[str, dict[str, Any]] = {}
+    for tid, points in series.items():
+        row = threads.setdefault(
+            group_name(names[tid], tid == pid), {"n": 0, **dict.fromkeys(PHASES, 0.0)}
+        )
+        row["n"] += 1
+        for phase in PHASES:
+            row[phase] += over(points, phase)
+    for row in threads.values():
+        row["total"] = sum(row[p] for p in PHASES)
+
+    def proxy_at(t: float, attr: str) -> float:
+        return interpolate([(s.t, getattr(s, attr)) for s in samples], t)
+
+    last = samples[-1] if samples else None
+    at_talk_end = min(samples, key=lambda s: abs(s.t - talk_b)) if samples else None
+    c = client.count
+    return {
+        "setup": {"service": setup.service, "mode": setup.mode, "hdmi": setup.hdmi},
+        "audio": {
+            "talk_s": audio.talk_s,
+            "idle_s": audio.idle_s,
+            "speech_clip_s": audio.speech_s,
+            "clips": audio.clips,
+        },
+        "phases": phases,
+        "whole": {
+            "wall_s": ended - started,
+            "cpu_s": total_cpu,
+            "per_wall_hour": total_cpu / (ended - started) * 3600,
+            "per_audio_hour": total_cpu / (audio.talk_s + audio.idle_s) * 3600,
+        },
+        "memory": {
+            "peak_rss_mb": (last.hwm_kb if last else 0) / 1024,
+            "rss_end_of_talk_mb": (at_talk_end.rss_kb if at_talk_end else 0) / 1024,
+        },
+        "bytes": {
+            "up": bytes_total[0],
+            "down": bytes_total[1],
+            "talk_up": proxy_at(talk_b, "up") - proxy_at(talk_a, "up"),
+            "talk_down": proxy_at(talk_b, "down") - proxy_at(talk_a, "down"),
+        },
+        "link_closed_after_talk_s": None if closed_at is None else closed_at - talk_b,
+        "captions": {
+            "lines": c.finals,
+            "messages": c.messages,
+            "withdrawn": c.withdrawn,
+            "words": c.words,
+            "translations": c.translations,
+            "gaps": len(c.gaps),
+            "gap_s": sum(g.get("seconds") or 0 for g in c.gaps),
+            "bye": c.bye,
+            "client_error": c.error,
+        },
+        "threads": threads,
+        "threads_cpu_s": sum(r["total"] for r in threads.values()),
+        "samples": len(samples),
+    }
+
+
+# --- the report -------------------------------------------------------------------------------
+def fmt_rate(value: float | None) -> str:
+    return f"{value:7.1f}" if value is not None else f"{'-':>7s}"
+
+
+def report(r: dict[str, Any]) -> None:
+    s, a, ph, w = r["setup"], r["audio"], r["phases"], r["whole"]
+    label = f"{s['service']} {s['mode']}" + (" + hdmi 1920x1080" if s["hdmi"] else "")
+    print(f"Daemon benchmark: {label}; edgecap run, WAV paced in real time, config defaults")
+    print(
+        f"talk: {a['talk_s']:.0f} s ({a['clips']} corpus clips, {a['speech_clip_s']:.0f} s of "
+        f"clip audio, 2-4 s quiet pauses); idle: {a['idle_s']:.0f} s of quiet; outputs: socket"
+        + (", hdmi" if s["hdmi"] else "")
+    )
+    print()
+    print(f"{'phase':22s} {'wall s':>7s} {'CPU s':>7s} {'CPU-s/h':>8s}")
+    rows = [
+        ("startup (exec→capture)", ph["startup"], None),
+        ("talk", ph["talk"], ph["talk"]["per_hour"]),
+        ("idle", ph["idle"], ph["idle"]["per_hour"]),
+        ("shutdown (EOF→exit)", ph["shutdown"], None),
+    ]
+    if "idle, link closed" in ph:  # a part of the idle phase, after the link closed
+        closed = ph["idle, link closed"]
+        rows.insert(3, ("  of which link closed", closed, closed["per_hour"]))
+    for name, p, rate in rows:
+        print(f"{name:22s} {p['wall_s']:7.1f} {p['cpu_s']:7.2f}  {fmt_rate(rate)}")
+    print(f"{'whole run':22s} {w['wall_s']:7.1f} {w['cpu_s']:7.2f}  {w['per_wall_hour']:7.1f}")
+    print(
+        f"CPU-s per audio-hour of talk: {ph['talk']['per_hour']:.1f} (target < "
+        f"{TARGET_CPU_PER_H:g}); per idle hour: {fmt_rate(ph['idle']['per_hour']).strip()}; "
+        f"whole run per hour of audio (startup and shutdown in): {w['per_audio_hour']:.1f}"
+    )
+    m = r["memory"]
+    print(
+        f"memory: peak RSS (VmHWM) {m['peak_rss_mb']:.1f} MB; RSS at the end of the talk "
+        f"{m['rss_end_of_talk_mb']:.1f} MB"
+    )
+    print(f"anchor: {ANCHORS[s['service']]}")
+    code = r["code"]
+    print(
+        f"code: commit {code['commit'] or '?'}"
+        + (f" + {len(code['changed'])} changed files in edgecap/" if code["changed"] else "")
+    )
+    b = r["bytes"]
+    talk_h = a["talk_s"] / 3600
+    print(
+        f"bytes at the proxy: {b['up'] / 1e6:.2f} MB up, {b['down'] / 1e6:.2f} MB down in "
+        f"all; during the talk {b['talk_up'] / 1e6 / talk_h:.1f} MB up and "
+        f"{b['talk_down'] / 1e6 / talk_h:.1f} MB down per audio-hour"
+    )
+    closed = r["link_closed_after_talk_s"]
+    print(
+        "link: "
+        + (
+            f"closed {closed:.0f} s after the talk ended (on_demand, idle_close)"
+            if closed is not None
+            else "still connected at the end of the idle phase"
+        )
+    )
+    c, e = r["captions"], r["service_side"]
+    trans = ", ".join(f"{k} {v}" for k, v in sorted(c["translations"].items())) or "none"
+    print(
+        f"captions on the socket: {c['lines']} final lines ({c['words']} words), "
+        f"{c['messages']} caption messages, translations: {trans}; gaps: {c['gaps']} "
+        f"({c['gap_s']:.1f} s); withdrawn: {c['withdrawn']}; bye: {'yes' if c['bye'] else 'NO'}"
+        + (f"; client error: {c['client_error']}" if c["client_error"] else "")
+    )
+    print(
+        f"service side: {e['sessions']} session(s), {e['audio_s']:.1f} s of audio received, "
+        f"{e['turns']} turns/finalizes, violations: {'; '.join(e['violations']) or 'none'}; "
+        f"daemon exit status {r['exit_status']}, errors logged: {len(r['log_errors'])}"
+    )
+    for line in r["log_errors"][:3]:
+        print(f"!! {line}")
+    print()
+    print("per thread (CPU seconds from /proc/<pid>/task/*/stat):")
+    talk_cpu = ph["talk"]["cpu_s"] or 1e-9
+    print(
+        f"{'thread':32s} {'n':>2s} {'startup':>8s} {'talk':>7s} {'/audio-h':>8s} "
+        f"{'idle':>6s} {'/idle-h':>7s} {'shutdn':>6s} {'total':>6s} {'% talk':>6s}"
+    )
+    talk_h_s, idle_s = ph["talk"]["wall_s"], ph["idle"]["wall_s"]
+    for name, t in sorted(r["threads"].items(), key=lambda kv: -kv[1]["total"]):
+        idle_rate = t["idle"] / idle_s * 3600 if idle_s > 0 else None
+        print(
+            f"{name:32s} {t['n']:2d} {t['startup']:8.2f} {t['talk']:7.2f} "
+            f"{t['talk'] / talk_h_s * 3600:8.2f} {t['idle']:6.2f} {fmt_rate(idle_rate)} "
+            f"{t['shutdown']:6.2f} {t['total']:6.2f} {t['talk'] / talk_cpu * 100:5.1f}%"
+        )
+    print(
+        f"{'sum of threads':32s}    {'':8s} {'':7s} {'':8s} {'':6s} {'':7s} {'':6s} "
+        f"{r['threads_cpu_s']:6.2f}   (process: {w['cpu_s']:.2f}; the rest: ended threads' "
+        f"last {SAMPLE_S:g} s, or the exit)"
+    )
+    print()
+
+
+def report_summary(results: list[dict[str, Any]]) -> None:
+    print("Summary: CPU-s per audio-hour of talk, at real time (target < 10)")
+    print(
+        f"{'run':26s} {'talk':>7s} {'idle/h':>7s} {'whole/h':>7s} {'startup':>7s} "
+        f"{'peak MB':>7s} {'lines':>6s}  anchor"
+    )
+    for r in results:
+        s, ph = r["setup"], r["phases"]
+        label = f"{s['service']} {s['mode']}" + (" + hdmi" if s["hdmi"] else "")
+        print(
+            f"{label:26s} {ph['talk']['per_hour']:7.1f} "
+            f"{fmt_rate(ph['idle']['per_hour'])} {r['whole']['per_wall_hour']:7.1f} "
+            f"{ph['startup']['cpu_s']:7.2f} {r['memory']['peak_rss_mb']:7.1f} "
+            f"{r['captions']['lines']:6d}  {ANCHORS_SHORT[s['service']]}"
+        )
+    print()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--service", choices=("azure", "soniox"), default="azure")
+    parser.add_argument("--mode", choices=("recognition", "translation"), default="recognition")
+    parser.add_argument("--minutes", type=float, default=5.0, help="talk, minutes of audio")
+    parser.add_argument("--idle-minutes", type=float, default=1.0, help="quiet after the talk")
+    parser.add_argument("--hdmi", action="store_true", help="add the HDMI output (a file)")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="Azure recognition, Azure translation and Soniox, one after the other",
+    )
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    args = parser.parse_args()
+    if not corpus_available():
+        progress(f"the corpus is not at {CORPUS_DIR} (EDGECAP_CORPUS names it)")
+        return 1
+    if args.suite:
+        setups = [
+            Setup("azure", "recognition", args.hdmi),
+            Setup("azure", "translation", args.hdmi),
+            Setup("soniox", "recognition", args.hdmi),
+        ]
+    else:
+        setups = [Setup(args.service, args.mode, args.hdmi)]
+    wall = time.monotonic()
+    results = []
+    for setup in setups:  # one at a time: two daemons would share the machine's 2 cores
+        results.append(run_one(setup, args.minutes, args.idle_minutes))
+        report(results[-1])
+        sys.stdout.flush()
+    if len(results) > 1:
+        report_summary(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"(benchmark ran in {time.monotonic() - wall:.0f} s)")
+    return 0 if all(r["exit_status"] == 0 and not r["log_errors"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
