@@ -16,8 +16,11 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 INDIC_FONTS = fonts-lohit-deva fonts-lohit-beng-bengali fonts-lohit-guru fonts-lohit-gujr \
               fonts-lohit-orya fonts-lohit-taml fonts-lohit-telu fonts-lohit-knda fonts-lohit-mlym
 APT_PACKAGES = gcc pkg-config portaudio19-dev libsystemd-dev alsa-utils espeak-ng sox \
-               fonts-dejavu-core $(INDIC_FONTS) libraqm0 procps \
-               systemd systemd-container debootstrap
+               fonts-dejavu-core $(INDIC_FONTS) libraqm0 procps systemd
+# Only the tests need these (make test installs them; make demo does not): a real systemd in
+# a container for the service test, and Debian's headless chromium + chromium-driver for the
+# caption page's browser tests (selenium is pointed at /usr/bin/chromedriver: no download).
+TEST_APT_PACKAGES = systemd-container debootstrap chromium chromium-driver
 
 STAMP = $(VENV)/.edgecap-installed
 
@@ -27,6 +30,7 @@ demo: $(STAMP)
 	$(BIN)/edgecap run -c config/demo.ini
 
 test: $(STAMP)
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(TEST_APT_PACKAGES)"
 	$(BIN)/ruff check edgecap tests bench
 	$(BIN)/ruff format --check edgecap tests bench
 	$(BIN)/lint-imports

@@ -1,4 +1,4 @@
-"""The ``edgecap`` command: run, check, config, devices.
+"""The ``edgecap`` command: run, check, config, devices, tail, web-url.
 
 Exit status: 0 success; 78 (EX_CONFIG) for any config error — the systemd unit lists it in
 RestartPreventExitStatus= so a broken config does not restart-loop; 70 when a worker failed;
@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="wait for the daemon when it is not running, and reconnect when it restarts",
     )
+    web_url = sub.add_parser(
+        "web-url",
+        parents=[common],
+        help="print the address of the caption page ([web]) for phones",
+        description="Print the address people open to follow the captions on their phones "
+        "(with the access code in it, when there is one). Exit status: 0; 69 when the page "
+        "is off ([web] enabled = no); 78 when the access code cannot be read.",
+    )
+    web_url.add_argument("--qr", action="store_true", help="also print it as a QR code")
     return parser
 
 
@@ -275,12 +284,22 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return run_tail(path, json_mode=args.json, follow=args.follow, out=sys.stdout, err=sys.stderr)
 
 
+def cmd_web_url(args: argparse.Namespace) -> int:
+    from edgecap.outputs.web.address import print_web_url
+
+    # Only [web] is needed: no service key is read for it.
+    overrides = [*args.set, "daemon.service=local"]
+    web = load(args.config, overrides, env={}).config.web
+    return print_web_url(web, sys.stdout, sys.stderr, qr=args.qr)
+
+
 COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
     "config": cmd_config,
     "devices": cmd_devices,
     "tail": cmd_tail,
+    "web-url": cmd_web_url,
 }
 
 

@@ -33,6 +33,7 @@ from edgecap.config.types import (
     Size,
     Str,
     Url,
+    escape_text,
 )
 
 SERVICES = ("soniox", "azure", "sarvam", "local")
@@ -606,6 +607,101 @@ class SocketConfig:
         return []
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``[web] listen`` as (address, port): ``0.0.0.0:8080``, ``192.168.1.20:8080``,
+    ``[::]:8080``; a bare ``:8080`` is every IPv4 interface. Raises ValueError in words."""
+    import ipaddress
+
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or len(port) > 5 or int(port) > 65535:
+        raise ValueError(f"must be address:port, e.g. 0.0.0.0:8080, not '{escape_text(text)}'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError("only an IPv6 address goes in brackets, e.g. [::]:8080")
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::]:8080")
+    host = host or "0.0.0.0"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"the address must be an IP address of this box (or 0.0.0.0 for all), "
+            f"not '{escape_text(host)}'"
+        ) from None
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """Captions on every phone in the room: a web page on the LAN, and /metrics (docs/web.md)."""
+
+    enabled: bool = key(Bool(), False, "serve the caption page (and /metrics)")
+    listen: str = key(
+        Str(allow_empty=False, max_len=60),
+        "0.0.0.0:8080",
+        "address:port to serve on: 0.0.0.0:8080 = every network of the box (the room's "
+        "wifi); 192.168.1.20:8080 = that address only; [::]:8080 = IPv6 and IPv4",
+    )
+    url: str = key(
+        Str(max_len=300),
+        "",
+        "the address viewers open and the QR code shows, e.g. http://room1.local:8080/ "
+        "(empty = made from listen and this box's address on the LAN)",
+    )
+    title: str = key(Str(allow_empty=False, max_len=120), "Live captions", "the page's title")
+    languages: tuple[str, ...] = key(
+        ListOf(LanguageCode()),
+        (),
+        "translations viewers may choose, in this order (empty = every language the service "
+        "translates into); the transcript can always be chosen",
+    )
+    history: int = key(Int(min=0, max=500), 50, "finished lines a viewer is shown on joining")
+    max_clients: int = key(
+        Int(min=1, max=1000), 100, "viewers at once; one more is shown a 'page full' notice"
+    )
+    access_code: SecretRef = key(
+        Secret(),
+        SecretRef(()),
+        "where an access code for the page is read (credential:NAME, file:PATH, env:VAR; "
+        "empty = no code): viewers type it once, the QR code carries it",
+    )
+    metrics: bool = key(Bool(), True, "also serve /metrics (Prometheus) for monitoring")
+    metrics_listen: str = key(
+        Str(max_len=60),
+        "",
+        "address:port for /metrics alone, e.g. 10.0.0.5:9101 on a management network "
+        "(empty = beside the page, on listen)",
+    )
+    show_qr: bool = key(
+        Bool(), True, "the HDMI screen shows the page's address as a QR code in its status area"
+    )
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        for name in ("listen", "metrics_listen"):
+            value = getattr(self, name)
+            if name == "metrics_listen" and not value:
+                continue
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                out.append((name, str(exc)))
+        if self.metrics_listen and self.metrics_listen.strip() == self.listen.strip():
+            out.append(("metrics_listen", "is the same as listen: leave it empty for that"))
+        if self.url:
+            from urllib.parse import urlsplit
+
+            try:
+                parts = urlsplit(self.url)
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                parts = None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+                out.append(("url", "must be an http:// or https:// address"))
+        return out
+
+
 @dataclass(frozen=True)
 class HdmiConfig:
     """Captions on an attached screen through the Linux framebuffer."""
@@ -837,6 +933,7 @@ class Config:
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     stdout: StdoutConfig = field(default_factory=StdoutConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 

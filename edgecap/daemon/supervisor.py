@@ -53,6 +53,7 @@ from edgecap.services.registry import SERVICES, service
 if TYPE_CHECKING:  # imported where used: start-up pays only for what the config uses
     from edgecap.link.worker import LinkWorker
     from edgecap.outputs.socket_server import SocketOutput
+    from edgecap.outputs.web.output import WebOutput
     from edgecap.services.local.worker import LocalWorker
 
 log = logging.getLogger(__name__)
@@ -269,12 +270,32 @@ class Daemon:
                 translation_only=spec.translation_only(settings),
             )
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
+        self.web_output: WebOutput | None = None
+        if cfg.web.enabled:
+            from edgecap.outputs.web.output import WebOutput
+
+            spec = service(cfg.daemon.service)
+            settings = spec.settings(cfg)
+            self.web_output = WebOutput(
+                cfg.web,
+                self.status,
+                service=spec.name,
+                languages=list(spec.languages(settings)),
+                targets=list(spec.targets(settings)),
+                translation_only=spec.translation_only(settings),
+            )
+            outputs.append(OutputWorker(self.web_output, self.status, drain_timeout=0.5))
         if cfg.hdmi.enabled:
             # with a cloud service, the offline fallback's lines are marked
             from edgecap.outputs.hdmi import HdmiOutput
 
             mark = OFFLINE_MARK if service(cfg.daemon.service).cloud else ""
-            hdmi = HdmiOutput.from_config(cfg.hdmi, offline_mark=mark)
+            join_url = None
+            if cfg.web.enabled and cfg.web.show_qr:
+                from edgecap.outputs.web.address import join_url as web_join_url
+
+                join_url = web_join_url(cfg.web)
+            hdmi = HdmiOutput.from_config(cfg.hdmi, offline_mark=mark, join_url=join_url)
             outputs.append(OutputWorker(hdmi, self.status, drain_timeout=0.5))
         if cfg.console.enabled:
             from edgecap.outputs.console import ConsoleOutput
@@ -363,7 +384,7 @@ class Daemon:
             self._replace_consumer()
         elif self.link is not None:
             self.link.request_reload()
-        output_keys = ("socket", "hdmi", "console", "serial", "transcript", "stdout")
+        output_keys = ("socket", "web", "hdmi", "console", "serial", "transcript", "stdout")
         if any(getattr(kept, k) != getattr(old, k) for k in output_keys):
             self._replace_outputs()
         log.info("reload: configuration applied (service %s)", kept.daemon.service)
@@ -535,6 +556,27 @@ class Daemon:
         sock = self.socket_output
         if sock is not None:
             self.status.put("socket_clients", sock.clients)
+        self._count_pipeline()
+
+    def _count_pipeline(self) -> None:
+        """What /metrics reports beside the parts' own counters: speech through each stage
+        and the queues' depths, read twice a second (put() tells no listener: no event)."""
+        frame_s = frame_samples(self.loaded.config.audio.frame_ms) / SAMPLE_RATE
+        put = self.status.put
+        put("speech_gated_s", round(self.gate.frames_forwarded * frame_s, 3))
+        put("speech_queue_s", round(self.queue.held_samples / SAMPLE_RATE, 3))
+        if self.link is not None:
+            buffer = self.link.buffer
+            put("speech_confirmed_s", round(buffer.confirmed_samples / SAMPLE_RATE, 3))
+            put("speech_unsent_s", round(buffer.unsent_samples / SAMPLE_RATE, 3))
+        offline = self.fallback_worker if self.link is not None else self.consumer
+        if offline is not None:
+            put("speech_offline_s", round(offline.frames * frame_s, 3))
+        for worker in self.outputs:
+            name = worker.output.name
+            put(f"output_queue:{name}", len(worker.queue))
+            put(f"output_failures:{name}", worker.failures)
+            put(f"output_dropped:{name}", worker.queue.dropped_finals)
 
     # --- systemd ------------------------------------------------------------------------
     def _service_status(self) -> str:
