@@ -2,11 +2,16 @@
 
 An output (screen, console, serial display, socket, transcript files) runs on its own
 thread, an ``OutputWorker``, behind its own bounded ``EventQueue``. The worker opens it,
-hands it events one at a time, calls ``idle`` when there is nothing to hand (for pacing,
-rate-limited redraws, dimming), reopens it with backoff when it reports the device gone,
+hands it events one at a time, calls ``idle`` when the output's own deadline comes (pacing,
+a rate-limited redraw, dimming), reopens it with backoff when it reports the device gone,
 and closes it at stop. An output therefore never needs a thread of its own for its main
 work, and a slow one (a 1200-baud encoder, a pipe whose reader paused) never holds up the
 others.
+
+Between those calls the worker's thread sleeps: it wakes for an event the output takes
+(``takes``), for the output's next deadline (``wake_in``), for its device (``wait_io``) or
+for stop — never on a timer of its own. On a Pi Zero every wake-up is CPU time, and an idle
+daemon should cost next to nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +25,40 @@ from edgecap.runtime.status import StatusSnapshot
 # Activity (speech start / end of the offline engine) is only published to stdout.
 OutputEvent = CaptionLine | AudioLoss | SynthesizedAudio | Activity | StatusSnapshot
 
+# The kinds of event, for ``takes``: what the fan-out hands an output.
+FINAL = "final"  # a final caption line (also each later update of its translations)
+PROVISIONAL = "provisional"  # the words of a line still being spoken
+LOSS = "loss"  # AudioLoss: speech that was lost
+STATUS = "status"  # a StatusSnapshot after every change of the status board
+AUDIO = "audio"  # SynthesizedAudio: spoken translation
+ACTIVITY = "activity"  # the offline engine's speech start / end (published to stdout only)
+
+TEXT = frozenset({FINAL, PROVISIONAL, LOSS, STATUS})
+# What an output that declares nothing takes: everything but synthesized speech.
+DEFAULT_TAKES = TEXT | {ACTIVITY}
+
+
+def kind_of(event: OutputEvent) -> str:
+    """The kind of ``event`` (one of the constants above)."""
+    if isinstance(event, CaptionLine):
+        return FINAL if event.final else PROVISIONAL
+    if isinstance(event, StatusSnapshot):
+        return STATUS
+    if isinstance(event, SynthesizedAudio):
+        return AUDIO
+    if isinstance(event, AudioLoss):
+        return LOSS
+    return ACTIVITY
+
+
+def takes_of(output: object) -> frozenset[str]:
+    """The kinds of event ``output`` is given: its ``takes``, or (an output written before
+    ``takes`` existed) the default, with synthesized speech if it says ``takes_audio``."""
+    takes = getattr(output, "takes", None)
+    if takes is not None:
+        return frozenset(takes)
+    return DEFAULT_TAKES | {AUDIO} if getattr(output, "takes_audio", False) else DEFAULT_TAKES
+
 
 class OutputUnavailable(Exception):
     """The device is gone or not there yet (unplugged display, missing serial adapter,
@@ -29,14 +68,25 @@ class OutputUnavailable(Exception):
 
 class Output(Protocol):
     name: str  # "hdmi", "serial", …: the status part is "output:<name>"
-    idle_interval: float  # call idle() at least this often, in seconds
-    # An output that plays synthesized speech sets ``takes_audio = True``; the others never
-    # see SynthesizedAudio events (the fan-out filters them).
+    # The kinds of event it is given (see above): an output is not woken by what it would
+    # ignore (a transcript by provisional text, a speaker by captions, a serial display by
+    # status changes). Optional; default DEFAULT_TAKES.
+    takes: frozenset[str]
     # An output whose device takes bytes slower than they come (stdout: a reader that
     # stopped reading) may have a ``busy`` property, True while it holds output its device
     # has not taken yet: the worker then leaves events in the queue, where provisional ones
-    # coalesce and finals wait in order, and calls idle(), which waits for the device for
-    # at most idle_interval (so the worker still stops in time).
+    # coalesce and finals wait in order, and sleeps in ``wait_io`` until the device has room
+    # (or ``wake_in`` passes, or stop), then calls idle().
+    #
+    # Optional too: ``wait_io(timeout, wake_fd)``, for an output whose device has file
+    # descriptors to watch (the socket server's clients, a serial port that may vanish, a
+    # terminal that stopped taking output): block in one poll() on them and on ``wake_fd``
+    # (readable when an event or a stop is there for the worker) for at most ``timeout``
+    # seconds (None: no limit), and return; the worker then calls idle(), which does the
+    # device's work without blocking. Without it the worker waits on its queue alone.
+    #
+    # Compatibility: an output without ``wake_in`` but with ``idle_interval`` (seconds)
+    # has idle() called that long after each event or idle() call, as before.
 
     def open(self) -> None:
         """Acquire the device. Raise OutputUnavailable to be retried later."""
@@ -47,8 +97,17 @@ class Output(Protocol):
         ...
 
     def idle(self, now: float) -> None:
-        """Nothing new: do timed work (pacing, redraw at most N times a second, dimming).
-        ``now`` is time.monotonic(). Raise OutputUnavailable when the device went away."""
+        """Called after every event, when the deadline ``wake_in`` gave has come, and after
+        ``wait_io`` returned: do timed work (pacing, a held-back redraw, dimming) and the
+        device's I/O, without blocking. ``now`` is time.monotonic(). Raise
+        OutputUnavailable when the device went away."""
+        ...
+
+    def wake_in(self, now: float) -> float | None:
+        """Asked after every handle()/idle(): seconds from now until idle() has work to do
+        without a new event (0: at once), or None when only an event (or the device, see
+        ``wait_io``) can give it any. ``now`` is time.monotonic(). (Every output here has
+        it; for one without, see the compatibility note above.)"""
         ...
 
     def close(self) -> None:

@@ -11,14 +11,22 @@ languages can be told apart.
 
 The terminal is written without blocking: a console stopped with Scroll Lock or Ctrl-S (or
 a terminal nobody reads) would otherwise hang this output's thread. What cannot be written
-now is kept and written first next time; nothing new is drawn until it went out.
+now is kept and written first next time; nothing new is drawn until it went out (the worker
+sleeps in ``wait_io`` until the terminal takes output again).
+
+Between events the output sleeps until its next deadline (``wake_in``): a held-back redraw,
+the end of a loss notice, or a look at the terminal's size (it sends us no SIGWINCH: it is
+not our controlling terminal), every ``SIZE_CHECK`` while captions come and every
+``SIZE_CHECK_QUIET`` while nothing does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
+import select
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +35,7 @@ from typing import BinaryIO
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.captions.sanitize import clean_text
 from edgecap.config.schema import ConsoleConfig
-from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.base import TEXT, OutputEvent, OutputUnavailable
 from edgecap.outputs.rollup import CaptionLines, cell_width, layout
 from edgecap.runtime.status import LINK_PROBLEMS, StatusSnapshot
 
@@ -49,7 +57,11 @@ KDGETMODE = 0x4B3B  # ioctl that only a Linux virtual terminal answers
 NORMAL_AUDIO = ("starting", "listening", "speech")
 NOTICE_SECONDS = 10.0  # how long "… s of speech lost" stays up
 MIN_REDRAW = 0.05  # at most 20 redraws a second
-SIZE_CHECK = 1.0  # a resized terminal is noticed within this long
+SIZE_CHECK = 1.0  # a resized terminal is noticed within this long while captions come
+# and within this long while nothing happens (each look wakes the thread, which on a Pi
+# Zero costs a millisecond or two of CPU: a resize is rare, the next caption redraws anyway)
+SIZE_CHECK_QUIET = 60.0
+BACKLOG_RETRY = 0.1  # a stopped stream without a descriptor to poll is tried this often
 FALLBACK_SIZE = (80, 24)
 
 
@@ -77,7 +89,7 @@ def _is_linux_vt(fd: int | None) -> bool:
 
 class ConsoleOutput:
     name = "console"
-    idle_interval = 0.1
+    takes = TEXT
 
     def __init__(
         self,
@@ -164,6 +176,27 @@ class ConsoleOutput:
                 return  # the terminal is stopped: draw nothing new until it takes more
         if self._dirty and now - self._last_draw >= MIN_REDRAW:
             self._draw(now)
+
+    def wake_in(self, now: float) -> float | None:
+        if self._stream is None:
+            return None
+        if self._backlog:  # the terminal is stopped: wait_io wakes us when it takes more
+            return None if self._fd is not None else BACKLOG_RETRY
+        due = [self._size_at + max(SIZE_CHECK, SIZE_CHECK_QUIET)]  # as idle() looks
+        if self._dirty:
+            due.append(self._last_draw + MIN_REDRAW)
+        if self._notice:
+            due.append(self._notice_until)
+        return max(0.0, min(due) - now)
+
+    def wait_io(self, timeout: float | None, wake_fd: int) -> None:
+        """Sleep until ``wake_fd`` is readable or ``timeout`` passed; while output waits
+        for a stopped terminal, also until the terminal takes output again."""
+        poller = select.poll()
+        poller.register(wake_fd, select.POLLIN)
+        if self._backlog and self._fd is not None:
+            poller.register(self._fd, select.POLLOUT)
+        poller.poll(None if timeout is None else math.ceil(timeout * 1000))
 
     def close(self) -> None:
         if self._stream is None:

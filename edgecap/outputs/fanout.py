@@ -1,14 +1,17 @@
-"""Hands every caption and status event to every output worker, without ever waiting.
+"""Hands every caption and status event to the output workers that take it, without ever
+waiting.
 
 Each worker has its own bounded, coalescing queue (event_queue.py), so the caption source
 (the link's thread) spends a few microseconds per output and event, whatever the outputs do.
-Synthesized speech goes only to the outputs that declare ``takes_audio``.
+An output is only given the kinds of event it declares in ``takes`` (base.py): synthesized
+speech only reaches the outputs that play or save it, status changes only those that show
+them, provisional text only those that show it — so no output thread wakes up for an event
+it would throw away.
 """
 
 from __future__ import annotations
 
-from edgecap.captions.events import SynthesizedAudio
-from edgecap.outputs.base import OutputEvent
+from edgecap.outputs.base import OutputEvent, kind_of
 from edgecap.outputs.worker import OutputWorker
 
 
@@ -17,11 +20,10 @@ class FanOut:
         self.workers = workers
 
     def publish(self, event: OutputEvent) -> None:
-        audio = isinstance(event, SynthesizedAudio)
+        kind = kind_of(event)
         for worker in self.workers:
-            if audio and not getattr(worker.output, "takes_audio", False):
-                continue
-            worker.publish(event)
+            if kind in worker.takes:
+                worker.publish(event)
 
     def __len__(self) -> int:
         return len(self.workers)

@@ -33,7 +33,15 @@ with what the screen shows, and only the rows that differ are written, one ``pwr
 per run of adjacent rows. Redraws happen at most ``max_fps`` times a second: ``handle``
 only records what changed, and the redraw happens in ``handle`` or ``idle`` once
 1/max_fps has passed since the last one. Once a minute the whole screen is written again
-(identical pixels: no flicker), which repairs anything a console drew over the captions.
+(identical pixels: no flicker), which repairs anything a console drew over the captions;
+while nothing is drawn in between, the rewrites back off (2, 4 … 16 minutes: a full frame
+costs a Pi Zero some 25 ms), and none is done while the screen is blanked (black and
+powered down) but one at once when it wakes.
+
+Between events the output sleeps until the next thing that changes the screen by itself
+(``wake_in``): a held-back frame, the end of a loss notice, "Listening…" coming back, the
+dim and blank times, the minute's rewrite. A blanked screen with no captions sleeps until
+the next event.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgecap.captions.events import AudioLoss, CaptionLine
-from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.base import TEXT, OutputEvent, OutputUnavailable
 from edgecap.outputs.fonts import FontChain
 from edgecap.outputs.framebuffer import (
     Framebuffer,
@@ -73,6 +81,7 @@ LINE_HEIGHT = 1.45  # slot height, in font sizes: room for Devanagari marks abov
 BASELINE = 1.07  # baseline from the top of a slot, in font sizes
 STATUS_SCALE = 0.6  # status text size, in caption font sizes
 REFRESH_SECONDS = 60.0  # rewrite the whole screen this often (heals what others drew)
+REFRESH_QUIET_MAX = 960.0  # while nothing changes, the rewrites back off (×2) up to this
 MAX_STACK = 2  # translations under a line when no languages are listed
 
 
@@ -110,6 +119,7 @@ class HdmiOutput:
     time.monotonic) times redraws, the status line, the notice and dimming."""
 
     name = "hdmi"
+    takes = TEXT
 
     def __init__(
         self,
@@ -155,8 +165,6 @@ class HdmiOutput:
         self.translation_colors = _rgb_list(translation_color)
         self.background = _rgb(background)
         self.min_interval = 1.0 / max_fps
-        # the worker calls idle() at least this often: a held-back frame waits < 1.5 frames
-        self.idle_interval = min(0.05, self.min_interval / 2)
         self.dim_after = dim_after
         self.blank_after = blank_after
         self.clock = clock
@@ -173,6 +181,8 @@ class HdmiOutput:
         self._dirty = True
         self._last_render = float("-inf")
         self._last_refresh = float("-inf")
+        self._refresh_every = REFRESH_SECONDS
+        self._renders_refreshed = 0  # renders when the screen was last rewritten whole
         self._drawn: tuple[str, str] | None = None  # (phase, status text) on screen
         self._shown: np.ndarray | None = None  # the packed band as on the screen
         self._strips: dict[tuple[str, str, RGB], np.ndarray] = {}
@@ -236,6 +246,7 @@ class HdmiOutput:
         self._dirty = True
         self._last_render = float("-inf")
         self._last_refresh = self.clock()
+        self._refresh_every = REFRESH_SECONDS
 
     def handle(self, event: OutputEvent) -> None:
         now = self.clock()
@@ -256,6 +267,31 @@ class HdmiOutput:
         # The output's own clock, not ``now``: handle() has no ``now``, and both must agree
         # (tests inject one clock for everything).
         self._maybe_render(self.clock())
+
+    def wake_in(self, now: float) -> float | None:
+        """Seconds until the screen changes without an event (see the module docstring);
+        None while it has nothing to change by itself (blanked, or not open)."""
+        if self.fb is None:
+            return None
+        t = self.clock()  # the output's clock, like idle()
+        due: list[float] = []
+        if self._dirty:
+            due.append(self._last_render + self.min_interval)  # a frame held back
+        if self._notice:
+            due.append(self._notice_until)
+        if self._snapshot is not None and len(self._captions):
+            due.append(self._last_caption + IDLE_STATUS_AFTER)  # "Listening…" again
+        for after in (self.dim_after, self.blank_after):
+            if after:
+                due.append(self._last_caption + after)
+        if self._drawn is None or self._drawn[0] != "blank":
+            due.append(self._last_refresh + self._refresh_every)
+        if not due:
+            return None
+        if self._dirty:  # held back: due no later than its frame (even if in the past)
+            return max(0.0, min(due) - t)
+        upcoming = [d for d in due if d > t]  # what is past has been drawn already
+        return min(upcoming) - t if upcoming else None
 
     def close(self) -> None:
         if self.fb is not None:
@@ -300,11 +336,18 @@ class HdmiOutput:
         if wanted != self._drawn:
             self._dirty = True
         if self._dirty and now - self._last_render >= self.min_interval:
+            waking = self._drawn is not None and self._drawn[0] == "blank"
             self._render(*wanted)
             self._last_render = now
-        if now - self._last_refresh >= REFRESH_SECONDS:
+            self._refresh_every = REFRESH_SECONDS  # something changed: every minute again
+            if waking and wanted[0] != "blank":
+                self._last_refresh = float("-inf")  # it was not rewritten while blanked
+        if wanted[0] != "blank" and now - self._last_refresh >= self._refresh_every:
             self._refresh()
             self._last_refresh = now
+            if self.renders == self._renders_refreshed:  # nothing drawn since the last
+                self._refresh_every = min(2 * self._refresh_every, REFRESH_QUIET_MAX)
+            self._renders_refreshed = self.renders
 
     def _refresh(self) -> None:
         """Write the whole screen again as it should be. The diff only knows what this

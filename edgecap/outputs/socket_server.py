@@ -7,12 +7,14 @@ the protocol carries text.
 Threads: none of our own. Everything runs on the OutputWorker's thread and every socket is
 non-blocking. ``handle`` encodes an event once, appends the bytes to each client's outgoing
 buffer and tries one non-blocking ``send`` per client, so a caption normally reaches every
-reader within the same call. ``idle`` (every 50 ms, and after every event) asks one
-``poll(0)`` which sockets are ready: it accepts new clients, flushes what the kernel would
-not take at once, reads and throws away whatever clients send, and drops clients that hung
-up. One thread owning all state needs no locks and no wake-up pipe, and the worst added
-latency (a backlog waiting for the next ``idle``) is ``idle_interval``; a writer thread would
-buy a few milliseconds at the price of a lock around every buffer.
+reader within the same call. Between events the worker sleeps in ``wait_io``: one
+``poll()`` on the listening socket, the clients (for input, hang-ups, and room for what
+the kernel would not take at once), a watch on the socket's directory and the worker's
+wake-up descriptor (an event or a stop), with no timeout unless a deadline is near (a slow
+client's notice grace). When it returns, ``idle`` asks ``poll(0)`` which sockets are ready:
+it accepts new clients, flushes backlogs, reads and throws away whatever clients send, and
+drops clients that hung up. One thread owning all state needs no locks; a client is served
+the moment its socket is ready, and an idle server costs no CPU at all.
 
 A client that stops reading is cut once more than ``client_buffer`` bytes wait for it: the
 line already begun is completed, everything after it is dropped, an ``error`` notice is the
@@ -41,7 +43,8 @@ from typing import Any
 from edgecap import __version__
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import SocketConfig
-from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.base import TEXT, OutputEvent, OutputUnavailable
+from edgecap.outputs.dirwatch import DirWatch
 from edgecap.runtime.logsetup import fields
 from edgecap.runtime.status import StatusSnapshot
 
@@ -53,10 +56,14 @@ _READ_CHUNK = 65536
 _READS_PER_TURN = 16  # at most 1 MiB of client input is read (and dropped) per client per turn
 _NOTICE_GRACE = 2.0  # seconds a client cut as slow has to take its notice
 _CLOSE_BUDGET = 0.5  # seconds close() spends getting `bye` out to everyone
-_PATH_CHECK_EVERY = 1.0  # seconds between checks that the socket file is still ours
+# Seconds between checks that the socket file is still ours, where its directory cannot be
+# watched (without inotify); with a watch, it is checked when the directory changes.
+_PATH_CHECK_EVERY = 1.0
+_PATH_RETRY = 30.0  # seconds before trying again to serve a path someone else holds now
+_ACCEPT_PAUSE = 1.0  # seconds without accepting after the process ran out of descriptors
 _PROBE_TIMEOUT = 0.3  # seconds to wait on another server when the path is taken
 _PROVISIONAL_KEEP = 4  # provisional lines remembered for new clients (the board has one)
-_BACKLOG = 128  # connections waiting for the next idle(); a full backlog blocks connect()
+_BACKLOG = 128  # connections not accepted yet; a full backlog blocks connect()
 
 _HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _FD_SHORTAGE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -166,7 +173,7 @@ class SocketOutput:
     any thread (each is a single int written by the worker's thread)."""
 
     name = "socket"
-    idle_interval = 0.05
+    takes = TEXT  # captions, losses and status; never synthesized speech
 
     def __init__(
         self,
@@ -193,7 +200,9 @@ class SocketOutput:
         self._history: OrderedDict[int, bytes] = OrderedDict()  # seq → newest final message
         self._provisional: OrderedDict[int, bytes] = OrderedDict()
         self._status: bytes | None = None
-        self._next_path_check = 0.0
+        self._dirwatch: DirWatch | None = None  # the socket's directory, while open
+        self._next_path_check: float | None = None  # None: when the directory changes
+        self._accept_at: float | None = None  # not accepting until then (no descriptors)
         self._path_warned = False
         self._shortage_warned = False
         # Counters (for the status board).
@@ -207,7 +216,13 @@ class SocketOutput:
     def open(self) -> None:
         self._listener = self._listen()
         self._poller.register(self._listener.fileno(), select.POLLIN)
-        self._next_path_check = time.monotonic() + _PATH_CHECK_EVERY
+        self._accept_at = None
+        self._dirwatch = DirWatch.open(self.path.parent)
+        if self._dirwatch is not None:
+            self._poller.register(self._dirwatch.fileno(), select.POLLIN)
+            self._next_path_check = None
+        else:
+            self._next_path_check = time.monotonic() + _PATH_CHECK_EVERY
         self._path_warned = False
         log.info("captions served on %s", self.path)
 
@@ -225,13 +240,38 @@ class SocketOutput:
         for client in list(self._clients.values()):
             self._send(client, data)
 
+    def wait_io(self, timeout: float | None, wake_fd: int) -> None:
+        """Sleep in poll() until a socket or the directory watch is ready, ``wake_fd`` is
+        readable, or ``timeout`` passed; idle() does the work."""
+        ms = None if timeout is None else math.ceil(timeout * 1000)  # never wake too early
+        self._poller.register(wake_fd, select.POLLIN)
+        try:
+            self._poller.poll(ms)
+        finally:
+            self._poller.unregister(wake_fd)
+
+    def wake_in(self, now: float) -> float | None:
+        """The next deadline: a slow client's notice grace ending, accepting again after a
+        shortage of descriptors, or a check of the socket's path (without a watch)."""
+        due = [c.cut_at + _NOTICE_GRACE for c in self._cut if c.cut_at is not None]
+        due += [t for t in (self._accept_at, self._next_path_check) if t is not None]
+        if not due:
+            return None
+        return max(0.0, min(due) - time.monotonic())
+
     def idle(self, now: float) -> None:
         # Our own clock: grace periods must not depend on what a caller passes.
         mono = time.monotonic()
         listener_fd = self._listener.fileno() if self._listener is not None else -1
+        watch_fd = self._dirwatch.fileno() if self._dirwatch is not None else -1
+        path_changed = False
         for fd, ready in self._poller.poll(0):
             if fd == listener_fd:
                 self._accept()
+                continue
+            if fd == watch_fd:
+                self._dirwatch.clear()  # type: ignore[union-attr]
+                path_changed = True
                 continue
             client = self._clients.get(fd)
             if client is None:
@@ -245,15 +285,28 @@ class SocketOutput:
                 self._write(client)
         if self._cut:
             for client in list(self._cut):
-                if client.cut_at is not None and mono - client.cut_at > _NOTICE_GRACE:
+                if client.cut_at is not None and mono - client.cut_at >= _NOTICE_GRACE:
                     self._drop(client)
-        if mono >= self._next_path_check:
-            self._next_path_check = mono + _PATH_CHECK_EVERY
+        if self._accept_at is not None and mono >= self._accept_at:
+            self._accept_at = None
+            if self._listener is not None:  # try the backlog again
+                self._poller.register(self._listener.fileno(), select.POLLIN)
+        due = self._next_path_check is not None and mono >= self._next_path_check
+        if path_changed or due:
+            if self._dirwatch is None:
+                self._next_path_check = mono + _PATH_CHECK_EVERY
+            elif due:
+                self._next_path_check = None
             self._check_path()
 
     def close(self) -> None:
         """Say ``bye`` to every client (within ``_CLOSE_BUDGET``), close them all and remove
         the socket file if it is still ours."""
+        if self._dirwatch is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._poller.unregister(self._dirwatch.fileno())
+            self._dirwatch.close()
+            self._dirwatch = None
         self._close_listener()  # first: nobody new arrives while we say bye
         try:
             self._say_bye()
@@ -375,7 +428,7 @@ class SocketOutput:
         except OutputUnavailable as exc:
             # Someone else may hold the path now; probing them costs up to _PROBE_TIMEOUT
             # of this thread, so look again only now and then.
-            self._next_path_check = time.monotonic() + 30 * _PATH_CHECK_EVERY
+            self._next_path_check = time.monotonic() + _PATH_RETRY
             if not self._path_warned:
                 self._path_warned = True
                 log.warning(
@@ -386,7 +439,10 @@ class SocketOutput:
             self._poller.unregister(self._listener.fileno())
         self._listener.close()
         self._listener = fresh
-        self._poller.register(fresh.fileno(), select.POLLIN)
+        if self._accept_at is None:
+            self._poller.register(fresh.fileno(), select.POLLIN)
+        if self._dirwatch is not None:
+            self._dirwatch.watch(self.path.parent)  # the directory may have been made anew
         self._path_warned = False
         log.warning("caption socket %s had been removed; it is served again", self.path)
 
@@ -417,10 +473,14 @@ class SocketOutput:
                 continue
             except OSError as exc:
                 if exc.errno in _FD_SHORTAGE:
-                    # The connection waits in the backlog; try again at the next turn.
+                    # The connection waits in the backlog. The listener stays readable, so
+                    # it leaves the poll for a while (else the thread would spin).
                     if not self._shortage_warned:
                         self._shortage_warned = True
                         log.warning("caption socket cannot accept a client: %s", _why(exc))
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._poller.unregister(self._listener.fileno())
+                    self._accept_at = time.monotonic() + _ACCEPT_PAUSE
                     return
                 raise OutputUnavailable(f"caption socket {self.path} failed: {_why(exc)}") from None
             self._shortage_warned = False

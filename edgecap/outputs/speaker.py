@@ -6,8 +6,10 @@ speaker never holds up the captions. How it works (the why):
 - ``handle`` only takes the audio in (parsed by utterance.Assembler, decoded to mono int16,
   stamped with its arrival time); ``idle`` plays. The worker calls ``idle`` right after each
   event and, while there is audio to play, again as soon as the device has room
-  (``idle_interval`` is then the time until it has), so events keep being taken in while
-  speech plays and the skip policy sees how old the queued speech really is.
+  (``wake_in`` is then the time until it has), so events keep being taken in while speech
+  plays and the skip policy sees how old the queued speech really is. With nothing to play
+  it sleeps until the device is to be released, then until the next speech: it is given
+  nothing else (``takes``: synthesized speech only).
 - Each write is at most ``BLOCK`` (100 ms) of audio and no more than the device says it can
   take, so a write returns at once on a working device and within 100 ms on one that takes
   audio at its own pace: the worker stays responsive to stop.
@@ -54,7 +56,7 @@ import pyaudio
 
 from edgecap.captions.events import SynthesizedAudio
 from edgecap.config.schema import SpeakerConfig
-from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.base import AUDIO, OutputEvent, OutputUnavailable
 from edgecap.outputs.utterance import (
     Assembler,
     Begin,
@@ -74,7 +76,6 @@ PREFERRED_RATES = (48000, 44100, 16000)  # after the speech's own rate
 BLOCK = 0.1  # seconds of audio per write at most
 PERIOD = 0.05  # PortAudio's buffer granularity (the device buffer is a few of these)
 IDLE_CLOSE = 5.0  # seconds without speech before the device is released
-QUIET_INTERVAL = 1.0  # idle() this often when there is nothing to play
 SPARE = 30.0  # seconds queued beyond max_delay before the oldest is dropped (memory bound)
 SKIP_LOG_EVERY = 10.0  # seconds: at most one warning about skipped speech this often
 
@@ -192,7 +193,7 @@ class _Utterance:
 
 class SpeakerOutput:
     name = "speaker"
-    takes_audio = True
+    takes = frozenset({AUDIO})  # captions and status are for the other outputs
 
     def __init__(
         self,
@@ -262,15 +263,14 @@ class SpeakerOutput:
 
     # --- Output -------------------------------------------------------------------------
 
-    @property
-    def idle_interval(self) -> float:
+    def wake_in(self, now: float) -> float | None:
         if self._backlog_since is not None:
             return 0.0  # the next idle() without an event before it ends the backlog
         if self.has_speech:
             return self._wait
-        if self._stream is not None:
-            return min(QUIET_INTERVAL, max(0.0, self._last_sound + self.idle_close - self.clock()))
-        return QUIET_INTERVAL
+        if self._stream is not None:  # the device is released after idle_close
+            return max(0.0, self._last_sound + self.idle_close - self.clock())
+        return None
 
     def open(self) -> None:
         """Check that the device is there; the stream itself opens when speech comes, or
@@ -390,7 +390,7 @@ class SpeakerOutput:
         self._fill(want)
         n = min(want, self._ready.size)
         if n == 0:
-            self._wait = 0.0 if self.has_speech else QUIET_INTERVAL
+            self._wait = 0.0  # (wake_in reads it only while there is speech)
             return
         frames, self._ready = self._ready[:n], self._ready[n:]
         if self.stream_channels > 1:

@@ -14,12 +14,12 @@ clutter the captions.
 
 Like every output it runs behind an OutputWorker and its coalescing queue, so a reader that
 stops reading (a paused pager, a terminal stopped with Ctrl-S) never holds up the link or
-the capture. Writing never blocks for long either: on a real file descriptor the output
-waits until the pipe or terminal can take more (poll) and writes at most ``CHUNK`` bytes at
-a time, so its worker stops in bounded time. While the reader is stalled the output is
-``busy``: the worker leaves events queued, where provisional lines coalesce and finals wait
-in order (when a stall makes the queue coalesce a speech start away, the JSON speech_start
-is written just before its speech_end, so the pairs stay whole).
+the capture. Writing never blocks either: on a real file descriptor the output writes at
+most ``CHUNK`` bytes at a time, and only when poll says the pipe or terminal can take
+them. While the reader is stalled the output is ``busy``: the worker leaves events queued,
+where provisional lines coalesce and finals wait in order (when a stall makes the queue
+coalesce a speech start away, the JSON speech_start is written just before its speech_end,
+so the pairs stay whole), and sleeps in ``wait_io`` until the reader takes more (or stop).
 
 Nothing it prints acts on the terminal: local text (status details such as the audio
 source's name — a WAV file may be called ``a\\x1b[2Jb.wav`` —, loss and speech-end reasons)
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import select
 import shutil
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.captions.sanitize import clean_text
-from edgecap.outputs.base import OutputEvent
+from edgecap.outputs.base import ACTIVITY, DEFAULT_TAKES, FINAL, LOSS, OutputEvent
 from edgecap.outputs.rollup import choose_translations
 from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.speech import Activity
@@ -131,7 +132,6 @@ class StdoutOutput:
     isatty()) chooses in-place provisional lines; ``translations`` the languages shown."""
 
     name = "stdout"
-    idle_interval = 0.2  # while the reader is stalled: how long idle() waits for room
 
     def __init__(
         self,
@@ -147,6 +147,10 @@ class StdoutOutput:
         self.tty = stream.isatty() if tty is None else tty
         self.show_activity = show_activity
         self.languages = tuple(translations)
+        # Text in a pipe is whole final lines: provisional text and status are not given.
+        self.takes = (
+            DEFAULT_TAKES if fmt == "json" or self.tty else frozenset({FINAL, LOSS, ACTIVITY})
+        )
         self.write_errors = 0  # writes that failed; after the first one nothing is written
         self._broken = False
         self._fd: int | None = None  # written directly (poll + os.write) when there is one
@@ -196,7 +200,19 @@ class StdoutOutput:
 
     def idle(self, now: float) -> None:
         if self._pending:
-            self._flush(self.idle_interval)
+            self._flush(0.0)
+
+    def wake_in(self, now: float) -> float | None:
+        return None  # no timed work; a stalled reader wakes us through wait_io
+
+    def wait_io(self, timeout: float | None, wake_fd: int) -> None:
+        """Sleep until ``wake_fd`` is readable or ``timeout`` passed; while output waits
+        for the reader, also until the stream can take more."""
+        poller = select.poll()
+        poller.register(wake_fd, select.POLLIN)
+        if self._pending and self._fd is not None and not self._broken:
+            poller.register(self._fd, select.POLLOUT)
+        poller.poll(None if timeout is None else math.ceil(timeout * 1000))
 
     @property
     def busy(self) -> bool:

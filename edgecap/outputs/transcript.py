@@ -59,7 +59,7 @@ from typing import Any
 
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import TranscriptConfig
-from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.base import FINAL, LOSS, OutputEvent, OutputUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,13 @@ class _Entry:
 
 
 class TranscriptOutput:
+    """The ``transcript`` output (see the module docstring). It is given final lines and
+    losses only, and wakes between them only when a line waiting for its translation is due
+    (``TRANSLATION_WAIT``): the day a record goes into, and the part it starts, are chosen
+    when it is written."""
+
     name = "transcript"
-    idle_interval = 1.0
+    takes = frozenset({FINAL, LOSS})
 
     def __init__(
         self,
@@ -226,6 +231,13 @@ class TranscriptOutput:
     def idle(self, now: float) -> None:
         self._check_clock(None)
         self._flush(force=False)
+
+    def wake_in(self, now: float) -> float | None:
+        """When the oldest line waiting for its translation is written without it (lines
+        are written in order: the others wait behind it); None when nothing waits."""
+        if not self._queue:
+            return None
+        return max(0.0, self._queue[0].since + TRANSLATION_WAIT - self.monotonic())
 
     def close(self) -> None:
         """Writes what still waits for its translation, then closes the files."""

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from edgecap.captions.events import SynthesizedAudio
 from edgecap.config.schema import SpeakerConfig
-from edgecap.outputs.base import OutputEvent, OutputUnavailable
+from edgecap.outputs.base import AUDIO, OutputEvent, OutputUnavailable
 from edgecap.outputs.utterance import (
     Assembler,
     Begin,
@@ -93,8 +93,7 @@ class _File:
 
 class VoiceFilesOutput:
     name = "voice_files"
-    takes_audio = True
-    idle_interval = 1.0
+    takes = frozenset({AUDIO})  # nothing else: it sleeps until speech comes
 
     def __init__(
         self,
@@ -168,6 +167,9 @@ class VoiceFilesOutput:
 
     def idle(self, now: float) -> None:
         pass
+
+    def wake_in(self, now: float) -> float | None:
+        return None  # no timed work
 
     def close(self) -> None:
         """An utterance still being written is incomplete: deleted, and the rest of it

@@ -323,3 +323,38 @@ def test_terminal_missing_or_gone(term, tmp_path):
         for i in range(1, 50):
             out.handle(line(i, f"line {i}"))
     out.close()
+
+
+def test_behind_its_worker_a_stopped_terminal_is_waited_for_not_polled(term):
+    """The worker sleeps until the stopped terminal takes output again (poll for room),
+    and the screen catches up then, with no event to prompt it."""
+    from edgecap.outputs.worker import OutputWorker
+
+    cfg = replace(ConsoleConfig(), enabled=True, tty=term.path, lines=2)
+    worker = OutputWorker(ConsoleOutput(cfg), StatusBoard())
+    out = worker.output
+    worker.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not worker.idle:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        termios.tcflow(term.slave, termios.TCOOFF)
+        i = 0
+        while not out._backlog:  # the terminal buffer fills: the rest waits in the output
+            i += 1
+            worker.publish(line(i, f"caption number {i} " + "x" * 30))
+            time.sleep(0.001 if i % 50 else 0.02)
+            assert time.monotonic() < deadline + 5
+        time.sleep(0.1)
+        asleep = worker.wakeups
+        time.sleep(0.3)
+        assert worker.wakeups - asleep <= 1 and worker.idle  # no polling meanwhile
+        termios.tcflow(term.slave, termios.TCOON)
+        deadline = time.monotonic() + 3
+        want = f"caption number {i}"  # the last line, its x's wrapped onto the next row
+        while term.read().text(9) != want:
+            assert time.monotonic() < deadline, term.screen.text(9)
+    finally:
+        worker.request_stop()
+        assert worker.join(3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 
@@ -106,3 +107,81 @@ def test_activity_is_coalesced_per_utterance_after_captions_and_bounded():
         q.put(Activity(utt, float(utt), utt + 0.5, "silence"))
     assert [a.utterance for a in drain(q)] == [6, 7]
     assert q.dropped_activity == 3 and len(q) == 0
+
+
+# --- waiting: for an event, a wake (stop), or a deadline ------------------------------------
+
+
+def in_thread(fn) -> tuple[threading.Thread, list[float]]:  # type: ignore[no-untyped-def]
+    """Run ``fn`` on a thread; the list gets how long it took."""
+    took: list[float] = []
+
+    def run() -> None:
+        t0 = time.monotonic()
+        fn()
+        took.append(time.monotonic() - t0)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, took
+
+
+def test_wait_returns_for_an_event_a_wake_or_its_timeout():
+    q = EventQueue()
+    t, took = in_thread(lambda: q.wait(None))  # no timeout: only an event ends it
+    time.sleep(0.1)
+    assert t.is_alive()
+    q.put(line(1, "x"))
+    t.join(1)
+    assert not t.is_alive() and 0.1 <= took[0] < 0.5
+    t, took = in_thread(lambda: q.wait(None))  # an event is there: at once
+    t.join(1)
+    assert took[0] < 0.05
+    t, took = in_thread(lambda: q.wait(5, events=False))  # a busy output ignores events
+    time.sleep(0.1)
+    q.put(line(2, "y", final=True))
+    assert t.is_alive()
+    q.wake()  # a stop
+    t.join(1)
+    assert not t.is_alive() and took[0] < 0.5
+    t0 = time.monotonic()
+    q.wait(0.1, events=False)  # the wake was taken by the wait it ended
+    assert 0.1 <= time.monotonic() - t0 < 0.5
+
+
+def test_a_wake_before_the_wait_is_not_lost():
+    q = EventQueue()
+    q.wake()
+    t0 = time.monotonic()
+    q.wait(None)
+    assert time.monotonic() - t0 < 0.05
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def test_wake_fd_is_readable_while_armed_once_an_event_or_a_wake_is_there():
+    q = EventQueue()
+    fd = q.wake_fd
+    try:
+        assert q.arm() and not readable(fd)
+        q.put(line(1, "x"))
+        assert readable(fd)
+        q.put(line(1, "xy"))  # one signal however many events
+        q.disarm()
+        assert not readable(fd)  # quiet until the next arm
+        assert not q.arm()  # events are queued: no need to wait
+        drain(q)
+        assert q.arm(events=False)  # a busy output: only a wake counts
+        q.put(line(2, "z"))
+        assert not readable(fd)
+        q.wake()
+        assert readable(fd)
+        q.disarm()
+        assert not readable(fd)
+        q.put(line(3, "not armed"))
+        assert not readable(fd)  # nobody polls it: put() writes nothing
+    finally:
+        q.close()
+    assert q.get(timeout=0) is not None  # the queue itself still works

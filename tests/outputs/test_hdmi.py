@@ -359,7 +359,14 @@ def test_max_fps_caps_renders_and_the_last_update_wins(tmp_path):
     fresh, fclock = output(fresh_dir, fresh_dev, max_fps=10)
     render(fresh, fclock, line(1, " ".join(words[: 99 % len(words) + 1]) + " 99", final=False))
     assert (screen(fresh_dev, fresh_dir) == final).all()
-    assert out.idle_interval <= 0.05
+    assert out.wake_in(0) > 1.0  # drawn: nothing is due soon
+    out.handle(line(1, "one more", final=False))  # drawn at once: no frame for 0.2 s
+    drawn = out.renders
+    out.handle(line(1, "one more word", final=False))  # right after a frame: held back
+    assert out.renders == drawn and out.wake_in(0) == pytest.approx(0.1)  # in one frame
+    clock.t += out.wake_in(0)
+    out.idle(0)
+    assert out.renders == drawn + 1 and out.wake_in(0) > 1.0
 
 
 def test_the_screen_is_rewritten_whole_every_minute(tmp_path):
@@ -376,6 +383,26 @@ def test_the_screen_is_rewritten_whole_every_minute(tmp_path):
     clock.t += 31
     out.idle(0)
     assert dev.read_bytes() == good
+
+
+def test_a_screen_where_nothing_changes_is_rewritten_less_and_less_often(tmp_path):
+    """Every minute while captions come; while nothing is drawn, 2, 4, 8, 16 minutes apart
+    (each rewrite costs a full frame); every minute again once a caption comes. wake_in
+    names each rewrite: the worker sleeps until then."""
+    dev = fake_fb(tmp_path, 320, 240, 16)
+    out, clock = output(tmp_path, dev, dim_after=0, blank_after=0)
+    rewrites: list[float] = []
+    real = out._refresh
+    out._refresh = lambda: rewrites.append(clock.t) or real()  # type: ignore[method-assign]
+    render(out, clock, line(1, "steady"))
+    start = clock.t
+    while clock.t < start + 3000:
+        clock.t += out.wake_in(0)  # straight to the next deadline, as the worker sleeps
+        out.idle(0)
+    gaps = [round(b - a) for a, b in zip([start - 1, *rewrites], rewrites, strict=False)]
+    assert gaps[:7] == [60, 60, 120, 240, 480, 960, 960]  # (a caption before the first)
+    render(out, clock, line(2, "talking again"))
+    assert out.wake_in(0) <= 60.0
 
 
 # --- status, notices, dim and blank -------------------------------------------------------

@@ -286,9 +286,11 @@ def test_encoder_idle_release_and_new_session(dev):
     assert p.read() == b"\x03" + SETUP + b"hi "
     out.idle(clock.t + 29.9)
     assert p.read() == b""
-    assert out.idle_interval == 0.5  # nothing to pace: no busy polling
+    # nothing to pace: the next wake-up is the release, not a poll
+    assert out.wake_in(clock.t + 29.9) == pytest.approx(0.1)
     out.idle(clock.t + 30.0)
     assert p.read() == b"\x03"  # released: captions from upstream pass again
+    assert out.wake_in(clock.t + 30.0) is None  # and nothing until the next caption
     out.idle(clock.t + 90.0)
     assert p.read() == b""  # released once
     clock.t += 100
@@ -507,3 +509,33 @@ def test_list_serial_ports_on_this_machine():
     ports = list_serial_ports()  # a container may have none; it must not fail
     for device, description in ports:  # what `edgecap devices` does with them
         assert device.startswith("/dev/") and isinstance(description, str)
+
+
+def test_an_unplugged_adapter_wakes_its_sleeping_worker(tmp_path):
+    """No caption and no timer: the port's hang-up wakes the worker, the status says so
+    at once; before that the worker slept through what the device sent, reading it."""
+    link = tmp_path / "ttyUSB0"
+    p = Pty(link)
+    status = StatusBoard()
+    worker = OutputWorker(SerialOutput(cfg(link)), status, retry_first=5.0, retry_max=5.0)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not worker.idle:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        asleep = worker.wakeups
+        time.sleep(0.3)
+        assert worker.wakeups == asleep  # no probing on a timer
+        os.write(p.master, b"OK\r\n")  # the device says something: read and ignored
+        time.sleep(0.1)
+        assert worker.wakeups == asleep + 1 and worker.failures == 0
+        t0 = time.monotonic()
+        p.unplug()
+        while status.snapshot().state_of("output:serial") != "unavailable":
+            assert time.monotonic() - t0 < 0.5, status.snapshot().parts
+            time.sleep(0.005)
+        assert "gone" in status.snapshot().parts["output:serial"].detail
+    finally:
+        worker.request_stop()
+        assert worker.join(3)

@@ -7,6 +7,7 @@ a real OutputWorker thread while real clients read (or do not) on theirs.
 
 from __future__ import annotations
 
+import errno
 import grp
 import json
 import os
@@ -329,7 +330,7 @@ def test_a_client_that_never_reads_is_cut_while_another_gets_everything(tmp_path
     worker.start()
     try:
         deadline = time.monotonic() + 3
-        while not out.path.exists() and time.monotonic() < deadline:
+        while not worker.idle and time.monotonic() < deadline:  # opened (listening), asleep
             time.sleep(0.01)
         slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slow.connect(str(out.path))  # and never reads until the end
@@ -376,7 +377,7 @@ def test_garbage_input_and_half_close_are_harmless(tmp_path: Path) -> None:
     worker.start()
     try:
         deadline = time.monotonic() + 3
-        while not out.path.exists() and time.monotonic() < deadline:
+        while not worker.idle and time.monotonic() < deadline:  # opened (listening), asleep
             time.sleep(0.01)
         noisy, calm = Client(out.path), Client(out.path)
         noisy.sock.settimeout(5)
@@ -557,3 +558,85 @@ def test_offline_captions_say_so() -> None:
 
     assert caption_message(replace(cap(1, "from the box"), offline=True))["offline"] is True
     assert caption_message(cap(2, "from the cloud"))["offline"] is False
+
+
+# --- asleep between events (issue 14) -------------------------------------------------------
+
+
+def started(out: SocketOutput) -> OutputWorker:
+    worker = OutputWorker(out, StatusBoard())
+    worker.start()
+    deadline = time.monotonic() + 3
+    while not worker.idle:  # opened (listening) and asleep
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return worker
+
+
+def test_a_sleeping_server_serves_a_newcomer_and_remakes_its_removed_file_at_once(
+    tmp_path: Path,
+) -> None:
+    """No timer: the poll wakes for a client connecting and for the socket's directory
+    changing (someone cleaned /run), and the server is asleep again right after."""
+    out = SocketOutput(config(tmp_path / "run" / "s.sock"), service="x", languages=[])
+    worker = started(out)
+    try:
+        asleep = worker.wakeups
+        t0 = time.monotonic()
+        first = Client(out.path)
+        assert first.pump(has(1)) and time.monotonic() - t0 < 0.5
+        first.close()
+        out.path.unlink()
+        t0 = time.monotonic()
+        while not out.path.exists():
+            assert time.monotonic() - t0 < 0.5, "the socket file was not made again"
+            time.sleep(0.005)
+        again = Client(out.path)
+        worker.publish(cap(1, "still here"))
+        assert again.pump(has(1, "caption"))
+        again.close()
+        time.sleep(0.1)
+        assert worker.wakeups - asleep < 12 and worker.idle  # a few wake-ups, no polling
+    finally:
+        worker.request_stop()
+        assert worker.join(3)
+
+
+def test_out_of_descriptors_the_listener_rests_instead_of_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """accept() failing with EMFILE leaves the connection in the backlog and the listener
+    readable: it leaves the poll for _ACCEPT_PAUSE, then the client is served."""
+    monkeypatch.setattr(socket_server, "_ACCEPT_PAUSE", 0.2)
+    out = SocketOutput(config(tmp_path / "s.sock"), service="x", languages=[])
+    out.open()
+    real = out._listener
+    assert real is not None
+
+    class Exhausted:
+        def fileno(self) -> int:
+            return real.fileno()
+
+        def accept(self) -> None:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    try:
+        out._listener = Exhausted()  # type: ignore[assignment]
+        waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        waiting.connect(str(out.path))
+        out.idle(time.monotonic())
+        assert out.clients == 0 and 0.15 < (out.wake_in(0) or 0) <= 0.2
+        quiet = os.eventfd(0)
+        t0 = time.monotonic()
+        out.wait_io(0.3, quiet)  # the listener is out of the poll: a real sleep
+        assert time.monotonic() - t0 >= 0.29
+        os.close(quiet)
+        out._listener = real
+        time.sleep(0.2)
+        out.idle(time.monotonic())  # the pause is over: back in the poll
+        out.idle(time.monotonic())
+        assert out.clients == 1
+        waiting.close()
+    finally:
+        out._listener = real
+        out.close()

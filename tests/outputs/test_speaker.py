@@ -255,17 +255,17 @@ def test_nothing_holds_the_device_without_speech(played: Path) -> None:
     assert (pa.made, pa.released) == (1, 1)  # open() only looked the device up
     out.handle(line(1, "hello"))
     out.idle(0)
-    assert pa.made == 1 and out.idle_interval == 1.0
+    assert pa.made == 1 and out.wake_in(0) is None  # nothing to do until speech comes
     drive(out, utterance(wav_file(noise(0.3).tobytes()), 1))
     assert (pa.made, pa.released) == (2, 1)
     clock.t += 4.0
-    assert out.idle_interval == pytest.approx(1.0)
+    assert out.wake_in(0) == pytest.approx(1.0)  # the release is due in 1 s
     out.idle(0)
     assert pa.released == 1
     clock.t += 1.0
-    assert out.idle_interval == 0
+    assert out.wake_in(0) == 0
     out.idle(0)
-    assert pa.released == 2 and out.idle_interval == 1.0
+    assert pa.released == 2 and out.wake_in(0) is None
     drive(out, utterance(wav_file(noise(0.1).tobytes()), 2))  # opened again for more speech
     out.close()
     assert pa.made == pa.released == 3
@@ -552,7 +552,7 @@ def test_from_config() -> None:
         cfg, status, new_pyaudio=new_pyaudio, release_pyaudio=terminate_quietly
     )
     assert (out.device_spec, out.volume, out.max_delay, out.status) == ("USB", 0.8, 12.0, status)
-    assert out.takes_audio and out.name == "speaker"
+    assert out.takes == {"audio"} and out.name == "speaker"
 
 
 def test_the_queue_in_front_of_the_speaker_keeps_audio_in_order_and_tells_of_drops(

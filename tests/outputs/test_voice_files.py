@@ -293,7 +293,8 @@ def test_a_full_disk_is_unavailable_then_recovers(tiny_disk: Path) -> None:
         whole = wav_file(noise(1.0, 9))
         for e in utterance(whole, 2):
             worker.publish(e)
-        assert wait_for(lambda: len(listing(tiny_disk / "voice")) == 1)
+        # (the utterance is written as a hidden .part file first: wait for its final name)
+        assert wait_for(lambda: any(n.endswith(".wav") for n in listing(tiny_disk / "voice")))
         (saved,) = (tiny_disk / "voice").iterdir()
         assert saved.name.endswith("-000002-de.wav") and saved.read_bytes() == whole
     finally:

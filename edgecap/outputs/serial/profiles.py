@@ -39,7 +39,6 @@ SERLCD_CLEAR = b"\x7c\x2d"  # '|' '-'
 MATRIX_ORBITAL_CLEAR = b"\xfe\x58"
 MATRIX_ORBITAL_AUTOSCROLL_OFF = b"\xfe\x52"  # writing the last cell must not scroll
 
-QUIET_INTERVAL = 0.5  # idle() cadence when nothing is paced: probing, idle release
 PROVISIONAL_CELLS = 79  # ``lines``: a rewritten line must fit one row of an 80-column terminal
 LINES_BACKLOG = 64 * 1024  # ``lines``: bytes kept while the device is away
 ENCODER_BACKLOG_SECONDS = 20.0  # ``encoder``: more text than this at the pace is dropped
@@ -48,7 +47,7 @@ ENCODER_DIALECTS = ("eeg", "evertz")
 
 
 class Profile(Protocol):
-    idle_interval: float
+    provisional: bool  # it shows provisional text (else it is never given any)
 
     def opening(self, now: float) -> bytes:
         """Bytes right after the transport opened (init, clear, end a stale state)."""
@@ -68,6 +67,11 @@ class Profile(Protocol):
 
     def sent(self) -> None:
         """The bytes the last opening/take/closing returned were written."""
+        ...
+
+    def wake_in(self, now: float) -> float | None:
+        """Seconds until ``take`` has bytes to write without a new caption (pacing, a
+        release after a quiet while); None when only a caption can give it any."""
         ...
 
 
@@ -109,6 +113,9 @@ class _Proposing:
 
     _on_sent: Callable[[], None] | None = None
 
+    def wake_in(self, now: float) -> float | None:
+        return None  # everything proposed goes out at once: only a caption brings more
+
     def _propose(self, data: bytes, on_sent: Callable[[], None]) -> bytes:
         self._on_sent = on_sent
         return data
@@ -135,8 +142,6 @@ def _tail(text: str, cells: int) -> str:
 
 class LinesProfile(_Proposing):
     """Plain text for a terminal, a printer or another program: UTF-8, CRLF line ends."""
-
-    idle_interval = QUIET_INTERVAL
 
     def __init__(
         self, show: str = "original", provisional: bool = False, language: str = ""
@@ -222,7 +227,7 @@ class LcdProfile(_Proposing):
     """A SparkFun SerLCD/OpenLCD or an Adafruit USB+Serial backpack (Matrix Orbital
     commands). The device's own scrolling is never relied on: every row is written whole."""
 
-    idle_interval = QUIET_INTERVAL
+    provisional = True
 
     def __init__(
         self, kind: str, rows: int, cols: int, show: str = "original", language: str = ""
@@ -323,6 +328,8 @@ class EncoderProfile(_Proposing):
     state: while an encoder is in it, captions from upstream on that channel are blocked.
     """
 
+    provisional = False  # roll-up cannot take text back
+
     def __init__(
         self,
         *,
@@ -343,7 +350,6 @@ class EncoderProfile(_Proposing):
         self.busy_interval = max(0.02, min(0.1, 4.0 / self.rate))
         self.burst = max(1.0, self.rate * self.busy_interval)
         self.backlog = max(256, int(self.rate * ENCODER_BACKLOG_SECONDS))
-        self.idle_interval = QUIET_INTERVAL
         self.dropped_chars = 0  # characters no 608 decoder can show (other scripts)
         self.skipped_chars = 0  # text dropped because the encoder fell too far behind
         self._seen = Seen()
@@ -394,7 +400,15 @@ class EncoderProfile(_Proposing):
                     ENCODER_BACKLOG_SECONDS,
                     self.rate,
                 )
-        self.idle_interval = self.busy_interval
+
+    def wake_in(self, now: float) -> float | None:
+        """Paced text: the next chunk; in the real-time state with nothing to send: the
+        release after ``idle_release``; else nothing until a caption."""
+        if self._text:
+            return self.busy_interval
+        if self._realtime:
+            return max(0.0, self._active_at + self.idle_release - now)
+        return None
 
     def take(self, now: float) -> bytes:
         out = bytearray()
@@ -424,7 +438,6 @@ class EncoderProfile(_Proposing):
                 self._realtime = self._session_text = False
             if not self._text:
                 self._behind = False
-            self.idle_interval = self.busy_interval if self._text else QUIET_INTERVAL
 
         return self._propose(bytes(out), done)
 
@@ -441,7 +454,6 @@ class EncoderProfile(_Proposing):
             self.skipped_chars += len(self._text) - start - len(chunk)
             self._text.clear()
             self._realtime = self._session_text = False
-            self.idle_interval = QUIET_INTERVAL
 
         return self._propose(bytes(out), done)
 

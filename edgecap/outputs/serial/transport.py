@@ -43,6 +43,12 @@ class Transport(Protocol):
         OutputUnavailable if it is gone. Lets a loss show up while no captions flow."""
         ...
 
+    def fileno(self) -> int:
+        """The descriptor that becomes readable when the device sent something or went
+        away (the output sleeps on it between captions). A transport without one may
+        leave this out: it is then probed now and then."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -86,6 +92,9 @@ class SerialDevice:
             self.port.read(4096)  # timeout=0: only what is there; raises once unplugged
         except (serial.SerialException, OSError) as exc:
             raise OutputUnavailable(f"serial device {self.where} gone: {exc}") from None
+
+    def fileno(self) -> int:
+        return int(self.port.fileno())
 
     def close(self) -> None:
         with contextlib.suppress(serial.SerialException, OSError):
@@ -135,6 +144,9 @@ class TcpConnection:
                 raise OutputUnavailable(f"{self.where} closed the connection")
         except OSError as exc:
             raise OutputUnavailable(f"connection to {self.where} lost: {exc}") from None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
