@@ -163,6 +163,8 @@ def measure(name: str, output, probe_factory, n_latency: int, n_cpu: int) -> dic
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name} did not open")
         time.sleep(0.01)
+    while not worker.idle:  # opened, its first frame drawn, asleep: the probe starts in step
+        time.sleep(0.01)
     probe = probe_factory()
     lat = []
     events = list(updates(n_latency))

@@ -56,7 +56,8 @@ class AudioLoss:
 class SynthesizedAudio:
     """A piece of speech the service synthesized: a spoken translation (Azure Speech's
     translation synthesis). The chunks of one utterance arrive in order; the last one has
-    ``end`` True (and may be empty). Only outputs that declare ``takes_audio`` get them."""
+    ``end`` True (and may be empty). Only outputs whose ``takes`` include ``"audio"`` get
+    them (outputs/base.py)."""
 
     language: str  # the voice's language: the translation's target
     format: str  # e.g. "riff-16khz-16bit-mono-pcm", "audio/ogg; codecs=opus"

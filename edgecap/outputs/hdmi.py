@@ -23,6 +23,12 @@ in trouble, and also ("Listening…") while there are no captions yet or none ca
 ``blank_after`` the screen is painted black and powered down (FBIOBLANK) where the driver
 allows; the next caption wakes it.
 
+Joining from a phone (``join_url``, from ``[web]``): the caption page's address is shown as a
+QR code at the right end of the band, as tall as the status slot and the caption slots
+together (at the top right in ``fullscreen``), black on white whatever the colours (what
+every phone camera reads), and the captions keep to its left. It is drawn once per layout
+and stays while the screen is on or dimmed; a blanked screen shows nothing.
+
 Font size (``font_size`` 0): min(height / 16, width / 26) — 67 px at 1920×1080, 30 px at
 800×480 — then shrunk, if needed, until every slot of the roll-up fits on the screen.
 
@@ -144,6 +150,7 @@ class HdmiOutput:
         dim_after: float = 300.0,
         blank_after: float = 1800.0,
         offline_mark: str = "",
+        join_url: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if layout_mode not in ("rollup", "fullscreen"):
@@ -155,6 +162,9 @@ class HdmiOutput:
         self.show = show
         self.languages = tuple(translations)
         self.offline_mark = offline_mark
+        self.join_url = join_url
+        self._qr: np.ndarray | None = None  # the join QR code, packed, with its place
+        self._qr_at = (0, 0)  # (top within the band, left in bytes)
         self.font_names = tuple(fonts)
         self.font_size = font_size
         self.colors: dict[str, RGB] = {
@@ -197,10 +207,12 @@ class HdmiOutput:
         cfg: HdmiConfig,
         *,
         offline_mark: str = "",
+        join_url: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> HdmiOutput:
         """The output as ``[hdmi]`` describes it. ``offline_mark`` begins the lines of the
-        offline engine when it stands in for a cloud service (empty: no mark)."""
+        offline engine when it stands in for a cloud service (empty: no mark); ``join_url``
+        is shown as a QR code (None: none)."""
         return cls(
             cfg.device,
             cfg.sysfs,
@@ -222,6 +234,7 @@ class HdmiOutput:
             dim_after=cfg.dim_after,
             blank_after=cfg.blank_after,
             offline_mark=offline_mark,
+            join_url=join_url,
             clock=clock,
         )
 
@@ -381,6 +394,9 @@ class HdmiOutput:
         self.size = size
         self.text_width = max(1, info.width - 2 * margin)
         self.band_height = info.height - self.band_top
+        self._qr = None
+        if self.join_url:
+            self._setup_qr(info)
         if self._fonts_key != (self.font_names, size):  # fonts survive a reopen
             small = max(8, round(size * STATUS_SCALE))
             self.fonts = FontChain(self.font_names, size)
@@ -393,6 +409,25 @@ class HdmiOutput:
         self._bg_band = np.broadcast_to(bg_row, (self.band_height, info.row_bytes)).copy()
         self._strips.clear()
         self._row_bytes = info.row_bytes
+
+    def _setup_qr(self, info: FramebufferInfo) -> None:
+        """The join QR code, packed once for this layout; the text keeps to its left."""
+        from edgecap.outputs.web.address import qr_image
+
+        assert self.join_url is not None
+        if self.layout_mode == "rollup":
+            area = self.line_height * (self.rows + 1)  # the status slot and the captions
+        else:
+            area = info.height // 3
+        img = qr_image(self.join_url, min(area, info.width // 4))
+        left = info.width - self.margin - img.width
+        if img.width < 21 + 8:
+            return  # a screen too small for one pixel a module: the captions keep it all
+        self._qr = pack(np.asarray(img), info.bpp)
+        # at the bottom of the roll-up band, beside the newest line; at the top in fullscreen
+        top = self.status_y + (area - img.height if self.layout_mode == "rollup" else 0)
+        self._qr_at = (top, left * info.bpp // 8)
+        self.text_width = max(1, left - 2 * self.margin)
 
     @property
     def rows_per_line(self) -> int:
@@ -425,6 +460,10 @@ class HdmiOutput:
                 fill = self._color(self.colors["status"], phase)
                 y = self.status_y
                 band[y : y + self.line_height] = self._strip("status", status, fill, used)
+            if self._qr is not None:
+                top, left = self._qr_at
+                h, w = self._qr.shape
+                band[top : top + h, left : left + w] = self._qr
         self._strips = used  # keep only what is on screen now
         if phase != "blank" and self._drawn and self._drawn[0] == "blank":
             self.fb.set_power(True)  # wake before drawing

@@ -32,7 +32,7 @@ from pathlib import Path
 from edgecap.config.loader import load
 from edgecap.daemon.supervisor import Daemon
 loaded = load(overrides=["daemon.service=soniox", "stdout.enabled=no",
-                         "socket.path={tmp_path / 's.sock'}", "audio.source=raw"],
+                         "socket.path={tmp_path / "s.sock"}", "audio.source=raw"],
               etc_dir=Path({str(tmp_path)!r}), env={{"SONIOX_API_KEY": "k"}})
 Daemon(loaded)
 """

@@ -23,11 +23,13 @@ def test_other_accents_are_transliterated_and_typography_made_plain():
     assert dropped == 0
 
 
-def test_other_scripts_are_dropped_and_counted():
+def test_indic_scripts_are_transliterated_other_scripts_dropped_and_counted():
     data, dropped = to_cea608("नमस्ते world 你好 ४२")
-    # न म स त are letters (्  and े are marks of them); 你 好 are two more; ४२ → 42.
-    assert data == b"world 42"
-    assert dropped == 6
+    # Devanagari in Latin letters (transliterate.py); 你 好 have no 608 form; ४२ → 42.
+    assert data == b"namaste world 42"
+    assert dropped == 2
+    assert to_cea608("வணக்கம் ñ", uppercase=True) == (b"VANAKKAM \x7d", 0)
+    assert to_lcd("আমার সোনার বাংলা | 你") == ("amar sonar bangla /", 1)
 
 
 def test_controls_never_reach_the_encoder_and_spaces_collapse():

@@ -307,13 +307,32 @@ def test_encoder_maps_to_cea608_uppercase_and_counts_other_scripts(dev, caplog):
         cfg(link, profile="encoder", chars_per_second=1000, uppercase=True), clock=clock
     )
     out.open()
-    with caplog.at_level(logging.WARNING):
-        out.handle(line(1, "नमस्ते"))  # nothing a 608 decoder can show: nothing sent
+    with caplog.at_level(logging.INFO):
+        out.handle(line(1, "你好"))  # nothing a 608 decoder can show: nothing sent
         out.handle(line(2, "Señor *bleep* {ok}"))
-    assert p.read() == b"\x03" + SETUP + b"SE\x7dOR -BLEEP- (OK) "
-    assert out.dropped_chars == 4
+        assert p.read() == b"\x03" + SETUP + b"SE\x7dOR -BLEEP- (OK) "
+        for seq, text in ((3, "नमस्ते"), (4, "धन्यवाद")):  # in Latin letters, said once
+            out.handle(line(seq, text))
+            clock.t += 1
+            out.idle(clock.t)
+    assert p.read() == b"\rNAMASTE \rDHANYAVAAD "
+    assert out.dropped_chars == 2
     assert "cannot be shown in CEA-608" in caplog.text
+    assert caplog.text.count("Indic text transliterated") == 1
     out.close()
+
+
+def test_lcd_shows_indic_text_transliterated(dev, caplog):
+    link, p = dev
+    out = SerialOutput(cfg(link, profile="serlcd", rows=2, cols=16))
+    out.open()
+    with caplog.at_level(logging.INFO):
+        out.handle(line(1, "வணக்கம்"))
+        out.handle(line(2, "नमस्ते", final=False))
+    out.close()
+    shown = p.read()
+    assert b"vanakkam        " in shown and b"namaste         " in shown
+    assert caplog.text.count("serial serlcd: Indic text transliterated") == 1
 
 
 def test_lcd_and_encoder_show_one_chosen_translation(dev):

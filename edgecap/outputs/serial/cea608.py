@@ -7,7 +7,8 @@ real-time mode puts the bytes it receives into the stream as they are, so those 
 are sent at their 608 positions, and the ASCII characters that live there (``* \\ ^ _ ` { |
 } ~``) are replaced by something readable. Other accented Latin letters would need two-byte
 extended codes that real-time text input does not translate: they lose their accents.
-Characters of other scripts (Devanagari from Sarvam, CJK …) have no 608 form at all: they
+The Indic scripts Sarvam writes are transliterated to Latin letters first (transliterate.py,
+docs/scripts.md); characters of other scripts (CJK, Arabic …) have no 608 form at all: they
 are dropped and counted, so the owner can be told why a caption went missing.
 
 An HD44780 LCD (ROM A00) has the same trouble in a smaller way: 0x5C shows ¥ and 0x7E →,
@@ -19,6 +20,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+
+from edgecap.outputs.serial.transliterate import to_latin
 
 # Letters of the 608 basic set that sit where ASCII has other characters.
 CEA608_LETTERS: Mapping[str, int] = {
@@ -136,6 +139,7 @@ def _fold(text: str, letters: Mapping[str, int], unsafe: Mapping[str, str]) -> t
 def to_cea608(text: str, *, uppercase: bool = False) -> tuple[bytes, int]:
     """``text`` as the bytes a 608 encoder in real-time mode shows as that text, and how
     many characters could not be shown at all (dropped). Runs of spaces become one."""
+    text = to_latin(text)  # Indic scripts in Latin letters
     if uppercase:
         text = text.upper()  # before mapping: ñ → Ñ is in the basic set, ß → SS
     return _fold(text, CEA608_LETTERS, CEA608_UNSAFE)
@@ -144,5 +148,5 @@ def to_cea608(text: str, *, uppercase: bool = False) -> tuple[bytes, int]:
 def to_lcd(text: str) -> tuple[str, int]:
     """``text`` in the characters a character LCD shows as themselves (printable ASCII
     without ``\\ | ~``), and how many characters were dropped."""
-    data, dropped = _fold(text, {}, LCD_UNSAFE)
+    data, dropped = _fold(to_latin(text), {}, LCD_UNSAFE)
     return data.decode("ascii"), dropped

@@ -30,6 +30,7 @@ from edgecap.captions.events import CaptionLine
 from edgecap.config.schema import SerialConfig
 from edgecap.outputs.rollup import CaptionLines, cell_width, choose_translations, layout
 from edgecap.outputs.serial.cea608 import to_cea608, to_lcd
+from edgecap.outputs.serial.transliterate import TransliterationNote
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class LcdProfile(_Proposing):
         self._captions = CaptionLines(keep=max(8, rows * 4))
         self._shown = [" " * cols] * rows  # what the device shows (after a confirmed write)
         self._dirty = True
+        self.indic = TransliterationNote(f"serial {kind}")  # Indic text shown in Latin
 
     def opening(self, now: float) -> bytes:
         data = SERLCD_CLEAR
@@ -251,7 +253,9 @@ class LcdProfile(_Proposing):
         self._shown = [" " * self.cols] * self.rows
 
     def caption(self, line: CaptionLine, now: float) -> None:
-        self._dirty |= self._captions.apply(line)
+        if self._captions.apply(line):
+            self._dirty = True
+            self.indic.check(pick(line, self.show, self.language)[0])
 
     def render(self) -> list[str]:
         """The rows the display should show, top first, each exactly ``cols`` wide."""
@@ -360,6 +364,7 @@ class EncoderProfile(_Proposing):
         self._tokens_at: float | None = None
         self._active_at = 0.0  # setup or text last written
         self._warned_script = False
+        self.indic = TransliterationNote("serial encoder")  # Indic text shown in Latin
         self._behind = False  # skipping text to catch up (warned once)
 
     def opening(self, now: float) -> bytes:
@@ -373,6 +378,7 @@ class EncoderProfile(_Proposing):
         if not final or line.seq in self._seen:
             return
         self._seen.add(line.seq)
+        self.indic.check(text)
         data, dropped = to_cea608(text, uppercase=self.uppercase)
         self.dropped_chars += dropped
         if dropped and not self._warned_script:
