@@ -116,6 +116,7 @@ def caption_message(line: CaptionLine) -> dict[str, Any]:
         "done": line.done,
         "text": line.text,
         "language": line.language,
+        "language_confidence": _number(line.language_confidence),
         "translations": translations,
         "speaker": line.speaker,
         "start": _number(line.start),

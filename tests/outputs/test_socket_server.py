@@ -164,6 +164,7 @@ def test_hello_then_history_then_live(out: SocketOutput) -> None:
         "done": True,
         "text": "speaking now",
         "language": "en",
+        "language_confidence": None,
         "translations": [],
         "speaker": None,
         "start": 12.0,
@@ -640,3 +641,13 @@ def test_out_of_descriptors_the_listener_rests_instead_of_spinning(
     finally:
         out._listener = real
         out.close()
+
+
+def test_a_lines_language_confidence_is_sent_rounded():
+    from dataclasses import replace
+
+    from edgecap.outputs.socket_server import caption_message
+
+    line = replace(cap(1, "नमस्ते"), language="hi-IN", language_confidence=0.934567)
+    message = caption_message(line)
+    assert (message["language"], message["language_confidence"]) == ("hi-IN", 0.935)
