@@ -7,11 +7,14 @@ Design notes (the why):
   only found by a fresh instance (and only if no other instance is alive in the process).
 - The device spec is resolved against the list before opening, because PortAudio does not
   range-check device indexes (an out-of-range one segfaults).
-- Blocking-mode stream, but ``read()`` never blocks for long: it polls
-  ``get_read_available()`` and sleeps about as long as the missing samples take to arrive,
-  then reads no more than is available. On real ALSA hardware the read then returns at once.
-  (The ALSA ``file`` plugin used in tests reports its slave's buffer as always full, so there
-  a read waits for its input file; see tests/audio/conftest.py.)
+- Audio moves in blocks of about 100 ms (``runtime.frames``): the stream is opened with a
+  period (``frames_per_buffer``) of one block at the device rate, and ``read()`` makes one
+  device read per block. It never blocks in PortAudio for long: it asks
+  ``get_read_available()``, and while the block is not there sleeps about as long as the
+  missing samples take (one sleep, which ``interrupt()`` ends, so a stop ends it
+  at once), then reads no more than is available. On real ALSA hardware the read then
+  returns at once. (The ALSA ``file`` plugin used in tests reports its slave's buffer as
+  always full, so there a read waits for its input file; see tests/audio/conftest.py.)
 - A device that stays silent (no samples at all, which a real microphone never does) for
   ``stall_timeout`` seconds is reported as lost, and so is any PortAudio error while reading
   (an unplugged USB device gives "Unanticipated host error").
@@ -23,29 +26,32 @@ Design notes (the why):
 - ``stream.read`` is called with ``exception_on_overflow=False``: after an overrun PyAudio
   would otherwise raise and discard the block. Samples lost in an overrun are therefore not
   counted in ``Frame.gap_before`` (PortAudio's blocking API does not say how many were lost).
+  The time a lost device was away is: the first block after a reopen starts that much later
+  (whole frames), with ``gap_before`` saying how much, so sample indexes stay capture time.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import pyaudio
 
 from edgecap.audio.alsa_quiet import new_pyaudio, terminate_quietly
 from edgecap.audio.devices import DeviceInfo, list_capture_devices, resolve_device
-from edgecap.audio.pcm import S16LE, decode_samples, int16_to_bytes, to_mono
+from edgecap.audio.pcm import S16LE, PendingAudio, decode_samples, to_mono
 from edgecap.audio.source import (
     NOT_READY,
     SourceConfigError,
     SourceLost,
     SourceUnavailable,
+    Waker,
     _NotReady,
 )
 from edgecap.runtime.escape import escape_controls
-from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.runtime.frames import BLOCK_MS, SAMPLE_RATE, Block, block_frames, frame_samples
 from edgecap.runtime.resample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,6 @@ PA_INVALID_CHANNEL_COUNT = -9998
 PA_SAMPLE_FORMAT_NOT_SUPPORTED = -9994
 _FORMAT_ERRORS = {PA_INVALID_SAMPLE_RATE, PA_INVALID_CHANNEL_COUNT, PA_SAMPLE_FORMAT_NOT_SUPPORTED}
 
-DEFAULT_PERIOD_MS = 64
 # Do not poll more often than this while waiting for samples (no busy-wait).
 MIN_SLEEP = 0.002
 
@@ -117,7 +122,7 @@ def plan_read(
 ) -> ReadStep:
     """Decide the next step of a polling read (pure logic, kept apart to be testable).
 
-    ``needed`` device frames complete the next output frame. Reading starts once they are
+    ``needed`` device frames complete the next output block. Reading starts once they are
     available (or a whole ``period`` is, so that a ``needed`` larger than the device buffer
     cannot deadlock), reads at most what is available, and otherwise sleeps about as long
     as the missing frames take at ``rate``, never past the caller's deadline or the stall
@@ -138,15 +143,16 @@ def plan_read(
 
 
 class AlsaSource:
-    """Frames from a capture device.
+    """Blocks of frames from a capture device.
 
     device: spec resolved by :func:`edgecap.audio.devices.resolve_device` ("" = default).
     rate: device rate to open; None tries 16 kHz, then the device's default rate, then 48 and
         44.1 kHz. Anything but 16 kHz is resampled.
     channel: None mixes all channels to mono; an int picks that channel (from 0).
     stall_timeout: seconds without a single sample before the device counts as lost.
-    period_ms: PortAudio buffer granularity; the device buffer is about twice this, which is
-        how long the reader may be late (a GC pause, a busy Pi) before samples are dropped.
+    block_ms: what one ``read()`` delivers (whole frames; see ``runtime.frames``). It is also
+        the PortAudio period; the device buffer is about two periods, so the reader may be
+        about one block late (a GC pause, a busy Pi) before samples are dropped.
     """
 
     def __init__(
@@ -157,7 +163,7 @@ class AlsaSource:
         channel: int | None = None,
         stall_timeout: float = 2.0,
         *,
-        period_ms: int = DEFAULT_PERIOD_MS,
+        block_ms: int = BLOCK_MS,
     ) -> None:
         if channel is not None and channel < 0:
             raise SourceConfigError(f"channel must be ≥ 0, not {channel}")
@@ -167,10 +173,11 @@ class AlsaSource:
             raise SourceConfigError("stall_timeout must be positive")
         self.device_spec = device
         self.frame_samples = frame_samples(frame_ms)
+        self.block_frames = block_frames(frame_ms, block_ms)
+        self.block_seconds = self.block_frames * frame_ms / 1000
         self.rate = rate
         self.channel = channel
         self.stall_timeout = stall_timeout
-        self.period_ms = period_ms
         self.name = f"alsa:{escape_controls(device.strip()) or 'default'}"
         self.device: DeviceInfo | None = None
         self.stream_rate = 0
@@ -178,10 +185,13 @@ class AlsaSource:
         self._pa: pyaudio.PyAudio | None = None
         self._stream: pyaudio.PyAudio.Stream | None = None
         self._period = 0
+        self._direct = False  # the device gives 16 kHz mono s16le: no conversion at all
         self._resampler: StreamResampler | None = None
-        self._pending = np.zeros(0, dtype=np.int16)
+        # keeps counting across reopen: Frame.start is per source
+        self._pending = PendingAudio(self.frame_samples, self.block_frames)
         self._last_data = 0.0
-        self._next_start = 0  # keeps counting across reopen: Frame.start is per source
+        self._lost_at: float | None = None  # when the previous stream last delivered
+        self._waker = Waker()
 
     # -- open ---------------------------------------------------------------------------
 
@@ -200,7 +210,7 @@ class AlsaSource:
                     f"{dev.max_input_channels} input channel(s) (channels count from 0)"
                 )
             rate, channels = self._negotiate(pa, dev)
-            period = max(1, rate * self.period_ms // 1000)
+            period = max(1, round(rate * self.block_seconds))
             try:
                 stream = pa.open(
                     format=pyaudio.paInt16,
@@ -220,9 +230,10 @@ class AlsaSource:
         self.device = dev
         self.name = f"alsa:{escape_controls(dev.name)}"  # a USB descriptor: anyone's text
         self.stream_rate, self.stream_channels, self._period = rate, channels, period
+        self._direct = rate == SAMPLE_RATE and channels == 1 and sys.byteorder == "little"
         self._resampler = StreamResampler(rate, SAMPLE_RATE)
-        self._pending = np.zeros(0, dtype=np.int16)
         self._last_data = time.monotonic()
+        self._skip_lost_time()
         log.info(
             "opened %s at %d Hz, %d channel(s)%s",
             self.name,
@@ -275,13 +286,23 @@ class AlsaSource:
 
     # -- read ---------------------------------------------------------------------------
 
-    def read(self, timeout: float) -> Frame | _NotReady | None:
+    def read(self, timeout: float) -> Block | _NotReady | None:
+        """The next block: as soon as it is whole, or — once a whole period came in this
+        call — with the whole frames there are. (Resampled, a period falls a little short
+        of a block or past it: the filter's look-ahead. Waiting for the rest would mean
+        polling until the next period, on hardware that delivers whole periods.)"""
         stream, resampler = self._stream, self._resampler
         if stream is None or resampler is None:
             raise RuntimeError(f"{self.name}: read() before open()")
+        pending = self._pending
+        want, fs = pending.block_samples, self.frame_samples
         deadline = time.monotonic() + max(timeout, 0.0)
-        while len(self._pending) < self.frame_samples:
-            needed = max(1, resampler.input_needed(self.frame_samples - len(self._pending)))
+        waker = self._waker
+        got = 0  # device frames read in this call
+        while pending.size < want and not waker.interrupted:
+            if got >= self._period and pending.size >= fs:
+                break
+            needed = max(1, resampler.input_needed(want - pending.size))
             try:
                 available = stream.get_read_available()
             except OSError as e:
@@ -302,29 +323,43 @@ class AlsaSource:
                 except OSError as e:
                     raise SourceLost(f"{self.name}: {pa_error_text(e)}") from e
                 self._last_data = time.monotonic()
+                got += step.frames
                 self._convert(data, resampler)
             elif step.action == "wait":
-                time.sleep(step.seconds)
+                waker.wait(step.seconds)
             elif step.action == "not_ready":
-                return NOT_READY
+                break  # what whole frames there are, if any
             else:
                 raise SourceLost(
                     f"no audio from {self.device.name if self.device else self.name} "
                     f"for {self.stall_timeout:.1f} s"
                 )
-        chunk = self._pending[: self.frame_samples]
-        self._pending = self._pending[self.frame_samples :]
-        frame = Frame(int16_to_bytes(chunk), self._next_start, time.monotonic())
-        self._next_start += self.frame_samples
-        return frame
+        block = pending.take()
+        return NOT_READY if block is None else block
+
+    def interrupt(self) -> None:
+        """A waiting ``read()`` returns at once, and later ones do not wait (stopping)."""
+        self._waker.interrupt()
 
     def _convert(self, data: bytes, resampler: StreamResampler) -> None:
         frame_bytes = S16LE.width * self.stream_channels
         usable = len(data) - len(data) % frame_bytes
+        if self._direct:  # already what the pipeline takes (paInt16 is native-endian)
+            self._pending.add_pcm(data if usable == len(data) else data[:usable])
+            return
         samples = decode_samples(memoryview(data)[:usable], S16LE, self.stream_channels)
-        out = resampler.process(to_mono(samples, self.channel))
-        if out.size:
-            self._pending = np.concatenate((self._pending, out)) if self._pending.size else out
+        self._pending.add(resampler.process(to_mono(samples, self.channel)))
+
+    def _skip_lost_time(self) -> None:
+        """After a reopen: what was not delivered of the old stream, and the time the device
+        was away, are a gap before the next block (whole frames, so starts stay aligned)."""
+        pending, lost_at = self._pending, self._lost_at
+        if lost_at is None:
+            return
+        away = pending.size + max(0, round((time.monotonic() - lost_at) * SAMPLE_RATE))
+        pending.clear()
+        fs = self.frame_samples
+        pending.skip(-(-away // fs) * fs)
 
     # -- close --------------------------------------------------------------------------
 
@@ -334,9 +369,11 @@ class AlsaSource:
         self._stream, self._pa = None, None
         self._resampler = None
         if stream is not None:
+            self._lost_at = self._last_data
             for step in (stream.stop_stream, stream.close):
                 try:
                     step()
                 except Exception as e:  # a dead stream fails to stop; fine
                     log.debug("%s: %s failed: %r", self.name, step.__name__, e)
         terminate_quietly(pa)
+        self._waker.close()

@@ -4,7 +4,7 @@ Everything works on numpy arrays shaped ``(frames, channels)`` so that one vecto
 handles a whole block. The pipeline inside every source is::
 
     bytes --decode_samples--> int16 (frames, channels) --to_mono--> int16 (frames,)
-          --StreamResampler--> int16 at 16 kHz --> Frame
+          --StreamResampler--> int16 at 16 kHz --PendingAudio--> a block of whole frames
 
 Integer conversions round to nearest instead of truncating: truncation would add a constant
 -0.5 LSB bias, a DC offset that some speech engines' energy-based endpointers notice.
@@ -12,10 +12,13 @@ Integer conversions round to nearest instead of truncating: truncation would add
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from edgecap.runtime.frames import SAMPLE_WIDTH, Block
 
 # shared with the speaker output, so they live with the resampler on the bottom floor
 from edgecap.runtime.resample import INT16_MAX, INT16_MIN, float_to_int16
@@ -142,3 +145,86 @@ def to_mono(samples: np.ndarray, channel: int | None = None) -> np.ndarray:
 def int16_to_bytes(samples: np.ndarray) -> bytes:
     """int16 samples → s16le bytes (explicit byte order, so big-endian hosts are right too)."""
     return samples.astype("<i2", copy=False).tobytes()
+
+
+class PendingAudio:
+    """16 kHz samples converted and not yet delivered, cut into blocks of whole frames.
+
+    Pieces are kept as s16le bytes as they come and joined only when a block is cut: a read
+    of exactly one block becomes the block's pcm as it is. A source whose input already is
+    16 kHz mono s16le (the usual microphone, file or pipe) adds its bytes with
+    :meth:`add_pcm` and pays no numpy work at all: every such call costs about a
+    microsecond in a tight loop but tens of them in a thread that wakes ten times a second
+    to do it (cold caches), which is most of what capture costs.
+    ``start`` is the index of the next sample to deliver; it keeps counting for the life of
+    the source (across reopening) and may be moved on past a gap with :meth:`skip`.
+    """
+
+    def __init__(self, frame_samples: int, block_frames: int) -> None:
+        self.frame_samples = frame_samples
+        self.block_frames = block_frames
+        self.block_samples = frame_samples * block_frames
+        self.start = 0
+        self.size = 0  # samples held
+        self._parts: list[bytes] = []
+        self._gap = 0
+
+    @property
+    def whole_frames(self) -> int:
+        return self.size // self.frame_samples
+
+    def add(self, samples: np.ndarray) -> None:
+        """int16 samples (1-D)."""
+        if samples.size:
+            self.add_pcm(int16_to_bytes(samples))
+
+    def add_pcm(self, pcm: bytes) -> None:
+        """s16le samples (a whole number of them)."""
+        if pcm:
+            self._parts.append(pcm)
+            self.size += len(pcm) // SAMPLE_WIDTH
+
+    def clear(self) -> None:
+        """Forget what is held (a device reopened: its old samples are not continued)."""
+        self._parts.clear()
+        self.size = 0
+
+    def skip(self, samples: int) -> None:
+        """Capture lost ``samples`` here: the next block starts that much later and says so
+        in ``gap_before``."""
+        if samples > 0:
+            self.start += samples
+            self._gap += samples
+
+    def next_frames(self, pad: bool = False) -> int:
+        """How many frames :meth:`take` would deliver now."""
+        fs = self.frame_samples
+        held = -(-self.size // fs) if pad else self.size // fs
+        return min(held, self.block_frames)
+
+    def take(self, pad: bool = False, limit: int | None = None) -> Block | None:
+        """The next block: up to ``block_frames`` whole frames (at most ``limit``), None if
+        not one is held.
+
+        ``pad``: the input has ended; a last partial frame is completed with zeros."""
+        frames = self.next_frames(pad)
+        if limit is not None:
+            frames = min(frames, limit)
+        if frames <= 0:
+            return None
+        n = frames * self.frame_samples
+        nbytes = n * SAMPLE_WIDTH
+        parts = self._parts
+        joined = parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(joined) > nbytes:
+            pcm, rest = joined[:nbytes], joined[nbytes:]
+            self._parts = [rest]
+            self.size = len(rest) // SAMPLE_WIDTH
+        else:
+            pcm = joined if len(joined) == nbytes else joined + bytes(nbytes - len(joined))
+            self._parts = []
+            self.size = 0
+        block = Block(pcm, self.start, time.monotonic(), self._gap)
+        self.start += n
+        self._gap = 0
+        return block

@@ -3,11 +3,14 @@
 Made for ``arecord -f S16_LE -r 16000 -c 1 -t raw | edgecap run --source raw``: s16le, 16 kHz,
 mono by default (other rates and channel counts are converted like any source).
 
-``read(timeout)`` must return within about ``timeout`` even when the pipe is silent, so the
+``read(timeout)`` returns a block of whole frames (``runtime.frames``) as soon as one is
+whole, and must return within about ``timeout`` even when the pipe is silent, so the
 descriptor is watched with ``select()`` and read with ``os.read()``, which returns whatever
-part of a frame has arrived; partial reads accumulate until a frame is whole. The descriptor's
-blocking mode is never changed: stdin is usually shared with the parent shell, and setting
-O_NONBLOCK on it would leak into other processes reading the same pipe or terminal.
+has arrived; partial reads accumulate until a block is whole. ``select()`` also watches a
+pipe of the source's own, written by ``interrupt()``: a stop wakes a silent wait at once.
+The descriptor's blocking mode is never changed: stdin is usually shared with the parent
+shell, and setting O_NONBLOCK on it would leak into other processes reading the same pipe or
+terminal.
 
 A path that does not exist, cannot be opened, or is a directory is a ``SourceConfigError``
 (exit 78): retrying cannot make a directory readable. A FIFO is opened without waiting for
@@ -26,20 +29,18 @@ import sys
 import time
 from typing import BinaryIO
 
-import numpy as np
-
 from edgecap.audio.pcm import (
     MAX_CHANNELS,
     MAX_RATE,
     MIN_RATE,
     S16LE,
+    PendingAudio,
     decode_samples,
-    int16_to_bytes,
     to_mono,
 )
-from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, Waker, _NotReady
 from edgecap.runtime.escape import escape_controls
-from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.runtime.frames import BLOCK_MS, SAMPLE_RATE, Block, block_frames, frame_samples
 from edgecap.runtime.resample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,13 @@ READ_SIZE = 65536
 
 
 class RawSource:
-    """Frames from raw s16le PCM.
+    """Blocks of frames from raw s16le PCM.
 
     stream: an open binary stream (not closed by this source: the caller owns it), ``"-"``
         for stdin, or a path (opened on ``open()`` and closed on ``close()``).
     rate/channels: what the stream carries; converted to 16 kHz mono (``channel`` picks one
         channel instead of mixing).
+    block_ms: what one ``read()`` delivers (whole frames; see ``runtime.frames``).
     At end of input the last partial frame is zero-padded, then ``read()`` returns None.
     """
 
@@ -65,6 +67,7 @@ class RawSource:
         rate: int = SAMPLE_RATE,
         channels: int = 1,
         channel: int | None = None,
+        block_ms: int = BLOCK_MS,
     ) -> None:
         if not 1 <= channels <= MAX_CHANNELS:
             raise SourceConfigError(
@@ -80,10 +83,12 @@ class RawSource:
             )
         self._spec = stream
         self.frame_samples = frame_samples(frame_ms)
+        self.block_frames = block_frames(frame_ms, block_ms)
         self.rate = rate
         self.channels = channels
         self.channel = channel
         self._frame_bytes = S16LE.width * channels
+        self._direct = rate == SAMPLE_RATE and channels == 1
         if isinstance(stream, str | os.PathLike):
             shown = "stdin" if str(stream) == "-" else os.fspath(stream)
         else:
@@ -93,10 +98,10 @@ class RawSource:
         self._stream: BinaryIO | None = None  # fallback for objects without a descriptor
         self._owns_fd = False
         self._inbuf = bytearray()
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending = PendingAudio(self.frame_samples, self.block_frames)
         self._resampler = StreamResampler(rate, SAMPLE_RATE)
         self._eof = False
-        self._next_start = 0
+        self._waker = Waker()  # its descriptor is selected on beside the input's
 
     def open(self) -> None:
         self.close()
@@ -113,39 +118,41 @@ class RawSource:
             except (AttributeError, OSError, io.UnsupportedOperation):
                 self._stream = spec  # e.g. BytesIO: in memory, reads never block
         self._inbuf = bytearray()
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending.clear()
         self._resampler.reset()
         self._eof = False
 
-    def read(self, timeout: float) -> Frame | _NotReady | None:
+    def read(self, timeout: float) -> Block | _NotReady | None:
         if self._fd is None and self._stream is None:
             raise RuntimeError(f"{self.name}: read() before open()")
+        pending = self._pending
         deadline = time.monotonic() + max(timeout, 0.0)
-        while len(self._pending) < self.frame_samples and not self._eof:
+        while pending.size < pending.block_samples and not self._eof:
             if not self._read_some(deadline):
-                return NOT_READY
-        if len(self._pending) == 0:
+                break  # the timeout or a stop came first: what whole frames there are
+        if self._eof and pending.size == 0:
             return None
-        chunk = self._pending[: self.frame_samples]
-        self._pending = self._pending[self.frame_samples :]
-        if len(chunk) < self.frame_samples:
-            chunk = np.concatenate((chunk, np.zeros(self.frame_samples - len(chunk), np.int16)))
-        frame = Frame(int16_to_bytes(chunk), self._next_start, time.monotonic())
-        self._next_start += self.frame_samples
-        return frame
+        block = pending.take(pad=self._eof)
+        return NOT_READY if block is None else block
+
+    def interrupt(self) -> None:
+        """A waiting ``read()`` returns at once, and later ones do not wait (stopping)."""
+        self._waker.interrupt()
 
     def _read_some(self, deadline: float) -> bool:
-        """Read what has arrived; False if nothing came before ``deadline``."""
+        """Read what has arrived; False if nothing came before ``deadline`` or a stop."""
         if self._stream is not None:
             data = self._stream.read(READ_SIZE)
         else:
             assert self._fd is not None
+            if self._waker.interrupted:
+                return False
             remaining = max(0.0, deadline - time.monotonic())
             try:
-                ready, _, _ = select.select([self._fd], [], [], remaining)
+                ready, _, _ = select.select([self._fd, self._waker.fileno()], [], [], remaining)
             except InterruptedError:
                 ready = []
-            if not ready:
+            if self._fd not in ready:
                 return False
             try:
                 data = os.read(self._fd, READ_SIZE)
@@ -164,20 +171,20 @@ class RawSource:
         usable = len(self._inbuf) - len(self._inbuf) % self._frame_bytes
         if not usable:
             return
+        if self._direct:  # 16 kHz mono s16le: the bytes are the samples
+            self._pending.add_pcm(bytes(self._inbuf[:usable]))
+            del self._inbuf[:usable]
+            return
         samples = decode_samples(bytes(self._inbuf[:usable]), S16LE, self.channels)
         del self._inbuf[:usable]
-        out = self._resampler.process(to_mono(samples, self.channel))
-        if out.size:
-            self._pending = np.concatenate((self._pending, out))
+        self._pending.add(self._resampler.process(to_mono(samples, self.channel)))
 
     def _finish(self) -> None:
         if self._inbuf:
             # A trailing incomplete sample frame: pad it with zeros rather than drop it.
             self._inbuf += bytes(self._frame_bytes - len(self._inbuf) % self._frame_bytes)
             self._convert()
-        tail = self._resampler.flush()
-        if tail.size:
-            self._pending = np.concatenate((self._pending, tail))
+        self._pending.add(self._resampler.flush())
         self._eof = True
         log.info("%s: end of input", self.name)
 
@@ -185,6 +192,7 @@ class RawSource:
         if self._fd is not None and self._owns_fd:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+        self._waker.close()
         self._fd = None
         self._stream = None
         self._owns_fd = False

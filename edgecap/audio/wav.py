@@ -41,16 +41,17 @@ from edgecap.audio.pcm import (
     MAX_CHANNELS,
     MAX_RATE,
     MIN_RATE,
+    S16LE,
     SUPPORTED_FORMATS,
     NonFinite,
+    PendingAudio,
     SampleFormat,
     decode_samples,
-    int16_to_bytes,
     to_mono,
 )
-from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, _NotReady
+from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, Waker, _NotReady
 from edgecap.runtime.escape import escape_controls
-from edgecap.runtime.frames import SAMPLE_RATE, Frame, frame_samples
+from edgecap.runtime.frames import BLOCK_MS, SAMPLE_RATE, Block, block_frames, frame_samples
 from edgecap.runtime.resample import StreamResampler
 
 log = logging.getLogger(__name__)
@@ -288,13 +289,15 @@ def read_wav(path: str | os.PathLike[str]) -> tuple[WavInfo, np.ndarray]:
 
 
 class WavSource:
-    """Frames from a WAV file: mono 16 kHz whatever the file's format.
+    """Blocks of frames from a WAV file: mono 16 kHz whatever the file's format.
 
     realtime: deliver frame ``n`` no earlier than ``open time + (n+1) * frame length`` (an
-        absolute schedule, so pacing never drifts, like a microphone); otherwise as fast as
-        ``read()`` is called.
+        absolute schedule, so pacing never drifts, like a microphone): a block when its last
+        frame is due, after one sleep; otherwise as fast as ``read()`` is called.
     loop: start again at the end of the file instead of ending; ``Frame.start`` keeps counting.
     channel: None mixes all channels; an int picks that channel (0 = first/left).
+    block_ms: what one ``read()`` delivers (whole frames; see ``runtime.frames``); the last
+        block may be shorter, its last frame completed with zeros.
     """
 
     READ_CHUNK = 4096  # input frames decoded per step at most
@@ -306,10 +309,13 @@ class WavSource:
         realtime: bool,
         loop: bool = False,
         channel: int | None = None,
+        *,
+        block_ms: int = BLOCK_MS,
     ) -> None:
         self.path = Path(path)
         self.frame_ms = frame_ms
         self.frame_samples = frame_samples(frame_ms)
+        self.block_frames = block_frames(frame_ms, block_ms)
         self.realtime = realtime
         self.loop = loop
         self.channel = channel
@@ -318,12 +324,14 @@ class WavSource:
         self._f: BinaryIO | None = None
         self._info: WavInfo | None = None
         self._resampler: StreamResampler | None = None
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._direct = False  # the file holds 16 kHz mono s16le: its bytes are the samples
+        # Frame.start keeps counting across reopen
+        self._pending = PendingAudio(self.frame_samples, self.block_frames)
         self._remaining: int | None = None  # data bytes left in this pass (None: to EOF)
         self._pass_frames = 0  # input frames read in the current pass
         self._eof = False
-        self._next_start = 0
         self._emitted = 0  # frames emitted since open (for the realtime schedule)
+        self._waker = Waker()
         self._t0 = 0.0
         self._frames_in = 0  # input frames decoded since open
         self._nonfinite = NonFinite()  # NaN/inf float samples replaced since open
@@ -348,8 +356,9 @@ class WavSource:
             raise
         self._f = f
         self._info = info
+        self._direct = (info.sample_format, info.channels, info.rate) == (S16LE, 1, SAMPLE_RATE)
         self._resampler = StreamResampler(info.rate, SAMPLE_RATE)
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending.clear()
         self._remaining = self._clamped_size(info, warn=True)
         self._pass_frames = 0
         self._eof = False
@@ -375,34 +384,40 @@ class WavSource:
             )
         return available
 
-    def read(self, timeout: float) -> Frame | _NotReady | None:
+    def read(self, timeout: float) -> Block | _NotReady | None:
         if self._f is None or self._info is None:
             raise RuntimeError(f"{self.name}: read() before open()")
-        while len(self._pending) < self.frame_samples and not self._eof:
+        pending = self._pending
+        while pending.size < pending.block_samples and not self._eof:
             self._fill()
-        if len(self._pending) == 0:
+        if pending.size == 0:
             return None
+        limit = None
         if self.realtime:
-            due = self._t0 + (self._emitted + 1) * self.frame_ms / 1000
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, max(timeout, 0.0)))
-                if time.monotonic() < due:
-                    return NOT_READY
-        chunk = self._pending[: self.frame_samples]
-        self._pending = self._pending[self.frame_samples :]
-        if len(chunk) < self.frame_samples:  # last partial frame: zero-padded
-            chunk = np.concatenate((chunk, np.zeros(self.frame_samples - len(chunk), np.int16)))
-        frame = Frame(int16_to_bytes(chunk), self._next_start, time.monotonic())
-        self._next_start += self.frame_samples
-        self._emitted += 1
-        return frame
+            frame_s = self.frame_ms / 1000
+            due = self._t0 + (self._emitted + pending.next_frames(self._eof)) * frame_s
+            now = time.monotonic()
+            if now < due:
+                self._waker.wait(min(due - now, max(timeout, 0.0)))
+                now = time.monotonic()
+                if now < due:  # the timeout or a stop came first: the frames due by now
+                    limit = int((now - self._t0) / frame_s) - self._emitted
+                    if limit < 1:
+                        return NOT_READY
+        block = pending.take(pad=self._eof, limit=limit)
+        assert block is not None  # samples are held
+        self._emitted += block.samples // self.frame_samples
+        return block
+
+    def interrupt(self) -> None:
+        """A waiting ``read()`` returns at once, and later ones do not wait (stopping)."""
+        self._waker.interrupt()
 
     def _fill(self) -> None:
         """Decode one chunk of input into ``_pending`` (handles EOF and looping)."""
         assert self._f is not None and self._info is not None and self._resampler is not None
         info = self._info
-        need_out = self.frame_samples - len(self._pending)
+        need_out = self._pending.block_samples - self._pending.size
         n_frames = min(max(self._resampler.input_needed(need_out), 1), self.READ_CHUNK)
         n_bytes = n_frames * info.frame_bytes
         if self._remaining is not None:
@@ -414,7 +429,11 @@ class WavSource:
         usable = len(data) - len(data) % info.frame_bytes
         if self._remaining is not None:
             self._remaining -= len(data)
-        if usable:
+        if usable and self._direct:  # 16 kHz mono s16le: the bytes are the samples
+            self._pass_frames += usable // 2
+            self._frames_in += usable // 2
+            self._pending.add_pcm(data if usable == len(data) else data[:usable])
+        elif usable:
             samples = decode_samples(
                 memoryview(data)[:usable], info.sample_format, info.channels, self._nonfinite
             )
@@ -469,8 +488,7 @@ class WavSource:
             self._nonfinite_logged = bad.total
 
     def _append(self, samples: np.ndarray) -> None:
-        if samples.size:
-            self._pending = np.concatenate((self._pending, samples))
+        self._pending.add(samples)
 
     def close(self) -> None:
         if self._f is not None:
@@ -478,3 +496,4 @@ class WavSource:
             with contextlib.suppress(OSError):
                 self._f.close()
             self._f = None
+        self._waker.close()

@@ -5,6 +5,12 @@ vanishes — close, report, wait (capped exponential backoff, interrupted at onc
 request), reopen. It never crash-loops on a missing microphone and never spams the log: a
 state change is logged once, repeats only through the rate-limited logger. On stop or end of
 input it ends the open utterance, so nothing already captured is lost in flight.
+
+Audio moves in blocks (about 100 ms, ``runtime.frames``): per block one ``read()``, one
+``gate.feed_block()`` and one queue put per event the gate returns — about one per block
+while someone speaks, none in silence. The thread sleeps in ``read()`` until the block is
+there, as a thread waiting for input (``Worker.waiting``): no wake-ups in between, and a stop
+interrupts the source at once (``AudioSource.interrupt``) rather than waiting for a timeout.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from edgecap.audio.source import (
     SourceConfigError,
     SourceLost,
     SourceUnavailable,
+    _NotReady,
 )
 from edgecap.gate.speech_gate import SpeechGate
 from edgecap.runtime.backoff import Backoff
-from edgecap.runtime.frames import SAMPLE_RATE, Frame
+from edgecap.runtime.frames import SAMPLE_RATE, Block
 from edgecap.runtime.logsetup import fields
 from edgecap.runtime.speech import EndReason, GateEvent, SpeechEnd, SpeechStart
 from edgecap.runtime.speech_queue import SpeechQueue
@@ -30,7 +37,13 @@ from edgecap.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT = 0.25  # how quickly a stop request is noticed
+# How long one read() may wait for its block. A stop does not wait for it (the source is
+# interrupted), so this only bounds how long a source may keep the thread: a read still
+# going READ_TIMEOUT + READ_GRACE after it began, and longer than the watchdog's own
+# patience, is a wedged driver and the watchdog is withheld (see ``stale``). That patience
+# is at least 2 s, which a hang must not outlast; a silent pipe costs a wake-up per timeout.
+READ_TIMEOUT = 1.5
+READ_GRACE = 0.5
 
 
 class CaptureWorker(Worker):
@@ -58,6 +71,32 @@ class CaptureWorker(Worker):
         queue.producer_waits = not live
         self.backoff = Backoff(first=retry_first, cap=retry_max, healthy_after=10.0)
         self.frames_read = 0
+        self.blocks_read = 0
+        self._read_since: float | None = None  # when the read() under way began
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self._interrupt_source()
+
+    def hand_over(self) -> None:
+        super().hand_over()
+        self._interrupt_source()
+
+    def stale(self, now: float, after: float) -> bool:
+        """A read may wait for its whole timeout (idle by design); one that outlives it is
+        a hang, as is no progress for ``after`` outside a read."""
+        since = self._read_since
+        if since is not None:
+            return now - since > max(after, READ_TIMEOUT + READ_GRACE)
+        return super().stale(now, after)
+
+    def _interrupt_source(self) -> None:
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:  # part of the AudioSource contract; test doubles may lack it
+            try:
+                interrupt()
+            except Exception:  # a stop must go on whatever the source does
+                log.warning("interrupting %s failed", self.source.name, exc_info=True)
 
     def run(self) -> None:
         opened = False
@@ -68,7 +107,7 @@ class CaptureWorker(Worker):
                     opened = self._open()
                     continue
                 try:
-                    item = self.source.read(READ_TIMEOUT)
+                    item = self._read()
                 except SourceLost as exc:
                     self._push(self.gate.flush("source_lost"))
                     self._close()
@@ -84,8 +123,8 @@ class CaptureWorker(Worker):
                     self.status.set("audio", "ended", self.source.name)
                     log.info("end of input from %s", self.source.name)
                     break
-                assert isinstance(item, Frame)
-                self._frame(item)
+                assert isinstance(item, Block)
+                self._block(item)
         finally:
             # Also on an exception: end the utterance so the consumer sees it closed.
             self._push(self.gate.flush(reason))
@@ -93,10 +132,21 @@ class CaptureWorker(Worker):
             if opened:
                 self._close()
 
-    def _frame(self, frame: Frame) -> None:
-        self.frames_read += 1
+    def _read(self) -> Block | _NotReady | None:
+        """One read, as a wait for input: the watchdog counts the thread healthy meanwhile
+        (up to the read's own deadline, see ``stale``)."""
+        self._read_since = time.monotonic()
+        try:
+            with self.waiting():
+                return self.source.read(READ_TIMEOUT)
+        finally:
+            self._read_since = None
+
+    def _block(self, block: Block) -> None:
+        self.blocks_read += 1
+        self.frames_read += block.samples // self.gate.frame_samples
         self.backoff.reset_if_healthy()
-        self._push(self.gate.feed(frame))
+        self._push(self.gate.feed_block(block))
 
     def _push(self, events: list[GateEvent]) -> None:
         for event in events:

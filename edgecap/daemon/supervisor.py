@@ -495,12 +495,13 @@ class Daemon:
         frames = self.capture.frames_read
         log.info(
             "edgecap stopped after %.1f s: %d frames captured (%.1f s); gate forwarded %d "
-            "frames in %d utterances; consumer received %d frames in %d utterances; "
-            "%d frames dropped",
+            "frames in %d blocks and %d utterances; consumer received %d blocks in %d "
+            "utterances; %d blocks dropped",
             time.monotonic() - started,
             frames,
             frames * frame_samples(cfg.audio.frame_ms) / SAMPLE_RATE,
             self.gate.frames_forwarded,
+            self.gate.audio_out,
             self.gate.utterances,
             self.consumer.frames,
             self.consumer.utterances,

@@ -1,9 +1,17 @@
 """The speech gate: turns a stream of frames into utterances of speech (webrtcvad).
 
-``SpeechGate.feed()`` is called by the capture thread for every frame and returns the events
-it caused (see ``edgecap.runtime.speech``): ``SpeechStart``, then the utterance's frames as
-``SpeechAudio``, then ``SpeechEnd``. It costs one webrtcvad call per frame (none for a frame
-of digital silence) plus O(1) bookkeeping.
+``SpeechGate.feed_block()`` is called by the capture thread for every block a source reads
+(whole consecutive frames, about 100 ms: see ``edgecap.runtime.frames``) and returns the
+events it caused (see ``edgecap.runtime.speech``): ``SpeechStart``, then the utterance's
+audio as ``SpeechAudio``, then ``SpeechEnd``. The rules below are applied frame by frame, in
+one pass over the block: one webrtcvad call per frame (none for a frame of digital silence)
+plus O(1) bookkeeping. What the block forwards of one utterance goes out as ONE
+``SpeechAudio`` whose frame holds those frames joined (pre-roll and held silence included),
+so the capture thread puts about one event per block while someone speaks and none in
+silence. ``feed()`` applies the same rules but forwards every frame as a ``SpeechAudio`` of
+its own (the Frame object fed, when fed single frames). The utterances, their samples,
+starts, onsets, ends and reasons are the same however the audio is cut into blocks, and
+each start and end is decided in the block that holds the frame that decided it.
 
 All durations are converted to whole frames, rounding up: pre-roll P = ceil(preroll_ms /
 frame_ms), hang-over H = max(1, ceil(hangover_ms / frame_ms)), min speech K = max(1,
@@ -66,10 +74,12 @@ Long utterances
 
 Gaps and the end of input
     A frame with ``gap_before`` > 0, or one that does not start where the previous frame
-    ended, is a discontinuity: an open utterance ends before it with reason "source_lost",
-    the ring buffer is emptied (frames from before a gap are never pre-roll), and a new
-    utterance may open normally from that frame on. ``flush(reason)`` ends an open utterance
-    (end of input, stop, or a lost source) and empties the buffer the same way.
+    ended, is a discontinuity (in a block only its first frame can be: a block's start and
+    ``gap_before`` are its first frame's, and the frames inside it are contiguous): an open
+    utterance ends before it with reason "source_lost", the ring buffer is emptied (frames
+    from before a gap are never pre-roll), and a new utterance may open normally from that
+    frame on. ``flush(reason)`` ends an open utterance (end of input, stop, or a lost
+    source) and empties the buffer the same way.
 
 Off mode (``enabled=False``)
     Every frame is forwarded, digital silence included, as one endless utterance that starts
@@ -92,7 +102,14 @@ from typing import Final, Literal
 
 import webrtcvad
 
-from edgecap.runtime.frames import FRAME_MS_CHOICES, SAMPLE_RATE, SAMPLE_WIDTH, Frame, frame_samples
+from edgecap.runtime.frames import (
+    FRAME_MS_CHOICES,
+    SAMPLE_RATE,
+    SAMPLE_WIDTH,
+    Block,
+    Frame,
+    frame_samples,
+)
 from edgecap.runtime.speech import EndReason, GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 
 log = logging.getLogger(__name__)
@@ -195,10 +212,19 @@ class SpeechGate:
         self._unvoiced_run = 0  # contiguous frames that were not voiced, while in speech
         self._held: list[Frame] = []  # digital silence held back during the hang-over
         self._next_start: int | None = None  # where the next frame should start
+        # Forwarded audio not yet emitted (feed_block joins it into one SpeechAudio): the
+        # frames' pcm, the first one's start and gap, the last one's capture time.
+        self._join = False
+        self._run: list[bytes] = []
+        self._run_start = 0
+        self._run_gap = 0
+        self._run_at = 0.0
 
+        self.blocks_in = 0
         self.frames_in = 0
         self.frames_voiced = 0
         self.frames_forwarded = 0
+        self.audio_out = 0  # SpeechAudio events emitted (feed_block joins frames into one)
         self.utterances = 0
         self.detector_resets = 0  # fresh webrtcvad after a mute, a gap or a flush
 
@@ -210,15 +236,47 @@ class SpeechGate:
 
     # The capture thread's entry points ---------------------------------------------------
 
+    def feed_block(self, block: Block) -> list[GateEvent]:
+        """Take one block (whole consecutive frames); return the events it caused, in order
+        (often none). Audio of one utterance comes as one ``SpeechAudio`` (see above)."""
+        events: list[GateEvent] = []
+        self._join = True
+        try:
+            self._feed_frames(block, events)
+            self._emit_run(events)
+        finally:
+            self._join = False
+            self._run.clear()
+        return events
+
     def feed(self, frame: Frame) -> list[GateEvent]:
-        """Take one frame; return the events it caused, in order (often none)."""
-        if len(frame.pcm) != self._frame_bytes:
+        """Take one frame (or a block); return the events it caused, in order (often none).
+        Every frame forwarded is a ``SpeechAudio`` of its own: the Frame fed, or for a block
+        a Frame of each of its frames."""
+        events: list[GateEvent] = []
+        self._feed_frames(frame, events)
+        return events
+
+    def _feed_frames(self, block: Block, events: list[GateEvent]) -> None:
+        pcm, fb = block.pcm, self._frame_bytes
+        n = len(pcm) // fb
+        if not n or len(pcm) != n * fb:
             raise ValueError(
-                f"frame has {len(frame.pcm)} bytes; the gate takes {self._frame_bytes} "
+                f"audio of {len(pcm)} bytes; the gate takes whole frames of {fb} bytes "
                 f"({self.settings.frame_ms} ms of 16 kHz s16le)"
             )
+        self.blocks_in += 1
+        if n == 1:
+            self._feed(block, events)
+            return
+        fs, start, at = self.frame_samples, block.start, block.captured_at
+        self._feed(Frame(pcm[:fb], start, at, block.gap_before), events)
+        for i in range(1, n):
+            self._feed(Frame(pcm[i * fb : (i + 1) * fb], start + i * fs, at), events)
+
+    def _feed(self, frame: Frame, events: list[GateEvent]) -> None:
+        """The per-frame rules (see the module docstring) for one frame of the right size."""
         self.frames_in += 1
-        events: list[GateEvent] = []
         if frame.gap_before or (self._next_start is not None and frame.start != self._next_start):
             self._discontinuity(frame, events)
         self._next_start = frame.start + self.frame_samples
@@ -226,7 +284,7 @@ class SpeechGate:
         if not self._enabled:
             self._state = SPEECH
             self._forward(frame, events)
-            return events
+            return
 
         silent = frame.pcm == self._zeros  # == Frame.is_digital_silence(), as one memcmp
         if silent:
@@ -246,7 +304,7 @@ class SpeechGate:
             self._bits = ((self._bits << 1) | voiced) & self._window_mask
             if voiced and self._bits.bit_count() >= self.open_voiced_frames:
                 self._begin(events)
-            return events
+            return
 
         if voiced:
             self._unvoiced_run = 0
@@ -255,7 +313,6 @@ class SpeechGate:
         self._pass(frame, silent, events)
         if self._unvoiced_run >= self.hangover_frames:
             self._end("silence", events)
-        return events
 
     def flush(self, reason: EndReason) -> list[GateEvent]:
         """End the open utterance, if any (end of input, stop, lost source), and forget
@@ -307,6 +364,7 @@ class SpeechGate:
             self._pass(f, f.pcm == zeros, events)
 
     def _start(self, sample: int, onset: int, events: list[GateEvent]) -> None:
+        self._emit_run(events)  # (empty: whatever ended the last utterance emitted it)
         self._utterance += 1
         self.utterances += 1
         self._open = True
@@ -335,15 +393,35 @@ class SpeechGate:
     def _forward(self, frame: Frame, events: list[GateEvent]) -> None:
         if not self._open:  # the next utterance after a max_length split, or in off mode
             self._start(frame.start, frame.start, events)
-        events.append(SpeechAudio(self._utterance, frame))
+        if not self._join:
+            events.append(SpeechAudio(self._utterance, frame))
+            self.audio_out += 1
+        else:
+            if not self._run:
+                self._run_start, self._run_gap = frame.start, frame.gap_before
+            self._run.append(frame.pcm)
+            self._run_at = frame.captured_at
         self.frames_forwarded += 1
         self._sent_end = frame.start + self.frame_samples
         if self._max_samples and self._sent_end - self._utt_start >= self._max_samples:
             self._split(events)
 
+    def _emit_run(self, events: list[GateEvent]) -> None:
+        """The audio forwarded since the last event, as one SpeechAudio (before any marker,
+        and at the end of a block). All of it belongs to the open utterance: a marker ends
+        every run."""
+        run = self._run
+        if run:
+            pcm = run[0] if len(run) == 1 else b"".join(run)
+            frame = Frame(pcm, self._run_start, self._run_at, self._run_gap)
+            events.append(SpeechAudio(self._utterance, frame))
+            self.audio_out += 1
+            run.clear()
+
     def _split(self, events: list[GateEvent]) -> None:
         """End the utterance at its length limit; the next forwarded frame starts another."""
         self._open = False
+        self._emit_run(events)
         events.append(SpeechEnd(self._utterance, self._sent_end, "max_length", self._clock()))
 
     def _end(self, reason: EndReason, events: list[GateEvent]) -> None:
@@ -351,6 +429,7 @@ class SpeechGate:
         self._held.clear()
         if self._open:
             self._open = False
+            self._emit_run(events)
             events.append(SpeechEnd(self._utterance, self._sent_end, reason, self._clock()))
         self._state = LISTENING
         self._unvoiced_run = 0

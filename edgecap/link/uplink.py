@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from edgecap.runtime.frames import SAMPLE_RATE
+from edgecap.runtime.frames import SAMPLE_RATE, Frame
 from edgecap.runtime.speech import GateEvent, SpeechAudio, SpeechEnd, SpeechStart
 
 
@@ -193,6 +193,16 @@ class UplinkBuffer:
             item = self.sent[0]
             if isinstance(item.event, SpeechAudio):
                 if item.session_pos + item.samples > session_samples:
+                    cut = session_samples - item.session_pos
+                    if cut > 0:
+                        # Final part-way through a block (the gate's items are ~100 ms, the
+                        # first of an utterance longer): keep only the unconfirmed rest, so
+                        # a replay never sends the service words it already made final.
+                        frame = item.event.frame
+                        rest = Frame(frame.pcm[2 * cut :], frame.start + cut, frame.captured_at)
+                        item.event = SpeechAudio(item.event.utterance, rest)
+                        item.session_pos += cut
+                        done += cut
                     break
                 done += item.samples
             elif isinstance(item.event, SpeechStart):

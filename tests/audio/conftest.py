@@ -15,6 +15,10 @@ and a default rate of 44100 Hz. What the plugin does (measured on alsa-lib 1.2.8
   it (PortAudio opens every device while listing them), otherwise the open blocks for ever:
   the tests hold it open O_RDWR. If the writer pauses, a read blocks inside the kernel until
   data comes; if every writer closes, the plugin returns stale samples at full speed.
+- The plugin fills each capture read with ONE read() of its infile: from a FIFO that holds
+  less than the read asks for, the rest of the block is stale samples. AlsaSource reads a
+  block (a PortAudio period) at a time, so a FIFO writer must write whole blocks (3200 bytes
+  every 100 ms at 20 ms frames), as a device with that period delivers them.
 - Read errors on ``infile`` are ignored by the plugin, but write errors on its output
   ``file`` are not: a FIFO whose reader has gone makes the next capture read fail with
   PortAudio's "Unanticipated host error" (-9999), exactly what an unplugged USB microphone
@@ -143,7 +147,7 @@ class AlsaTestbed:
         return path, gone
 
     def paced_writer(
-        self, fd: int, pcm: bytes, *, chunk: int = 640, interval: float = 0.02
+        self, fd: int, pcm: bytes, *, chunk: int = 3200, interval: float = 0.1
     ) -> threading.Event:
         """Write ``pcm`` into ``fd`` ``chunk`` bytes every ``interval`` s on an absolute
         schedule. Returns an event that stops the writer early."""

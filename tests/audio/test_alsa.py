@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,10 @@ from edgecap.audio.alsa import (
     plan_read,
 )
 from edgecap.audio.devices import list_capture_devices
-from edgecap.audio.source import SourceConfigError, SourceLost, SourceUnavailable
+from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, SourceUnavailable
 from edgecap.runtime.frames import Frame
+from edgecap.runtime.resample import StreamResampler
+from tests.audio.blocks import assert_blocks, frame_count, pcm
 from tests.audio.conftest import MIC, AlsaTestbed, file_pcm
 from tests.audio.signals import dominant_frequency, rms_db, sine
 
@@ -29,18 +33,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def frames_from(src: AlsaSource, n: int, timeout: float = 1.0) -> list[Frame]:
-    frames: list[Frame] = []
+    """Blocks until they hold at least ``n`` frames."""
+    blocks: list[Frame] = []
     deadline = time.monotonic() + 10
-    while len(frames) < n:
+    while frame_count(blocks, src.frame_samples) < n:
         assert time.monotonic() < deadline, "capture too slow"
-        f = src.read(timeout)
-        if isinstance(f, Frame):
-            frames.append(f)
-    return frames
+        b = src.read(timeout)
+        if isinstance(b, Frame):
+            blocks.append(b)
+    return blocks
 
 
-def pcm(frames: list[Frame]) -> np.ndarray:
-    return np.frombuffer(b"".join(f.pcm for f in frames), "<i2")
+class CountingStream:
+    """Wraps a PyAudio stream to count the device reads."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream
+        self.reads = 0
+
+    def read(self, frames: int, exception_on_overflow: bool = True) -> bytes:
+        self.reads += 1
+        return self.stream.read(frames, exception_on_overflow=exception_on_overflow)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.stream, name)
 
 
 @pytest.fixture
@@ -55,13 +71,17 @@ def test_speech_capture_by_name_is_bit_exact(speech_mic: np.ndarray) -> None:
     src.open()
     try:
         assert (src.stream_rate, src.stream_channels) == (16000, 1)
+        assert src._period == 1600  # the PortAudio period is one block
+        counting = src._stream = CountingStream(src._stream)  # type: ignore[assignment]
         whole = len(speech_mic) // 320
-        frames = frames_from(src, whole)
+        blocks = frames_from(src, whole)
     finally:
         src.close()
-    assert [f.start for f in frames] == [i * 320 for i in range(whole)]
-    assert all(len(f.pcm) == 640 for f in frames)
-    assert np.array_equal(pcm(frames), speech_mic[: whole * 320])
+    # blocks of 5 frames (100 ms), one device read each
+    assert [b.start for b in blocks] == [i * 1600 for i in range(len(blocks))]
+    assert all(len(b.pcm) == 3200 and b.gap_before == 0 for b in blocks)
+    assert counting.reads == len(blocks)
+    assert np.array_equal(pcm(blocks)[: whole * 320], speech_mic[: whole * 320])
     assert src.device is not None and src.device.name == MIC
 
 
@@ -72,7 +92,7 @@ def test_device_by_substring_and_by_index(alsa: AlsaTestbed, quilter: np.ndarray
     src.open()
     try:
         assert src.name == f"alsa:{MIC}"
-        assert np.array_equal(pcm(frames_from(src, 5)), quilter[:1600])
+        assert np.array_equal(pcm(frames_from(src, 5)), quilter[:1600])  # one block
     finally:
         src.close()
 
@@ -134,15 +154,18 @@ def test_fifo_capture_runs_at_real_time_and_is_exact(
     src.open()
     try:
         t0 = time.monotonic()
-        alsa.paced_writer(fd, second.tobytes(), chunk=640, interval=0.02)
-        frames = frames_from(src, 50, timeout=0.1)
+        alsa.paced_writer(fd, second.tobytes())  # a block every 100 ms (see conftest.py)
+        blocks = frames_from(src, 50, timeout=1.5)
         elapsed = time.monotonic() - t0
     finally:
         src.close()
-    assert np.array_equal(pcm(frames), second)
+    assert np.array_equal(pcm(blocks), second)
+    assert_blocks(blocks, 320, 5)
+    assert len(blocks) == 10
     assert 0.85 <= elapsed < 2.0, elapsed
-    # Frames came spread over the second, not in one burst at the end.
-    assert frames[24].captured_at - t0 < 0.95
+    # Blocks came spread over the second, each once its last frame was written, not in one
+    # burst at the end.
+    assert 0.4 <= blocks[4].captured_at - t0 < 0.95
 
 
 def test_device_missing_at_start_then_plugged_in(alsa: AlsaTestbed, quilter: np.ndarray) -> None:
@@ -161,7 +184,7 @@ def test_device_missing_at_start_then_plugged_in(alsa: AlsaTestbed, quilter: np.
     quilter.tofile(infile)
     src.open()
     try:
-        assert np.array_equal(pcm(frames_from(src, 3)), quilter[:960])
+        assert np.array_equal(pcm(frames_from(src, 3))[:960], quilter[:960])
     finally:
         src.close()
 
@@ -172,28 +195,35 @@ def test_device_lost_mid_stream_raises_and_reopens(alsa: AlsaTestbed, quilter: n
     alsa.write(file_pcm(MIC, speech, outfile=out))
     src = AlsaSource(MIC, 20, stall_timeout=0.5)
     src.open()
-    frames = frames_from(src, 10)
-    assert np.array_equal(pcm(frames), quilter[:3200])
+    blocks = frames_from(src, 10)
+    assert np.array_equal(pcm(blocks), quilter[:3200])
 
     pull_plug.set()  # the plugin's next write fails: PortAudio reports a host error
     t = time.monotonic()
     with pytest.raises(SourceLost, match="Unanticipated host error"):
         for _ in range(1000):
-            src.read(0.1)
+            b = src.read(0.1)
+            if isinstance(b, Frame):
+                blocks.append(b)
     assert time.monotonic() - t < 1.0
     src.close()
     src.close()  # closing a dead stream twice never raises
+    end, lost_at = blocks[-1].end, time.monotonic()
 
-    # The device comes back: reopen, and Frame.start keeps counting.
+    # The device comes back: reopen, and Frame.start keeps counting past the time away.
     alsa.write(file_pcm(MIC, speech))
     src.open()
+    reopened = time.monotonic()
     try:
-        again = frames_from(src, 2)
-        assert again[0].start >= 3200
-        assert again[1].start == again[0].start + 320
-        assert np.array_equal(pcm(again), quilter[:640])  # a fresh stream of the "device"
+        again = frames_from(src, 6)
     finally:
         src.close()
+    gap = again[0].gap_before
+    assert again[0].start == end + gap and gap % 320 == 0
+    assert (lost_at - t) * 16000 < gap <= (reopened - t) * 16000 + 320
+    assert_blocks(again, 320, 5)
+    assert again[1].gap_before == 0
+    assert np.array_equal(pcm(again)[:1920], quilter[:1920])  # a fresh stream of the "device"
 
 
 @pytest.mark.parametrize("rate", [48000, 44100])
@@ -205,9 +235,12 @@ def test_device_at_other_rate_is_resampled(alsa: AlsaTestbed, rate: int) -> None
     src.open()
     try:
         assert src.stream_rate == rate
-        out = pcm(frames_from(src, 50))
+        assert src._period == rate // 10  # one block at the device's rate
+        blocks = frames_from(src, 50)
+        out = pcm(blocks)[:16000]
     finally:
         src.close()
+    assert_blocks(blocks, 320, 5)
     assert dominant_frequency(out[400:], 16000) == pytest.approx(1000, abs=1)
     assert rms_db(out[400:], 8000) == pytest.approx(0, abs=0.3)  # only the 1 kHz tone is left
     spectrum = np.abs(np.fft.rfft(out[400:] * np.hanning(len(out) - 400)))
@@ -225,7 +258,7 @@ def test_channel_pick_on_a_two_channel_device(alsa: AlsaTestbed, quilter: np.nda
         src.open()
         try:
             assert src.stream_channels == 2
-            assert np.array_equal(pcm(frames_from(src, 25)), expected)
+            assert np.array_equal(pcm(frames_from(src, 25)), expected)  # five blocks
         finally:
             src.close()
     src = AlsaSource(MIC, 20, channel=128)  # the file plugin offers 128 channels
@@ -235,16 +268,131 @@ def test_channel_pick_on_a_two_channel_device(alsa: AlsaTestbed, quilter: np.nda
         src.open()
 
 
-def test_frame_counter_continues_across_reopen(speech_mic: np.ndarray) -> None:
-    src = AlsaSource(MIC, 30)
+def test_sample_index_counts_on_across_reopen_past_the_time_away(speech_mic: np.ndarray) -> None:
+    src = AlsaSource(MIC, 30)  # blocks of 3 frames of 30 ms: 90 ms
     src.open()
     first = frames_from(src, 3)
+    last_read = time.monotonic()
     src.close()
+    time.sleep(0.2)
     src.open()
+    opened = time.monotonic()
     second = frames_from(src, 2)
     src.close()
-    assert [f.start for f in first + second] == [0, 480, 960, 1440, 1920]
-    assert np.array_equal(pcm(second), speech_mic[:960])
+    assert [(b.start, b.samples, b.gap_before) for b in first] == [(0, 1440, 0)]
+    (block,) = second
+    gap = block.gap_before
+    assert block.start == 1440 + gap and gap % 480 == 0  # whole frames
+    assert 0.2 * 16000 <= gap <= (opened - last_read) * 16000 + 480
+    assert np.array_equal(pcm(second), speech_mic[:1440])
+
+
+# -- waiting, interrupting and stalls, against a device PortAudio cannot fake ---------------
+#
+# The ALSA file plugin always reports a full buffer, so it never makes read() wait: a fake
+# stream stands in for a device whose samples arrive with time (16 kHz, from ``t0``).
+
+
+class TimedStream:
+    """``rate`` Hz; ``period``: samples become available a whole period at a time (as on
+    hardware that reports its position at period interrupts), else as time goes."""
+
+    def __init__(self, *, stalled: bool = False, rate: int = 16000, period: int = 1) -> None:
+        self.t0 = time.monotonic()
+        self.taken = 0
+        self.stalled = stalled
+        self.rate = rate
+        self.period = period
+        self.polls = 0
+        self.reads = 0
+
+    def get_read_available(self) -> int:
+        self.polls += 1
+        if self.stalled:
+            return 0
+        arrived = int((time.monotonic() - self.t0) * self.rate)
+        return arrived - arrived % self.period - self.taken
+
+    def read(self, frames: int, exception_on_overflow: bool = True) -> bytes:
+        assert frames <= self.get_read_available(), "a read that would block"
+        self.reads += 1
+        self.taken += frames
+        return bytes(2 * frames)
+
+    def stop_stream(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.fixture
+def timed_source() -> Iterator[Callable[..., AlsaSource]]:
+    made: list[AlsaSource] = []
+
+    def make(stream: TimedStream, stall_timeout: float = 2.0) -> AlsaSource:
+        src = AlsaSource(MIC, 20, stall_timeout=stall_timeout)
+        src._stream = stream  # type: ignore[assignment]
+        src._resampler = StreamResampler(stream.rate, 16000)
+        src.stream_rate, src.stream_channels = stream.rate, 1
+        src._period = stream.rate // 10
+        src._direct = stream.rate == 16000
+        src._last_data = time.monotonic()
+        made.append(src)
+        return src
+
+    yield make
+    for src in made:
+        src.close()
+
+
+def test_a_block_is_waited_for_in_one_sleep_and_read_at_once(timed_source) -> None:  # type: ignore[no-untyped-def]
+    stream = TimedStream()
+    src = timed_source(stream)
+    blocks = [src.read(1.5) for _ in range(3)]
+    elapsed = time.monotonic() - stream.t0
+    assert_blocks(blocks, 320, 5)  # type: ignore[arg-type]
+    assert 0.3 <= elapsed < 0.45, elapsed
+    assert stream.reads == 3
+    assert stream.polls <= 3 * 3  # a poll, one sleep for the missing samples, a poll, a read
+
+
+def test_resampled_periods_give_a_block_per_period_without_polling(timed_source) -> None:  # type: ignore[no-untyped-def]
+    """At 48 kHz a period (4800) resamples to a block minus the filter's look-ahead: the
+    read takes what whole frames that gives rather than polling until the next period."""
+    stream = TimedStream(rate=48000, period=4800)
+    src = timed_source(stream)
+    blocks = [src.read(1.5) for _ in range(5)]
+    elapsed = time.monotonic() - stream.t0
+    assert_blocks(blocks, 320, 5, full=False)  # type: ignore[arg-type]
+    assert [b.samples for b in blocks][1:] == [1600] * 4  # type: ignore[union-attr]
+    assert 0.5 <= elapsed < 0.65, elapsed
+    assert stream.reads == 5
+    assert stream.polls <= 5 * 4
+
+
+def test_interrupt_ends_a_waiting_read_at_once_and_later_ones_do_not_wait(timed_source) -> None:  # type: ignore[no-untyped-def]
+    src = timed_source(TimedStream(stalled=True), stall_timeout=30)
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(src.read(10.0)))
+    reader.start()
+    time.sleep(0.1)
+    t = time.monotonic()
+    src.interrupt()
+    reader.join(2)
+    assert not reader.is_alive() and time.monotonic() - t < 0.05
+    assert got == [NOT_READY]
+    t = time.monotonic()
+    assert src.read(10.0) is NOT_READY
+    assert time.monotonic() - t < 0.01
+
+
+def test_a_stall_is_reported_after_stall_timeout_without_polling(timed_source) -> None:  # type: ignore[no-untyped-def]
+    stream = TimedStream(stalled=True)
+    src = timed_source(stream, stall_timeout=0.3)
+    t = time.monotonic()
+    with pytest.raises(SourceLost, match=r"no audio from .* for 0\.3 s"):
+        src.read(10.0)
+    assert 0.3 <= time.monotonic() - t < 0.4
+    assert stream.polls < 10  # sleeps of about a block, not a poll every few ms
 
 
 def test_read_before_open_and_bad_arguments() -> None:

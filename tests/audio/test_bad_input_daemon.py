@@ -23,7 +23,7 @@ from tests.audio.signals import raw_wav_bytes, wav_bytes, write_wav
 from tests.conftest import REPO, corpus_clip
 
 EX_CONFIG = 78
-SUMMARY = re.compile(r"gate forwarded (\d+) frames in (\d+) utterances")
+SUMMARY = re.compile(r"gate forwarded (\d+) frames in (?:\d+ blocks and )?(\d+) utterances")
 
 
 def run_file(path: Path, *extra: str, timeout: float = 30) -> subprocess.CompletedProcess:

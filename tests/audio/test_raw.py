@@ -18,6 +18,7 @@ import pytest
 from edgecap.audio.raw import RawSource
 from edgecap.audio.source import NOT_READY, SourceConfigError
 from edgecap.runtime.frames import Frame
+from tests.audio.blocks import assert_blocks, frame_count
 from tests.audio.conftest import MIC, AlsaTestbed, file_pcm
 from tests.audio.signals import dominant_frequency, sine
 
@@ -47,14 +48,16 @@ def pipe() -> Iterator[tuple[int, int]]:
 
 
 def read_all(src: RawSource, timeout: float = 1.0) -> list[Frame]:
-    frames = []
+    """Every block to the end of input (checked: whole frames, contiguous)."""
+    blocks: list[Frame] = []
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        f = src.read(timeout)
-        if f is None:
-            return frames
-        if isinstance(f, Frame):
-            frames.append(f)
+        b = src.read(timeout)
+        if b is None:
+            assert_blocks(blocks, src.frame_samples, src.block_frames, full=False)
+            return blocks
+        if isinstance(b, Frame):
+            blocks.append(b)
     raise AssertionError("source never ended")
 
 
@@ -77,11 +80,12 @@ def test_pipe_with_partial_writes_is_exact(pipe: tuple[int, int]) -> None:
 
     t = threading.Thread(target=writer)
     t.start()
-    frames = read_all(src)
+    blocks = read_all(src, timeout=1.5)
     t.join()
-    out = np.frombuffer(b"".join(f.pcm for f in frames), "<i2")
-    assert [f.start for f in frames] == [i * 320 for i in range(len(frames))]
-    assert len(frames) == 16  # 5000 samples + the padded half sample → 5001 → 16 frames
+    out = np.frombuffer(b"".join(b.pcm for b in blocks), "<i2")
+    assert blocks[0].start == 0
+    assert frame_count(blocks) == 16  # 5000 samples + the padded half sample → 5001 → 16
+    assert len(blocks) == 4  # whole blocks of 5 frames as they fill up, then the rest
     assert np.array_equal(out[:5000], SPEECHLIKE[:5000])
     assert out[5000] == 7  # the odd trailing byte is kept as the low byte, zero-padded
     assert not out[5001:].any()
@@ -98,12 +102,40 @@ def test_empty_pipe_returns_not_ready_promptly(pipe: tuple[int, int]) -> None:
     # Half a frame arrives: still not ready, and the half is kept.
     os.write(w, SPEECHLIKE[:160].tobytes())
     assert src.read(0.05) is NOT_READY
-    os.write(w, SPEECHLIKE[160:320].tobytes())
+    # A frame and a half: not a block, so the timeout gives the whole frame there is.
+    os.write(w, SPEECHLIKE[160:480].tobytes())
     f = src.read(0.05)
     assert isinstance(f, Frame)
     assert f.pcm == SPEECHLIKE[:320].tobytes()
+    # A block comes as soon as it is whole, long before the timeout.
+    os.write(w, SPEECHLIKE[480:1920].tobytes())
+    t = time.monotonic()
+    f = src.read(5.0)
+    assert time.monotonic() - t < 0.5
+    assert isinstance(f, Frame) and (f.start, f.samples) == (320, 1600)
+    assert f.pcm == SPEECHLIKE[320:1920].tobytes()
     os.close(w)
     assert src.read(0.05) is None
+
+
+def test_interrupt_wakes_a_read_waiting_on_a_silent_pipe(pipe: tuple[int, int]) -> None:
+    r, _w = pipe
+    src = RawSource(os.fdopen(r, "rb", buffering=0, closefd=False), 20)
+    src.open()
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(src.read(30.0)))
+    reader.start()
+    time.sleep(0.1)
+    t = time.monotonic()
+    src.interrupt()
+    reader.join(2)
+    assert not reader.is_alive() and time.monotonic() - t < 0.05
+    assert got == [NOT_READY]
+    t = time.monotonic()
+    assert src.read(30.0) is NOT_READY  # stopping: no more waiting
+    assert time.monotonic() - t < 0.01
+    src.close()
+    src.interrupt()  # after close: harmless (no descriptor left to write to)
 
 
 def test_stdin_dash_from_a_subprocess_pipe(tmp_path: Path) -> None:
@@ -165,9 +197,10 @@ def test_path_and_48k_stereo_conversion(tmp_path: Path) -> None:
 def test_in_memory_stream_without_fileno() -> None:
     src = RawSource(io.BytesIO(SPEECHLIKE[:700].tobytes()), 10)
     src.open()
-    frames = read_all(src)
-    assert len(frames) == 5 and frames[-1].start == 640
-    out = np.frombuffer(b"".join(f.pcm for f in frames), "<i2")
+    blocks = read_all(src)
+    # 10 ms frames: a block of 10 frames (1600 samples) holds it all, the last frame padded
+    assert [(b.start, b.samples) for b in blocks] == [(0, 800)]
+    out = np.frombuffer(b"".join(b.pcm for b in blocks), "<i2")
     assert np.array_equal(out[:700], SPEECHLIKE[:700]) and not out[700:].any()
 
 

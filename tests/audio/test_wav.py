@@ -14,6 +14,7 @@ import pytest
 from edgecap.audio.source import NOT_READY, SourceConfigError
 from edgecap.audio.wav import WavSource, read_wav
 from edgecap.runtime.frames import Frame
+from tests.audio.blocks import assert_blocks, frame_count
 from tests.audio.signals import (
     chunk,
     dominant_frequency,
@@ -28,13 +29,15 @@ REF = (RNG.standard_normal((1600, 2)) * 8000).clip(-32768, 32767).astype(np.int1
 
 
 def drain(src: WavSource, limit: int = 100_000) -> list[Frame]:
-    frames = []
+    """Every block to the end of input (each checked: whole frames, contiguous)."""
+    blocks: list[Frame] = []
     for _ in range(limit):
-        f = src.read(1.0)
-        if f is None:
-            return frames
-        assert isinstance(f, Frame)
-        frames.append(f)
+        b = src.read(1.0)
+        if b is None:
+            assert_blocks(blocks, src.frame_samples, src.block_frames)
+            return blocks
+        assert isinstance(b, Frame)
+        blocks.append(b)
     raise AssertionError("source never ended")
 
 
@@ -123,14 +126,30 @@ def test_speech_file_is_bit_exact_with_exact_frame_starts(
 ) -> None:
     src = _fast(corpus_dir / "en_librispeech_quilter.16k.wav")
     assert src.name == f"wav:{corpus_dir / 'en_librispeech_quilter.16k.wav'}"
-    frames = drain(src)
+    blocks = drain(src)
     src.close()
-    assert [f.start for f in frames] == [i * 320 for i in range(len(frames))]
-    assert all(len(f.pcm) == 640 for f in frames)
-    got = pcm_of(frames)
-    assert len(frames) == -(-len(quilter) // 320)
+    # blocks of 5 frames of 20 ms, the last one shorter
+    assert [b.start for b in blocks] == [i * 1600 for i in range(len(blocks))]
+    assert all(len(b.pcm) == 3200 for b in blocks[:-1])
+    got = pcm_of(blocks)
+    assert frame_count(blocks) == -(-len(quilter) // 320)
+    assert len(blocks) == -(-len(quilter) // 1600)
     assert np.array_equal(got[: len(quilter)], quilter)
     assert not got[len(quilter) :].any()  # the last partial frame is zero-padded
+
+
+@pytest.mark.parametrize(("frame_ms", "block_frames"), [(10, 10), (20, 5), (30, 3)])
+def test_blocks_are_about_100_ms_of_whole_frames(
+    tmp_path: Path, frame_ms: int, block_frames: int
+) -> None:
+    mono = sine(440, 16000, 0.55)  # 8800 samples: the last block is short
+    src = WavSource(write_wav(tmp_path / "x.wav", mono, 16000), frame_ms, realtime=False)
+    src.open()
+    blocks = drain(src)
+    assert src.block_frames == block_frames
+    n = 16 * frame_ms * block_frames
+    assert [b.samples for b in blocks[:-1]] == [n] * (len(blocks) - 1)
+    assert np.array_equal(pcm_of(blocks)[:8800], mono)
 
 
 def test_44k1_stereo_is_resampled_to_16k(tmp_path: Path) -> None:
@@ -217,11 +236,11 @@ def test_loop_restarts_and_keeps_counting(tmp_path: Path) -> None:
     path = write_wav(tmp_path / "x.wav", mono, 16000)
     src = WavSource(path, 20, realtime=False, loop=True)
     src.open()
-    frames = [src.read(1.0) for _ in range(10)]
-    assert all(isinstance(f, Frame) for f in frames)
-    assert [f.start for f in frames] == [i * 320 for i in range(10)]  # type: ignore[union-attr]
-    out = pcm_of(frames)  # type: ignore[arg-type]
-    assert np.array_equal(out[:3200], np.tile(mono, 4))  # seamless: no padding at the seam
+    blocks = [src.read(1.0) for _ in range(3)]
+    assert all(isinstance(b, Frame) for b in blocks)
+    assert [b.start for b in blocks] == [0, 1600, 3200]  # type: ignore[union-attr]
+    out = pcm_of(blocks)  # type: ignore[arg-type]
+    assert np.array_equal(out[:4800], np.tile(mono, 6))  # seamless: no padding at the seam
 
 
 def test_realtime_pacing_follows_an_absolute_schedule(tmp_path: Path) -> None:
@@ -232,13 +251,52 @@ def test_realtime_pacing_follows_an_absolute_schedule(tmp_path: Path) -> None:
     first = src.read(0.0)
     assert first is NOT_READY  # frame 0 is due 20 ms after open: not earlier
     got = []
-    while (f := src.read(0.05)) is not None:
-        if isinstance(f, Frame):
-            got.append(f)
+    while (b := src.read(1.5)) is not None:
+        assert isinstance(b, Frame)
+        got.append(b)
     elapsed = time.monotonic() - t0
-    assert len(got) == 25
-    assert elapsed >= 0.45, elapsed
+    # 5 blocks of 5 frames, each delivered once its last frame is due (one sleep per block)
+    assert [b.samples for b in got] == [1600] * 5
+    for k, b in enumerate(got):
+        assert b.captured_at - src._t0 >= (k + 1) * 0.1
+    assert got[0].captured_at - src._t0 < 0.15  # not a frame late
+    assert elapsed >= 0.5, elapsed
     assert elapsed < 2.0, elapsed
+
+
+def test_realtime_read_with_a_short_timeout_gives_the_frames_due(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "x.wav", sine(300, 16000, 0.5), 16000)
+    src = WavSource(path, 20, realtime=True)
+    src.open()
+    got = []
+    while (b := src.read(0.05)) is not None:
+        if isinstance(b, Frame):
+            got.append(b)
+    assert_blocks(got, 320, 5, full=False)
+    assert frame_count(got) == 25
+    assert any(b.samples < 1600 for b in got)  # what was due when the timeout came
+
+
+def test_interrupt_ends_a_realtime_wait_and_later_reads_do_not_wait(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "x.wav", sine(300, 16000, 2.0), 16000)
+    src = WavSource(path, 20, realtime=True)
+    src.open()
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(src.read(10.0)))
+    reader.start()  # the first block is due 100 ms after open: the reader waits
+    time.sleep(0.07)
+    t = time.monotonic()
+    src.interrupt()
+    reader.join(2)
+    assert time.monotonic() - t < 0.05
+    (block,) = got
+    # what was due when the wait ended: the first frames (all five only on a slow machine)
+    assert isinstance(block, Frame) and block.start == 0 and block.gap_before == 0
+    assert block.samples in (640, 960, 1280, 1600)
+    t = time.monotonic()
+    later = src.read(10.0)
+    assert time.monotonic() - t < 0.01
+    assert later is NOT_READY or (isinstance(later, Frame) and later.start == block.end)
 
 
 def test_realtime_read_respects_timeout(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ import pytest
 from tests.conftest import REPO, corpus_clip, read_pcm16
 
 SUMMARY = re.compile(
-    r"gate forwarded (\d+) frames in (\d+) utterances; "
-    r"consumer received (\d+) frames in (\d+) utterances; (\d+) frames dropped"
+    r"gate forwarded \d+ frames in (\d+) blocks and (\d+) utterances; "
+    r"consumer received (\d+) blocks in (\d+) utterances; (\d+) blocks dropped"
 )
 
 

@@ -172,3 +172,26 @@ def test_skip_lets_an_unneeded_marker_leave_unsent_but_never_audio():
     assert buf.peek() is None
     buf.confirm_all_sent()
     assert buf.empty and buf.held_samples == 0  # the skipped end is nowhere
+
+
+def test_a_block_final_part_way_is_replayed_from_the_first_unconfirmed_sample():
+    """The gate hands over ~100 ms blocks (the first of an utterance longer, with its
+    pre-roll): a service final in the middle of one must not get the confirmed head again."""
+    buf = UplinkBuffer(max_samples=100 * FRAME)
+    pcm = b"".join((i % 65536).to_bytes(2, "little") for i in range(5 * FRAME))
+    block = SpeechAudio(1, Frame(pcm, 16_000, 0.0))
+    for e in (
+        SpeechStart(1, 16_000, 16_000, 0.0),
+        block,
+        SpeechEnd(1, 16_000 + 5 * FRAME, "silence", 0.0),
+    ):
+        buf.push(e)
+    send_all(buf)
+    assert buf.confirm_audio(2 * FRAME + 7) == 2 * FRAME + 7
+    assert buf.held_samples == 3 * FRAME - 7
+    buf.new_session()
+    replay = [e for e in send_all(buf) if isinstance(e, SpeechAudio)]
+    (rest,) = replay
+    assert rest.frame.start == 16_000 + 2 * FRAME + 7
+    assert rest.frame.pcm == pcm[2 * (2 * FRAME + 7) :]
+    assert buf.replayed_samples == 3 * FRAME - 7

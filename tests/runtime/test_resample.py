@@ -156,8 +156,8 @@ def _peak_while_reading(path: Path) -> tuple[int, int]:
     tracemalloc.start()
     try:
         src.open()
-        while src.read(1.0) is not None:
-            frames += 1
+        while (block := src.read(1.0)) is not None:
+            frames += block.samples // 320  # type: ignore[union-attr]
         src.close()
         peak = tracemalloc.get_traced_memory()[1]
     finally:
