@@ -13,7 +13,8 @@ every read and every write holds one I/O lock. The reader waits for bytes with `
 the library sends while reading happen under the lock too.
 
 The reader thread does not interpret what it reads: it posts every data frame as it came
-(text or bytes), tagged with the connection's number, into the link's bounded inbox, and the
+(text or bytes), tagged with the connection's number, into the link's bounded inbox — and
+wakes the link thread (``wake``), which sleeps until something happens — and the
 link thread parses it with the codec — so every codec call happens on that one thread, and
 a reply the protocol requires goes out from where the codec's state lives. The end of the
 connection — a close frame, a reset, a protocol error — is posted as a ``Closed`` item, so
@@ -219,11 +220,13 @@ class Connection:
         proxy: str | None = None,
         connect_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.number = number
         self.clock = clock
         self._handshake = handshake
         self._inbox = inbox
+        self._wake = wake  # called after each item posted to the inbox
         self._connect_timeout = connect_timeout
         self._ws: websocket.WebSocket | None = None
         self._io_lock = threading.Lock()  # see the module docstring
@@ -339,13 +342,16 @@ class Connection:
 
     # --- reader side ------------------------------------------------------------------
     def _post(self, item: InboxItem, stop: threading.Event) -> bool:
-        """Hand an item to the link; waits while the inbox is full, gives up on stop."""
+        """Hand an item to the link and wake it; waits while the inbox is full, gives up
+        on stop."""
         while not stop.is_set():
             try:
                 self._inbox.put(item, timeout=READ_POLL)
-                return True
             except queue.Full:
                 continue
+            if self._wake is not None:
+                self._wake()
+            return True
         return False
 
 
@@ -362,8 +368,9 @@ class _Reader(Worker):
         buffered = getattr(sock, "pending", lambda: 0)  # plain ws:// has no TLS buffer
         try:
             while not stop.is_set():
-                # Wait for bytes without the lock (TLS may hold decrypted bytes already).
-                if not buffered() and not select.select([sock], [], [], READ_POLL)[0]:
+                # Wait for bytes without the lock (TLS may hold decrypted bytes already). No
+                # timeout: close() aborts the socket, which wakes this select at once.
+                if not buffered() and not select.select([sock], [], [])[0]:
                     continue
                 with conn._io_lock:
                     try:

@@ -42,12 +42,23 @@ the service may be sent to and nothing is dropped — unless the service is give
 
 Every loss is reported once, with its cause, and added to ``lost``: the totals at stop are
 the sum of what was reported.
+
+The link thread sleeps until something happens, in one wait on one event (``_wake``) that
+everything able to give it work sets: the speech queue (a put, its close), the connection's
+reader (a message, the end of the connection), a stop, a reload, a hand-over — and, for a
+file fed to the offline engine, room in that engine's queue. Otherwise it sleeps until the
+earliest deadline it actually has (``_next_due``): the rest of a chunk that is late, the
+pace, a keepalive, a ping, a dead connection, the session's renewal or idle close, the end
+of a finishing session, the retry, the fallback, a file run's patience. Each turn of the
+loop does everything that is due and then computes the next deadline from the state it
+left, so no deadline is missed and none is waited for twice.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import math
 import queue
 import threading
 import time
@@ -93,7 +104,6 @@ from edgecap.services.codec import (
 
 log = logging.getLogger(__name__)
 
-POLL = 0.02  # the link wakes at least this often while it has something to do
 INBOX_SIZE = 256  # service messages (raw frames) waiting for the link thread
 PACE_BURST = 1.0  # seconds of audio that may go at once above the replay speed
 ROLLOVER_GRACE = 30.0  # past session_max, renew even in the middle of an utterance
@@ -103,6 +113,16 @@ BACKLOG = 2.0  # s of unsent speech a waiting producer (a file) is held back at
 HEADROOM = SAMPLE_RATE // 10  # samples kept free in the offline engine's queue
 PATIENCE = 30.0  # a file run (or one whose input ended) gives up a service down this long
 END_SESSIONS = 3  # after the end of input, sessions that may fail before the link gives up
+# A clock other than time.monotonic (tests run link time faster) runs at a rate the link
+# does not know, so its deadlines cannot be slept until: the link then looks this often.
+FOREIGN_CLOCK_WAIT = 0.02
+# The backoff's healthy clock starts a moment after the session's (``_connect``): its
+# reset is looked at this much after HEALTHY_AFTER, so that one wake-up finds it due.
+HEALTHY_MARGIN = 0.05
+# A keepalive or a ping due this soon goes with what the link wakes for now: on a quiet
+# connection they fall a moment apart (the keepalive after the last one, the ping after the
+# last pong, which comes unannounced), and one wake-up does them all.
+TIMER_SLACK = 0.05
 
 # Why speech was lost (the loss reports' causes)
 DROPPED_UNREACHABLE = "buffer full while the service was unreachable"
@@ -147,6 +167,11 @@ class LinkWorker(Worker):
             clock=clock,
         )
         self._inbox: queue.Queue[InboxItem] = queue.Queue(INBOX_SIZE)
+        # The one thing the link thread sleeps on (see the module docstring).
+        self._wake = threading.Event()
+        self._speech_wanted = False  # a put into the speech queue wakes the thread
+        self._room_watched: SpeechQueue | None = None  # a queue whose room wakes the thread
+        self.wakeups = 0  # times the thread woke from its wait (tests, benchmarks)
         self._conn: Connection | None = None
         # a token fetch or a connection being opened (interruptible)
         self._opening: Dialer | Connection | None = None
@@ -162,6 +187,8 @@ class LinkWorker(Worker):
         self._ping_sent_at: float | None = None
         self._tokens = PACE_BURST
         self._tokens_at = 0.0
+        self._partial_since: float | None = None  # the head's audio is short of a chunk since
+        self._pump_due: float | None = None  # when the pump can send more (pace, late rest)
         # per turn end sent and not yet answered (``finalized``): the audio sent before it
         self._finalize_marks: deque[int] = deque(maxlen=1000)
         self._map_pos: list[int] = []  # session audio position → capture sample
@@ -204,14 +231,17 @@ class LinkWorker(Worker):
     def request_reload(self) -> None:
         """Read the key again and retry now, even after the service refused it."""
         self._reload.set()
+        self._wake.set()
 
     def request_stop(self) -> None:
         """Stop: no new session from now on; a connection attempt in progress ends at once."""
         super().request_stop()
+        self._wake.set()
         self._interrupt_connect()
 
     def hand_over(self) -> None:
         super().hand_over()
+        self._wake.set()
         self._interrupt_connect()
 
     def _interrupt_connect(self) -> None:
@@ -228,8 +258,12 @@ class LinkWorker(Worker):
     # --- the loop ---------------------------------------------------------------------
     def run(self) -> None:
         self._set_state("idle")
+        self.speech.set_waker(self._speech_arrived)
         try:
             while True:
+                # Cleared before looking at anything: whatever comes from now on wakes the
+                # wait at the end of this turn.
+                self._wake.clear()
                 self._pull()
                 self._drain_inbox()
                 now = self._clock()
@@ -243,17 +277,120 @@ class LinkWorker(Worker):
                     if self._wants_connection(now) and now >= self._retry_at:
                         self._connect(now)
                         if self._conn is not None:
+                            if self.fallback is not None:
+                                self._check_fallback(self._clock())  # back to the cloud?
                             self._sending(self._clock())  # the backlog goes before more comes
                 elif self._finishing_since is not None:
                     self._check_finishing(now)
                 else:
                     self._sending(now)
                 self.beat()
+                self._sleep()
             self._shutdown()
         finally:
+            self.speech.unset_waker(self._speech_arrived)
+            self._watch_room(None)
             if self._conn is not None:
                 self._conn.close(1.0)
                 self._conn = None
+
+    # --- sleeping ---------------------------------------------------------------------
+    def _speech_arrived(self) -> None:
+        """The speech queue's waker (the producer's thread): wake the link if it takes."""
+        if self._speech_wanted:
+            self._wake.set()
+
+    def _sleep(self) -> None:
+        """Sleep until something happens or the next deadline, in one wait."""
+        now = self._clock()
+        due = self._next_due(now)
+        room = None if self._input_closed else self._room()
+        held_back = room is not None and room <= 0
+        self._speech_wanted = wanted = not self._input_closed and not held_back
+        if wanted and self.speech.pending:
+            # Speech (or the end of input) the link did not take: it came while the link
+            # was held back, or after it looked. (Looked at after the flag is set: what comes
+            # later wakes the wait.)
+            return
+        fb = self.fallback
+        if held_back and fb is not None and fb.active:
+            # Held back by the offline engine's queue: its room is what the link waits for.
+            self._watch_room(fb.queue)
+            if self._room() != room:
+                return  # room came while the watch was being set up
+        else:
+            self._watch_room(None)
+        timeout = None if due is None else max(0.0, due - now)
+        if self._clock is not time.monotonic:
+            timeout = FOREIGN_CLOCK_WAIT if timeout is None else min(timeout, FOREIGN_CLOCK_WAIT)
+        if timeout == 0.0:
+            return
+        with self.waiting():
+            self._wake.wait(timeout)
+        self.wakeups += 1
+
+    def _watch_room(self, speech: SpeechQueue | None) -> None:
+        if speech is self._room_watched:
+            return
+        if self._room_watched is not None:
+            self._room_watched.set_room_waker(None)
+        self._room_watched = speech
+        if speech is not None:
+            speech.set_room_waker(self._wake.set)
+
+    def _next_due(self, now: float) -> float | None:
+        """The earliest moment at which something is due that no event will announce (in
+        the link's clock); None: nothing but an event. Every deadline here is one that the
+        loop acts on once it is reached, so a deadline in the past is never waited for
+        twice (each clause mirrors the check it stands for)."""
+        due: list[float] = []
+        conn = self._conn
+        if conn is None and self._done(now):
+            return now  # the session ended in this turn, and with it the link's work
+        fb = self.fallback
+        # the fallback's down clock runs (due() at infinity: it is running at all)
+        if fb is not None and conn is None and not fb.active and fb.due(math.inf):
+            due.append(now + fb.after - fb.down_for(now))
+        if conn is None:
+            if self._rejected is not None or self._would_connect():
+                due.append(self._retry_at)
+            if self._down_since is not None and (self._input_closed or self.speech.producer_waits):
+                give_up = self._down_since + self.patience  # _given_up
+                if give_up > now:
+                    due.append(give_up)
+        elif self._finishing_since is not None:  # _check_finishing
+            due.append(self._finishing_since + self.settings.finish_timeout)
+            if not self._finished and not self.codec.sends_finished and not self._finalize_marks:
+                quiet_since = max(self._finishing_since, conn.last_message)
+                due.append(quiet_since + self.codec.finish_grace)
+        else:  # _sending
+            if self._pump_due is not None:
+                due.append(self._pump_due)
+            if self.stopping and self._stop_send_until is not None:
+                due.append(self._stop_send_until)
+            due.extend(self._housekeeping_due(conn, now))
+        return min(due) if due else None
+
+    def _housekeeping_due(self, conn: Connection, now: float) -> list[float]:
+        """The deadlines of ``_housekeeping``."""
+        dead = self.settings.dead_after
+        due = [conn.last_received + dead]
+        if self._ping_sent_at is None or self._ping_sent_at < conn.last_received:
+            due.append(conn.last_received + dead / 2)
+        if self.codec.keepalive_interval is not None:
+            due.append(self._last_sent + self.codec.keepalive_interval)
+        if self._unanswered_since is not None:
+            due.append(self._unanswered_since + dead)
+        healthy = self._session_started + HEALTHY_AFTER + HEALTHY_MARGIN
+        if healthy > now:
+            due.append(healthy)
+        if self.stopping or self._input_closed:
+            return due  # ending: no renewal, no idle close
+        renew = self._session_started + self.codec.session_max
+        due.append(renew + ROLLOVER_GRACE if self._in_utterance else renew)
+        if self.settings.connect == "on_demand" and not self._in_utterance and self.buffer.empty:
+            due.append(max(self._last_speech, self._session_started) + self.settings.idle_close)
+        return due
 
     def _sending(self, now: float) -> None:
         """A session is open: send (paced), keep it alive, and end it when it is time."""
@@ -316,26 +453,18 @@ class LinkWorker(Worker):
 
     # --- input ------------------------------------------------------------------------
     def _pull(self) -> None:
-        """Move the gate's events into the uplink buffer; wait a little if there is none."""
+        """Move the gate's events that are there into the uplink buffer (never waits)."""
         if self.handing_over.is_set():
             self._input_closed = True  # the queue's rest is for the link that replaces this one
         if self._input_closed:
-            if self._conn is not None:
-                time.sleep(POLL / 2)  # only the session's end is awaited now
-            else:
-                self._stop.wait(self._unconnected_wait())
             return
         room = self._room()
         if room is not None and room <= 0:
-            # Held back: the producer waits for the link (backpressure), the link for the pace.
-            self._stop.wait(POLL if self._conn is not None else self._unconnected_wait())
-            return
-        # Idle and unconnected, a longer wait is fine: get() returns as soon as speech comes.
-        timeout = POLL if self._conn is not None or self.buffer.pending else 0.25
+            return  # held back: the producer waits for the link, the link for the pace
         took_audio = False
         while room is None or room > 0:
             try:
-                event = self.speech.get(timeout=timeout)
+                event = self.speech.get(0.0)
             except TimeoutError:
                 break
             if event is None:
@@ -351,12 +480,7 @@ class LinkWorker(Worker):
             elif isinstance(event, SpeechEnd):
                 self.utterances += 1
             self._last_speech = self._clock()  # the gate emits nothing while it is quiet
-            timeout = 0.0
         self._account_drops(took_audio)
-
-    def _unconnected_wait(self) -> float:
-        """How long an unconnected link may sleep: until its next attempt, at most 0.25 s."""
-        return min(0.25, max(POLL, self._retry_at - self._clock()))
 
     def _room(self) -> int | None:
         """Audio (samples) the link may take from the speech queue now; None: no limit.
@@ -453,6 +577,10 @@ class LinkWorker(Worker):
                 self.settings.fatal_retry,
             )
             self._rejected = None
+        return self._would_connect()
+
+    def _would_connect(self) -> bool:
+        """A session is wanted (once the retry time has come and nothing was refused)."""
         if self.settings.connect == "warm":
             return True
         if self.fallback is not None and self.fallback.active:
@@ -485,6 +613,7 @@ class LinkWorker(Worker):
             proxy=self.settings.proxy,
             connect_timeout=self.settings.connect_timeout,
             clock=self._clock,
+            wake=self._wake.set,
         )
         self._opening = conn
         try:
@@ -511,6 +640,7 @@ class LinkWorker(Worker):
         self.status.put("link_sessions", self.sessions)
         self._session_started = self._last_sent = self._tokens_at = now
         self._tokens = PACE_BURST
+        self._partial_since = self._pump_due = None
         self._finished = False
         self._finishing_since = None
         self._unanswered_since = None
@@ -791,6 +921,7 @@ class LinkWorker(Worker):
         speed = self.codec.replay_speed
         self._tokens = min(PACE_BURST, self._tokens + (now - self._tokens_at) * speed)
         self._tokens_at = now
+        self._pump_due = None
         chunk_samples = self.codec.audio_chunk_ms * SAMPLE_RATE // 1000
         try:
             while conn is not None and self._conn is conn:
@@ -814,15 +945,27 @@ class LinkWorker(Worker):
                     self._end_turn(now)
                     continue
                 run = self._audio_run(chunk_samples)
-                if run < chunk_samples and not flush and not self._run_complete(run):
-                    return  # wait for a full chunk
+                # (90 % of a chunk is a chunk: the gate's 90 ms blocks of 30 ms frames go
+                # as they are instead of waiting for a second one)
+                if run < chunk_samples * 9 // 10 and not flush and not self._run_complete(run):
+                    # Wait for the rest of the chunk — for a chunk's time at most: the
+                    # rest is late (a live source delivers it sooner), what came goes.
+                    if self._partial_since is None:
+                        self._partial_since = now
+                    late_at = self._partial_since + self.codec.audio_chunk_ms / 1000
+                    if now < late_at:
+                        self._pump_due = late_at
+                        return
                 seconds = run / SAMPLE_RATE
                 if self._tokens < seconds:
-                    return  # paced: buffered speech goes no faster than replay_speed
+                    # paced: buffered speech goes no faster than replay_speed
+                    self._pump_due = now + (seconds - self._tokens) / speed
+                    return
                 self._tokens -= seconds
                 if not self._in_utterance:
                     self._begin_turn(now)  # the utterance goes on from an earlier session
                 self._send_audio(run, now)
+                self._partial_since = None
         except SendFailed as exc:
             self._lost(exc)
 
@@ -905,17 +1048,19 @@ class LinkWorker(Worker):
             return
         self.backoff.reset_if_healthy()
         dead = self.settings.dead_after
+        soon = now + TIMER_SLACK  # see TIMER_SLACK
         try:
             if (
                 self.codec.keepalive_interval is not None
-                and now - self._last_sent >= self.codec.keepalive_interval
+                and soon - self._last_sent >= self.codec.keepalive_interval
             ):
                 out = self.codec.keepalive()
                 if out is not None:
                     self._conn.send(out)
-                    self._last_sent = now
+                # (nothing to send: the codec is asked again an interval later)
+                self._last_sent = now
             quiet = now - conn.last_received
-            if quiet >= dead / 2 and (
+            if soon - conn.last_received >= dead / 2 and (
                 self._ping_sent_at is None or self._ping_sent_at < conn.last_received
             ):
                 conn.ping()

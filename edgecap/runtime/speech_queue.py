@@ -10,6 +10,14 @@ lose speech for nothing, so its capture waits for room instead, and says so once
 ``producer_waits``. A consumer that cannot keep up with such a producer (a link paced by
 its service) may then simply take no more for a while — backpressure through this queue —
 instead of dropping what it took.
+
+A consumer that sleeps on more than this queue (the link also waits for its connection and
+its timers) does not block in ``get``: it registers a *waker* (``set_waker``), called after
+every ``put`` and at ``close``, and takes with ``get(0)`` when woken. A *room waker*
+(``set_room_waker``) is called whenever audio leaves the queue: a producer-side party held
+back by this queue's bound (the link feeding the offline engine's queue from a file) learns
+that there is room again. Wakers are called on the caller's thread, outside the queue's
+lock, and must be quick (set an event).
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ class SpeechQueue:
         # The producer waits for room (a source that is not live): a consumer may hold back
         # rather than drop. Set once by the producer before the consumer starts.
         self.producer_waits = False
+        self._waker: Callable[[], None] | None = None
+        self._room_waker: Callable[[], None] | None = None
 
     def put(self, event: GateEvent, wait_for_room: Callable[[], bool] | None = None) -> None:
         """Append without ever blocking; drop the oldest audio when over the bound.
@@ -65,29 +75,62 @@ class SpeechQueue:
             while self._markers > MAX_MARKERS:
                 self._drop_oldest_marker()
             self._cond.notify()
+        self._wake()
 
     def close(self) -> None:
         """No more events will come; ``get`` returns None once the queue is drained."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._wake()
 
     def get(self, timeout: float) -> GateEvent | None:
-        """The next event; None when closed and drained. Raises TimeoutError if none came."""
+        """The next event; None when closed and drained. Raises TimeoutError if none came
+        within ``timeout`` (0: none is there now — no wait at all)."""
         with self._cond:
-            if not self._items and not self._closed:
+            if not self._items and not self._closed and timeout > 0:
                 self._cond.wait(timeout)
-            if self._items:
-                event = self._items.popleft()
-                if isinstance(event, SpeechAudio):
-                    self._held_samples -= event.frame.samples
-                    self._cond.notify_all()  # a producer may be waiting for room
-                else:
-                    self._markers -= 1
+            if not self._items:
+                if self._closed:
+                    return None
+                raise TimeoutError
+            event = self._items.popleft()
+            if not isinstance(event, SpeechAudio):
+                self._markers -= 1
                 return event
-            if self._closed:
-                return None
-            raise TimeoutError
+            self._held_samples -= event.frame.samples
+            self._cond.notify_all()  # a producer may be waiting for room
+        room_waker = self._room_waker
+        if room_waker is not None:
+            room_waker()
+        return event
+
+    # --- wakers -----------------------------------------------------------------------
+    def set_waker(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` after every put and at close (one consumer; None: nobody)."""
+        self._waker = wake
+
+    def unset_waker(self, wake: Callable[[], None]) -> None:
+        """Remove ``wake`` if it is still the waker (a consumer that ends must not remove
+        the one of the consumer that replaced it)."""
+        if self._waker == wake:
+            self._waker = None
+
+    def set_room_waker(self, wake: Callable[[], None] | None) -> None:
+        """Call ``wake`` whenever audio is taken from the queue (None: nobody)."""
+        self._room_waker = wake
+
+    def _wake(self) -> None:
+        wake = self._waker
+        if wake is not None:
+            wake()
+
+    @property
+    def pending(self) -> bool:
+        """Something for the consumer: an event, or the close it has not seen yet (it sees
+        it as ``get`` returning None)."""
+        with self._cond:
+            return bool(self._items) or self._closed
 
     @property
     def held_samples(self) -> int:

@@ -91,3 +91,72 @@ def test_a_source_that_is_not_live_waits_for_room_instead_of_dropping():
     t0 = time.monotonic()
     q.put(audio(2, 3), wait_for_room=lambda: False)
     assert time.monotonic() - t0 < 0.5 and q.dropped_frames == 1
+
+
+def test_the_waker_is_called_after_every_put_and_at_close():
+    q = SpeechQueue(max_samples=2 * N)
+    seen: list[int] = []
+    q.set_waker(lambda: seen.append(len(q)))  # the event is in the queue when it is called
+    q.put(SpeechStart(1, 0, 0, 0.0))
+    for i in range(3):
+        q.put(audio(1, i))  # the third drops the oldest audio: still one wake
+    assert seen == [1, 2, 3, 3]
+    q.get(0)
+    assert seen == [1, 2, 3, 3]  # a take does not wake the consumer
+    q.close()
+    assert seen == [1, 2, 3, 3, 2]
+
+
+def test_a_consumer_sleeping_on_an_event_is_woken_by_a_put_from_another_thread():
+    q = SpeechQueue(max_samples=100 * N)
+    wake = threading.Event()
+    q.set_waker(wake.set)
+    producer = threading.Timer(0.05, lambda: q.put(audio(1, 0)))
+    producer.start()
+    assert wake.wait(2.0)
+    producer.join()
+    assert q.get(0).frame.start == 0
+
+
+def test_get_zero_never_waits():
+    import time
+
+    q = SpeechQueue(max_samples=N)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        q.get(0)
+    assert time.monotonic() - t0 < 0.005
+    q.put(audio(1, 0))
+    assert q.get(0).frame.start == 0
+    q.close()
+    assert q.get(0) is None
+
+
+def test_the_room_waker_is_called_when_audio_is_taken():
+    q = SpeechQueue(max_samples=100 * N)
+    room: list[int] = []
+    q.set_room_waker(lambda: room.append(q.held_samples))
+    q.put(SpeechStart(1, 0, 0, 0.0))
+    q.put(audio(1, 0))
+    q.put(audio(1, 1))
+    q.get(0)  # a marker: no room made
+    assert room == []
+    q.get(0)
+    assert room == [N]  # called once the room is there
+    q.set_room_waker(None)
+    q.get(0)
+    assert room == [N]
+
+
+def test_a_consumer_that_ends_removes_only_its_own_waker():
+    q = SpeechQueue(max_samples=N)
+    old, new = threading.Event(), threading.Event()
+    q.set_waker(old.set)
+    q.set_waker(new.set)  # the replacement registered before the old one ended
+    q.unset_waker(old.set)
+    q.put(audio(1, 0))
+    assert new.is_set() and not old.is_set()
+    q.unset_waker(new.set)
+    new.clear()
+    q.put(audio(1, 1))
+    assert not new.is_set()
