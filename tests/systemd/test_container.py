@@ -38,7 +38,16 @@ PACKAGES = (
 )
 MIRROR = os.environ.get("EDGECAP_E2E_MIRROR", "http://deb.debian.org/debian")
 # what Debian does not package (pocketsphinx: the offline engine, the embedded default)
-WHEELS = ("webrtcvad-wheels", "websocket-client>=1.6", "Pillow>=10", "pocketsphinx>=5.0")
+WHEELS = (
+    "webrtcvad-wheels",
+    "websocket-client>=1.6",
+    "Pillow>=10",
+    "pocketsphinx>=5.0",
+    # the caption page and /metrics ([web]): pure Python
+    "h11>=0.14",
+    "prometheus-client>=0.16",
+    "segno>=1.6",
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("debootstrap") or not shutil.which("systemd-nspawn"),
