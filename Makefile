@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/outputs.py
 	$(BIN)/python bench/offline.py
 	$(BIN)/python bench/daemon.py --suite
+	$(BIN)/python bench/compare.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecap tests bench

@@ -1,15 +1,18 @@
 """Benchmark of the whole daemon's CPU per audio-hour on a cloud service (not a test).
 
-    .venv/bin/python bench/daemon.py [--service azure|soniox] [--mode recognition|translation]
+    .venv/bin/python bench/daemon.py [--service azure|soniox|sarvam|local]
+        [--mode recognition|translation]
         [--minutes 5] [--idle-minutes 1] [--hdmi] [--json FILE]
     .venv/bin/python bench/daemon.py --suite     # Azure recognition, Azure translation,
                                                  # Soniox: one after the other
 
 The real daemon, ``edgecap run -c <generated ini>``, runs as a process of its own on a WAV
 file paced in real time ([audio] source = wav, realtime = yes), against the strict emulator
-of the service (tests/emulators/azure.py or soniox.py, in this process, over TLS on
-127.0.0.1, its CA in [link] ca_file) through the TCP fault proxy in pass-through
-(tests/emulators/fault_proxy.py), which counts the bytes. Everything else is the
+of the service (tests/emulators/azure.py, soniox.py or sarvam.py, in this process, over TLS
+on 127.0.0.1, its CA in [link] ca_file) through the TCP fault proxy in pass-through
+(tests/emulators/fault_proxy.py), which counts the bytes. ``--service local`` runs the
+offline engine instead (pocketsphinx, no emulator, no proxy, no bytes); its decoding (the
+"ec-local" thread) is reported apart from the rest of the daemon. Everything else is the
 configuration's defaults (gate on, link on_demand, …). Outputs: the Unix socket, read by one
 client here that counts the captions, and nothing else (stdout off); ``--hdmi`` adds the
 HDMI output on a framebuffer file (1920×1080, 16 bpp: what a Pi's HDMI framebuffer is).
@@ -17,8 +20,10 @@ HDMI output on a framebuffer file (1920×1080, 16 bpp: what a Pi's HDMI framebuf
 The WAV: corpus speech clips (bench.corpus, every language, in a seeded random order) with
 2-4 s pauses of quiet room noise (about -60 dBFS) between them, cut at ``--minutes`` of
 "talk"; then ``--idle-minutes`` of the same quiet noise (nobody speaks: the idle phase).
-Azure is asked for en-US whatever a clip's language (the emulator recognises any audio);
-translation: Azure into de and fr, Soniox one-way into de (it takes one target).
+Azure is asked for en-US whatever a clip's language (the emulator recognises any audio),
+Sarvam for hi-IN (saaras:v3 on /speech-to-text/ws; the emulator takes audio at up to
+``SARVAM_MAX_SPEED`` × real time, so real time passes); translation: Azure into de and fr,
+Soniox one-way into de (it takes one target), Sarvam mode = translate (into English).
 
 Measured from /proc while the daemon runs (sampled every ``SAMPLE_S``), in CPU seconds of
 utime + stime (10 ms ticks):
@@ -38,8 +43,10 @@ utime + stime (10 ms ticks):
 - captions on the socket: final lines, caption messages (provisional updates included),
   translations, gaps; and what the emulator saw (sessions, seconds of audio, violations).
 
-The official SDKs are not run here; their figures (measured on this kind of machine,
-issues 12 and 14) are printed beside the result as anchors.
+The official SDKs are not run here (bench/compare.py runs them, and the example client,
+beside the daemon via ``run_daemon``); their figures from the issues (12, 13, 14) are
+printed beside the result as anchors. ``--results FILE`` merges the figures into the
+bench's results file (bench/results.json), keyed ``daemon-<service>-<mode>[-hdmi]``.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ from bench.corpus import CORPUS_DIR, clips, corpus_available, quiet_noise
 from edgecap.runtime.frames import SAMPLE_RATE
 from tests.emulators.azure import AzureEmulator
 from tests.emulators.fault_proxy import FaultProxy
+from tests.emulators.sarvam import V3_PATH as SARVAM_PATH
+from tests.emulators.sarvam import SarvamEmulator
 from tests.emulators.soniox import SonioxEmulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,14 +87,32 @@ SAMPLE_S = 0.25  # /proc sampling interval
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAUSE_S = (2.0, 4.0)
 HDMI_GEOMETRY = (1920, 1080, 16)
-TARGETS = {"azure": ("de", "fr"), "soniox": ("de",)}
+TARGETS = {"azure": ("de", "fr"), "soniox": ("de",), "sarvam": ("en",)}
+SERVICES = ("azure", "soniox", "sarvam", "local")
+KEY_VARIABLES = {
+    "azure": "AZURE_SPEECH_KEY",
+    "soniox": "SONIOX_API_KEY",
+    "sarvam": "SARVAM_API_KEY",
+}
+# The Sarvam emulator's pace limit: real time with the link's replay after a connect
+# (pre-roll and what queued while connecting) inside the burst.
+SARVAM_MAX_SPEED = 2.0
+SARVAM_BURST_S = 3.0
+Emulator = AzureEmulator | SonioxEmulator | SarvamEmulator
 # Figures of the official clients on this kind of machine, from the issues (not run here).
 ANCHORS = {
     "azure": "official Speech SDK: ~73 CPU-s per audio-hour at real time, 37 MB RSS",
     "soniox": "official SDK 29.6, Soniox's example client 11.9, edgecap then 108 "
     "CPU-s per audio-hour",
+    "sarvam": "official SDK (sarvamai): ~5.3 CPU-s per audio-hour unpaced, 44 MB RSS",
+    "local": "none (no peer: the offline engine's decoding is the cost)",
 }
-ANCHORS_SHORT = {"azure": "SDK 73 CPU-s/h, 37 MB", "soniox": "SDK 29.6, example client 11.9"}
+ANCHORS_SHORT = {
+    "azure": "SDK 73 CPU-s/h, 37 MB",
+    "soniox": "SDK 29.6, example client 11.9",
+    "sarvam": "SDK 5.3 unpaced, 44 MB",
+    "local": "-",
+}
 TARGET_CPU_PER_H = 10.0
 PHASES = ("startup", "talk", "idle", "shutdown")
 
@@ -145,7 +172,7 @@ def build_wav(directory: Path, minutes: float, idle_minutes: float, seed: int = 
 # --- the configuration ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setup:
-    service: str  # azure or soniox
+    service: str  # azure, soniox, sarvam or local
     mode: str  # recognition or translation
     hdmi: bool = False
 
@@ -162,13 +189,21 @@ def write_config(
     sections: dict[str, dict[str, str]] = {
         "daemon": {"service": setup.service},
         "audio": {"source": "wav", "file": str(audio.path), "realtime": "yes"},
-        "link": {"ca_file": ca_file},
         "socket": {"path": str(sock)},
         "stdout": {"enabled": "no"},
         "log": {"target": "stderr"},
     }
-    targets = TARGETS[setup.service]
-    if setup.service == "azure":
+    if setup.service != "local":
+        sections["link"] = {"ca_file": ca_file}
+    targets = TARGETS.get(setup.service, ())
+    if setup.service == "local":
+        pass  # [local]'s defaults: pocketsphinx and its built-in en-US model
+    elif setup.service == "sarvam":
+        sarvam = {"url": f"wss://127.0.0.1:{port}{SARVAM_PATH}", "language": "hi-IN"}
+        if setup.mode == "translation":
+            sarvam["mode"] = "translate"
+        sections["sarvam"] = sarvam
+    elif setup.service == "azure":
         azure = {"host": f"wss://127.0.0.1:{port}", "language": "en-US"}
         if setup.mode == "translation":
             azure |= {"mode": "translation", "targets": ", ".join(targets)}
@@ -241,7 +276,7 @@ class Sample:
     live: int  # connections through the proxy
 
 
-def sample(pid: int, proxy: FaultProxy) -> Sample | None:
+def sample(pid: int, proxy: FaultProxy | None) -> Sample | None:
     t = boottime()
     try:
         proc = read_stat(Path(f"/proc/{pid}/stat"))
@@ -255,6 +290,8 @@ def sample(pid: int, proxy: FaultProxy) -> Sample | None:
             threads[int(tid)] = read_stat(Path(f"/proc/{pid}/task/{tid}/stat"))
     if proc.name == "" or not rss:  # a zombie: its memory is gone
         return None
+    if proxy is None:  # the offline engine: no network
+        return Sample(t, proc.cpu, threads, rss, hwm, 0, 0, 0)
     return Sample(t, proc.cpu, threads, rss, hwm, proxy.bytes_up, proxy.bytes_down, proxy.live)
 
 
@@ -356,8 +393,13 @@ def edgecap_command() -> list[str]:
 
 @contextlib.contextmanager
 def emulator(service: str, directory: Path):  # type: ignore[no-untyped-def]
+    emu: Emulator
     if service == "azure":
-        emu: AzureEmulator | SonioxEmulator = AzureEmulator(directory, api_key=KEY)
+        emu = AzureEmulator(directory, api_key=KEY)
+    elif service == "sarvam":
+        emu = SarvamEmulator(
+            directory, api_key=KEY, max_speed=SARVAM_MAX_SPEED, burst=SARVAM_BURST_S
+        )
     else:
         emu = SonioxEmulator(directory, api_key=KEY)
     try:
@@ -366,18 +408,31 @@ def emulator(service: str, directory: Path):  # type: ignore[no-untyped-def]
         emu.close()
 
 
-def emulator_figures(emu: AzureEmulator | SonioxEmulator) -> dict[str, Any]:
-    sessions = emu.sessions
+def emulator_figures(emu: Emulator | None, skip: int = 0) -> dict[str, Any]:
+    """What the service saw (its sessions after the first ``skip``): sessions, seconds of
+    audio, turns (Azure), finalizes (Soniox) or transcripts (Sarvam), violations."""
+    if emu is None:
+        return {"sessions": 0, "audio_s": 0.0, "turns": 0, "violations": []}
     if isinstance(emu, AzureEmulator):
-        audio_bytes = sum(s.audio_bytes for s in sessions)
-        violations = [v for s in sessions for v in s.violations]
-        turns = sum(len(s.turns) for s in sessions)
+        azure = emu.sessions[skip:]
+        count = len(azure)
+        audio_bytes = sum(s.audio_bytes for s in azure)
+        violations = [v for s in azure for v in s.violations]
+        turns = sum(len(s.turns) for s in azure)
+    elif isinstance(emu, SarvamEmulator):
+        sarvam = emu.sessions[skip:]
+        count = len(sarvam)
+        audio_bytes = sum(len(s.audio) for s in sarvam)
+        violations = [v for s in sarvam for v in s.violations]
+        turns = sum(len(s.segments) for s in sarvam)
     else:
-        audio_bytes = sum(len(s.audio) for s in sessions)
-        violations = [f"error {s.error_sent}" for s in sessions if s.error_sent]
-        turns = sum(len(s.finalize_times) for s in sessions)
+        soniox = emu.sessions[skip:]
+        count = len(soniox)
+        audio_bytes = sum(len(s.audio) for s in soniox)
+        violations = [f"error {s.error_sent}" for s in soniox if s.error_sent]
+        turns = sum(len(s.finalize_times) for s in soniox)
     return {
-        "sessions": len(sessions),
+        "sessions": count,
         "audio_s": audio_bytes / 2 / SAMPLE_RATE,
         "turns": turns,
         "violations": violations,
@@ -392,7 +447,7 @@ def code_state() -> dict[str, Any]:
         try:
             return subprocess.run(
                 ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10
-            ).stdout.strip()
+            ).stdout.rstrip()  # not lstrip: a porcelain line starts with its status
         except (OSError, subprocess.SubprocessError):
             return ""
 
@@ -400,27 +455,91 @@ def code_state() -> dict[str, Any]:
     return {"commit": git("rev-parse", "--short", "HEAD"), "changed": [c[3:] for c in changed]}
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    uname = os.uname()
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": f"{uname.sysname} {uname.release} {uname.machine}",
+        "python": sys.version.split()[0],
+        "host": uname.nodename,
+    }
+
+
+def merge_results(path: Path, name: str, figures: Any) -> None:
+    """Merge one bench's figures into the results file (a JSON object keyed by bench
+    name), with the machine, the date and the code they belong to."""
+    results: dict[str, Any] = {}
+    if path.exists():
+        try:
+            results = json.loads(path.read_text())
+        except ValueError:
+            progress(f"{path} is not JSON: rewritten")
+    results[name] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "code": code_state(),
+        "figures": figures,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
 def run_one(setup: Setup, minutes: float, idle_minutes: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgecap-bench-daemon-") as tmp:
         directory = Path(tmp)
         progress(f"[{setup.label}] building {minutes:g} min of talk + {idle_minutes:g} min idle")
         audio = build_wav(directory, minutes, idle_minutes)
+        if setup.service == "local":
+            return run_daemon(setup, audio, directory)
         with (
             emulator(setup.service, directory / "emu") as emu,
             FaultProxy(("127.0.0.1", emu.port)) as proxy,
         ):
-            ini, sock = write_config(directory, setup, audio, proxy.port, emu.ca_file)
-            code = code_state()  # what the daemon is about to load
-            result = measure(setup, audio, ini, sock, proxy, directory / "daemon.log")
-            result["service_side"] = emulator_figures(emu)
-        return result | {"code": code}
+            return run_daemon(setup, audio, directory, emu, proxy)
+
+
+def run_daemon(
+    setup: Setup,
+    audio: Audio,
+    directory: Path,
+    emu: Emulator | None = None,
+    proxy: FaultProxy | None = None,
+) -> dict[str, Any]:
+    """One daemon run on ``audio`` (files in ``directory``), into ``emu`` through ``proxy``
+    (both None for the offline engine). The emulator may have served others before: only
+    the sessions of this run count in the service-side figures."""
+    before = len(emu.sessions) if emu is not None else 0
+    port = proxy.port if proxy is not None else 0
+    ca_file = emu.ca_file if emu is not None else ""
+    ini, sock = write_config(directory, setup, audio, port, ca_file)
+    code = code_state()  # what the daemon is about to load
+    up0, down0 = (proxy.bytes_up, proxy.bytes_down) if proxy is not None else (0, 0)
+    result = measure(setup, audio, ini, sock, proxy, directory / "daemon.log", (up0, down0))
+    result["service_side"] = emulator_figures(emu, before)
+    return result | {"code": code}
 
 
 def measure(
-    setup: Setup, audio: Audio, ini: Path, sock: Path, proxy: FaultProxy, log: Path
+    setup: Setup,
+    audio: Audio,
+    ini: Path,
+    sock: Path,
+    proxy: FaultProxy | None,
+    log: Path,
+    bytes_before: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["AZURE_SPEECH_KEY" if setup.service == "azure" else "SONIOX_API_KEY"] = KEY
+    if setup.service in KEY_VARIABLES:
+        env[KEY_VARIABLES[setup.service]] = KEY
     env.pop("CREDENTIALS_DIRECTORY", None)  # the key comes from the environment
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     expected = audio.talk_s + audio.idle_s
@@ -477,7 +596,11 @@ def measure(
     total_cpu = (children_after.ru_utime - children_before.ru_utime) + (
         children_after.ru_stime - children_before.ru_stime
     )
-    totals = (proxy.bytes_up, proxy.bytes_down)
+    totals = (
+        (proxy.bytes_up - bytes_before[0], proxy.bytes_down - bytes_before[1])
+        if proxy is not None
+        else (0, 0)
+    )
     return analyse(setup, audio, samples, proc.pid, (started, ended), total_cpu, totals, client) | {
         "exit_status": proc.returncode,
         "log_errors": errors,
@@ -527,7 +650,9 @@ def analyse(
     # when the link closed after the talk (on_demand: after idle_close without speech)
     talk_a, talk_b = bounds["talk"]
     idle_b = bounds["idle"][1]
-    closed_at = next((s.t for s in samples if s.t > talk_b and s.live == 0), None)
+    closed_at = None
+    if setup.service != "local":  # the offline engine has no link
+        closed_at = next((s.t for s in samples if s.t > talk_b and s.live == 0), None)
     if closed_at is not None and idle_b - closed_at >= 10:
         bounds["idle, link closed"] = (closed_at, idle_b)
 
@@ -560,6 +685,20 @@ def analyse(
             row[phase] += over(points, phase)
     for row in threads.values():
         row["total"] = sum(row[p] for p in PHASES)
+    audio_h = (audio.talk_s + audio.idle_s) / 3600
+    decoding = None
+    if "ec-local" in threads:  # the offline engine's thread: decoding, apart from the rest
+        dec = threads["ec-local"]
+        decoding = {
+            "cpu_s": dec["total"],
+            "talk_cpu_s": dec["talk"],
+            "per_audio_hour": dec["total"] / audio_h,
+            "talk_per_hour": dec["talk"] / audio.talk_s * 3600 if audio.talk_s else None,
+            "rest_per_audio_hour": (total_cpu - dec["total"]) / audio_h,
+            "rest_talk_per_hour": (phases["talk"]["cpu_s"] - dec["talk"]) / audio.talk_s * 3600
+            if audio.talk_s
+            else None,
+        }
 
     def proxy_at(t: float, attr: str) -> float:
         return interpolate([(s.t, getattr(s, attr)) for s in samples], t)
@@ -604,6 +743,7 @@ def analyse(
             "bye": c.bye,
             "client_error": c.error,
         },
+        "decoding": decoding,
         "threads": threads,
         "threads_cpu_s": sum(r["total"] for r in threads.values()),
         "samples": len(samples),
@@ -648,28 +788,22 @@ def report(r: dict[str, Any]) -> None:
         f"memory: peak RSS (VmHWM) {m['peak_rss_mb']:.1f} MB; RSS at the end of the talk "
         f"{m['rss_end_of_talk_mb']:.1f} MB"
     )
+    dec = r.get("decoding")
+    if dec:
+        print(
+            f"offline engine: decoding (ec-local) {dec['cpu_s']:.2f} CPU-s = "
+            f"{dec['per_audio_hour']:.1f} per audio-hour ({fmt_rate(dec['talk_per_hour']).strip()}"
+            f" during the talk); the rest of the daemon {dec['rest_per_audio_hour']:.1f} per "
+            f"audio-hour ({fmt_rate(dec['rest_talk_per_hour']).strip()} during the talk)"
+        )
     print(f"anchor: {ANCHORS[s['service']]}")
     code = r["code"]
     print(
         f"code: commit {code['commit'] or '?'}"
         + (f" + {len(code['changed'])} changed files in edgecap/" if code["changed"] else "")
     )
-    b = r["bytes"]
-    talk_h = a["talk_s"] / 3600
-    print(
-        f"bytes at the proxy: {b['up'] / 1e6:.2f} MB up, {b['down'] / 1e6:.2f} MB down in "
-        f"all; during the talk {b['talk_up'] / 1e6 / talk_h:.1f} MB up and "
-        f"{b['talk_down'] / 1e6 / talk_h:.1f} MB down per audio-hour"
-    )
-    closed = r["link_closed_after_talk_s"]
-    print(
-        "link: "
-        + (
-            f"closed {closed:.0f} s after the talk ended (on_demand, idle_close)"
-            if closed is not None
-            else "still connected at the end of the idle phase"
-        )
-    )
+    if s["service"] != "local":
+        report_link(r)
     c, e = r["captions"], r["service_side"]
     trans = ", ".join(f"{k} {v}" for k, v in sorted(c["translations"].items())) or "none"
     print(
@@ -708,6 +842,26 @@ def report(r: dict[str, Any]) -> None:
     print()
 
 
+def report_link(r: dict[str, Any]) -> None:
+    """The bytes at the proxy and when the link closed (a cloud service's run)."""
+    b = r["bytes"]
+    talk_h = r["audio"]["talk_s"] / 3600
+    print(
+        f"bytes at the proxy: {b['up'] / 1e6:.2f} MB up, {b['down'] / 1e6:.2f} MB down in "
+        f"all; during the talk {b['talk_up'] / 1e6 / talk_h:.1f} MB up and "
+        f"{b['talk_down'] / 1e6 / talk_h:.1f} MB down per audio-hour"
+    )
+    closed = r["link_closed_after_talk_s"]
+    print(
+        "link: "
+        + (
+            f"closed {closed:.0f} s after the talk ended (on_demand, idle_close)"
+            if closed is not None
+            else "still connected at the end of the idle phase"
+        )
+    )
+
+
 def report_summary(results: list[dict[str, Any]]) -> None:
     print("Summary: CPU-s per audio-hour of talk, at real time (target < 10)")
     print(
@@ -728,7 +882,7 @@ def report_summary(results: list[dict[str, Any]]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--service", choices=("azure", "soniox"), default="azure")
+    parser.add_argument("--service", choices=SERVICES, default="azure")
     parser.add_argument("--mode", choices=("recognition", "translation"), default="recognition")
     parser.add_argument("--minutes", type=float, default=5.0, help="talk, minutes of audio")
     parser.add_argument("--idle-minutes", type=float, default=1.0, help="quiet after the talk")
@@ -739,7 +893,16 @@ def main() -> int:
         help="Azure recognition, Azure translation and Soniox, one after the other",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="merge the figures into this results file (e.g. bench/results.json), keyed "
+        "daemon-<service>-<mode>[-hdmi]",
+    )
     args = parser.parse_args()
+    if args.service == "local" and args.mode != "recognition":
+        parser.error("the offline engine does not translate")
     if not corpus_available():
         progress(f"the corpus is not at {CORPUS_DIR} (EDGECAP_CORPUS names it)")
         return 1
@@ -761,6 +924,11 @@ def main() -> int:
         report_summary(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.results:
+        for r in results:
+            s = r["setup"]
+            name = f"daemon-{s['service']}-{s['mode']}" + ("-hdmi" if s["hdmi"] else "")
+            merge_results(args.results, name, r)
     print(f"(benchmark ran in {time.monotonic() - wall:.0f} s)")
     return 0 if all(r["exit_status"] == 0 and not r["log_errors"] for r in results) else 1
 
