@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import struct
 import time
@@ -50,6 +49,8 @@ from edgecap.services.codec import (
     ServiceNotice,
     TokenRequest,
 )
+from edgecap.services.service_text import finite as _finite
+from edgecap.services.service_text import shorten as _shorten
 
 log = logging.getLogger(__name__)
 
@@ -836,21 +837,6 @@ def _iso(seconds: float) -> str:
     """ISO 8601 UTC with milliseconds and ``Z``, as X-Timestamp wants it."""
     now = datetime.fromtimestamp(seconds, UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _shorten(text: str, limit: int = _MESSAGE_MAX) -> str:
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _excerpt(text: str) -> str:

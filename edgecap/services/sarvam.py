@@ -68,7 +68,6 @@ import array
 import base64
 import json
 import logging
-import math
 import sys
 from collections import deque
 from typing import Any
@@ -88,6 +87,9 @@ from edgecap.services.codec import (
     ServiceNotice,
     TokenRequest,
 )
+from edgecap.services.service_text import finite as _finite
+from edgecap.services.service_text import json_type as _json_type
+from edgecap.services.service_text import shorten as _shorten
 
 log = logging.getLogger(__name__)
 
@@ -511,38 +513,6 @@ def _error(body: Any) -> ServiceError:
     if retry is Retry.FATAL and code in _FATAL_HINTS:
         message += _FATAL_HINTS[code]
     return ServiceError(None, kind, message, retry)
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _shorten(text: str, limit: int = _MESSAGE_MAX) -> str:
-    """One line of at most ``limit`` characters, control characters replaced."""
-    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _excerpt(text: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from typing import Any
 
 from edgecap.captions.tokens import Token, TokenKind, TokenUpdate
@@ -36,6 +35,9 @@ from edgecap.services.codec import (
     SessionFinished,
     TokenRequest,
 )
+from edgecap.services.service_text import finite as _finite
+from edgecap.services.service_text import json_type as _json_type
+from edgecap.services.service_text import shorten as _shorten
 
 END_TOKEN = "<end>"  # endpoint detected: the speaker finished a phrase
 FIN_TOKEN = "<fin>"  # reply to a finalize request
@@ -410,40 +412,6 @@ def _opt_str(obj: dict[str, Any], field: str, index: int) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ProtocolError(f"token {index}: {field} is {_json_type(value)}, not a string")
     return value
-
-
-def _finite(value: Any) -> float | None:
-    """``value`` as a finite float, or None for anything else (bools, NaN, 1e400, 10**400)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _shorten(text: str, limit: int = _MESSAGE_MAX) -> str:
-    """One line of at most ``limit`` characters, control characters replaced."""
-    flat = "".join(c if c.isprintable() else " " for c in text)
-    flat = " ".join(flat.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _excerpt(text: str) -> str:
