@@ -378,11 +378,11 @@ def test_interrupt_ends_a_waiting_read_at_once_and_later_ones_do_not_wait(timed_
     t = time.monotonic()
     src.interrupt()
     reader.join(2)
-    assert not reader.is_alive() and time.monotonic() - t < 0.05
+    assert not reader.is_alive() and time.monotonic() - t < 0.5  # not the 30 s stall
     assert got == [NOT_READY]
     t = time.monotonic()
     assert src.read(10.0) is NOT_READY
-    assert time.monotonic() - t < 0.01
+    assert time.monotonic() - t < 0.5  # not the 10 s timeout
 
 
 def test_a_stall_is_reported_after_stall_timeout_without_polling(timed_source) -> None:  # type: ignore[no-untyped-def]

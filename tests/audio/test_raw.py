@@ -129,11 +129,11 @@ def test_interrupt_wakes_a_read_waiting_on_a_silent_pipe(pipe: tuple[int, int]) 
     t = time.monotonic()
     src.interrupt()
     reader.join(2)
-    assert not reader.is_alive() and time.monotonic() - t < 0.05
+    assert not reader.is_alive() and time.monotonic() - t < 0.5  # not the 30 s read
     assert got == [NOT_READY]
     t = time.monotonic()
     assert src.read(30.0) is NOT_READY  # stopping: no more waiting
-    assert time.monotonic() - t < 0.01
+    assert time.monotonic() - t < 0.5  # not the 30 s timeout
     src.close()
     src.interrupt()  # after close: harmless (no descriptor left to write to)
 
