@@ -38,7 +38,7 @@ its own, so runs side by side do not share an interpreter lock; progress goes to
    same audio with the gate off (everything streamed). Bytes up are counted at the proxy:
    TCP payload, so TLS records and WebSocket framing are in, IP/TCP headers are not.
    Plus a warm idle connection (keepalive and ping every 5 s) and the connection setup.
-CPU of the link: its thread and its connection's reader thread, each read from its own
+CPU of the link: its thread (which reads its connection too: no reader thread), read from its own
 thread CPU clock (``time.pthread_getcpuclockid``), so the emulator, proxy and feeder
 threads in the same process are not counted.
 """
@@ -128,13 +128,8 @@ class Rig:
         self._tmp.cleanup()
 
     def link_cpu(self) -> float:
-        """CPU seconds of the link thread plus its live connection's reader thread."""
-        link = self.run.link
-        threads = [link._thread]
-        conn = link._conn
-        if conn is not None and conn._reader is not None:
-            threads.append(conn._reader._thread)
-        return sum(thread_cpu(t) for t in threads)
+        """CPU seconds of the link thread (which also reads its connection)."""
+        return thread_cpu(self.run.link._thread)
 
 
 def thread_cpu(thread: threading.Thread) -> float:
@@ -503,7 +498,7 @@ def report_outages(results: list[dict], runs: int, live: dict, idle: dict) -> No
             "(audio the cut session had received but not finalized, dropped as the oldest)"
         )
     print()
-    print("CPU of the link (link thread + connection reader, thread CPU clocks)")
+    print("CPU of the link (its thread, which reads the connection too; thread CPU clock)")
     per_h = live["cpu"] / live["audio_s"] * 3600
     print(
         f"  live speech in real time: {per_h:.1f} CPU-s per audio-hour "

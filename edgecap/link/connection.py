@@ -1,25 +1,27 @@
-"""One WebSocket connection to a speech service: TLS, optional proxy, one reader thread.
+"""One WebSocket connection to a speech service: TLS, optional proxy, read and written by
+the link's one thread.
 
-The Connection is owned by the LinkWorker, which opens it, sends on it and closes it.
+The Connection is owned by the LinkWorker, which opens it, sends on it, reads it and closes
+it, all on its own thread. There is no reader thread: the link sleeps in one ``select()``
+on its wake-up flag and this connection's socket (:meth:`Connection.fileno`), and when the
+socket is readable (or TLS already holds decrypted bytes: :attr:`Connection.buffered`) it
+calls :meth:`Connection.read`, which returns the frames there now, as they came (text or
+bytes), tagged with the connection's number. A reader thread used to do this and hand each
+frame over: a thread hop, a queue and a contended I/O lock per service message, which on
+the machines we measure on cost more CPU than parsing the message (issue 14). One thread
+also means a read and a write never overlap on the TLS connection (one OpenSSL ``SSL``
+object must not be read by one thread while another writes to it).
 
-Reads and writes never overlap. One TLS connection (one OpenSSL ``SSL`` object) must not be
-read by one thread while another writes to it: the record layer's state is shared, and
-doing so breaks the connection now and then with a made-up "connection lost" or "bad file
-descriptor" (seen: a few connections in a hundred, under bursts of audio and replies). So
-every read and every write holds one I/O lock. The reader waits for bytes with ``select``
-*without* the lock, and takes it only to read what is there, with a short socket timeout
-(``READ_SLICE``): a frame that arrives in pieces is resumed on the next turn
-(websocket-client keeps the partial frame), and a send waits at most that long. Pongs that
-the library sends while reading happen under the lock too.
+A read takes only what is there: it looks with ``select(…, 0)`` before each frame and reads
+with a short socket timeout (``READ_SLICE``), so a frame that arrives in pieces is resumed on
+the next turn (websocket-client keeps the partial frame) and never holds the link longer than
+that. Pongs that the library sends while reading go out from the same thread.
 
-The reader thread does not interpret what it reads: it posts every data frame as it came
-(text or bytes), tagged with the connection's number, into the link's bounded inbox — and
-wakes the link thread (``wake``), which sleeps until something happens — and the
-link thread parses it with the codec — so every codec call happens on that one thread, and
-a reply the protocol requires goes out from where the codec's state lives. The end of the
-connection — a close frame, a reset, a protocol error — is posted as a ``Closed`` item, so
-the link learns of every ending in one place and in order with the messages before it.
-The connection knows no codec at all.
+The connection does not interpret what it reads: the link parses each frame with the codec,
+so every codec call happens on that one thread, and a reply the protocol requires goes out
+from where the codec's state lives. The end of the connection — a close frame, a reset, a
+protocol error — is returned as a ``Closed`` item after the frames before it, so the link
+learns of every ending in one place and in order. The connection knows no codec at all.
 
 Opening is interruptible. The connection dials the TCP socket itself (then the proxy's
 CONNECT tunnel, then TLS: a ``Dialer``, which the token fetch of ``token.py`` uses too;
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import select
 import socket
 import ssl
@@ -46,13 +47,12 @@ from urllib.parse import urlsplit
 
 import websocket
 
-from edgecap.runtime.worker import Worker
 from edgecap.services.codec import Handshake, Outgoing, Retry, ServiceError
 
 log = logging.getLogger(__name__)
 
-READ_POLL = 0.25  # the reader wakes this often to see whether it should stop
-READ_SLICE = 0.05  # the longest the reader holds the I/O lock waiting for the rest of a frame
+READ_SLICE = 0.05  # the longest a read waits for the rest of a frame that came in pieces
+READ_LIMIT = 64  # frames one read() takes at most (the link handles them, then reads again)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ class Refused(Exception):
 
 
 class SendFailed(Exception):
-    """A send did not go through: the connection is gone (its reader posts the ending)."""
+    """A send did not go through: the connection is gone (its next read returns the
+    ending)."""
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -214,24 +215,19 @@ class Connection:
         self,
         number: int,
         handshake: Handshake,
-        inbox: queue.Queue[InboxItem],
         *,
         tls: ssl.SSLContext,
         proxy: str | None = None,
         connect_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
-        wake: Callable[[], None] | None = None,
     ) -> None:
         self.number = number
         self.clock = clock
         self._handshake = handshake
-        self._inbox = inbox
-        self._wake = wake  # called after each item posted to the inbox
         self._connect_timeout = connect_timeout
         self._ws: websocket.WebSocket | None = None
-        self._io_lock = threading.Lock()  # see the module docstring
         self._dialer = Dialer(tls, proxy, connect_timeout)  # interruptible while opening
-        self._reader: _Reader | None = None
+        self.ended = False  # read() returned the Closed item: nothing more comes
         self.opened_at = 0.0
         self.last_received = 0.0  # any frame, pongs included
         self.last_message = 0.0  # a service message
@@ -248,8 +244,6 @@ class Connection:
             self._release_ctl()
         self._ws = ws
         self.opened_at = self.last_received = self.last_message = self.clock()
-        self._reader = _Reader(self, ws)
-        self._reader.start()
 
     def _open(self) -> websocket.WebSocket:
         try:
@@ -260,7 +254,7 @@ class Connection:
             ) from None
         except (OSError, ValueError) as exc:
             raise self._failed(exc) from None
-        ws = websocket.WebSocket(enable_multithread=True)
+        ws = websocket.WebSocket(enable_multithread=False)  # one thread reads and writes
         try:
             ws.connect(
                 self._handshake.url,
@@ -290,27 +284,22 @@ class Connection:
     def _release_ctl(self) -> None:
         self._dialer.release()
 
-    def close(self, timeout: float = 1.0, *, code: int | None = None) -> bool:
-        """Tear the connection down now; True if the reader thread ended in time.
+    def close(self, timeout: float = 1.0, *, code: int | None = None) -> None:
+        """Tear the connection down now (on the link's thread).
 
         ``code``: say goodbye first with a close frame (a graceful end: a service that
-        never ends a session itself learns that we did), without waiting for the answer."""
-        ws = self._ws
+        never ends a session itself learns that we did), without waiting for the answer;
+        the send waits at most ``timeout``."""
+        ws, self._ws = self._ws, None
+        self.ended = True
         if ws is None:
-            return True
-        if self._reader is not None:
-            self._reader.request_stop()
+            return
         if code is not None:
-            with (
-                self._io_lock,
-                contextlib.suppress(OSError, websocket.WebSocketException, AttributeError),
-            ):
+            with contextlib.suppress(OSError, websocket.WebSocketException, AttributeError):
                 ws.sock.settimeout(min(self._connect_timeout, timeout))
                 ws.send_close(code)
-        ws.abort()  # wakes the reader; no close handshake (the link decided it is over)
-        ok = self._reader.join(timeout) if self._reader else True
+        ws.abort()  # no close handshake (the link decided it is over)
         ws.shutdown()
-        return ok
 
     # --- sending ----------------------------------------------------------------------
     def send(self, out: Outgoing) -> None:
@@ -320,86 +309,81 @@ class Connection:
         opcode = websocket.ABNF.OPCODE_TEXT
         if isinstance(out.payload, bytes):
             opcode = websocket.ABNF.OPCODE_BINARY
-        with self._io_lock:
-            try:
-                ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
-                ws.send(out.payload, opcode=opcode)
-            except (OSError, websocket.WebSocketException, AttributeError) as exc:
-                # AttributeError: the socket is gone (closed under us)
-                raise SendFailed(_short(exc)) from None
+        try:
+            ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
+            ws.send(out.payload, opcode=opcode)
+        except (OSError, websocket.WebSocketException, AttributeError) as exc:
+            # AttributeError: the socket is gone (closed under us)
+            raise SendFailed(_short(exc)) from None
         self.bytes_sent += len(out.payload)
 
     def ping(self) -> None:
         ws = self._ws
         if ws is None:
             raise SendFailed("not connected")
-        with self._io_lock:
-            try:
-                ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
-                ws.ping(b"edgecap")
-            except (OSError, websocket.WebSocketException, AttributeError) as exc:
-                raise SendFailed(_short(exc)) from None
-
-    # --- reader side ------------------------------------------------------------------
-    def _post(self, item: InboxItem, stop: threading.Event) -> bool:
-        """Hand an item to the link and wake it; waits while the inbox is full, gives up
-        on stop."""
-        while not stop.is_set():
-            try:
-                self._inbox.put(item, timeout=READ_POLL)
-            except queue.Full:
-                continue
-            if self._wake is not None:
-                self._wake()
-            return True
-        return False
-
-
-class _Reader(Worker):
-    def __init__(self, conn: Connection, ws: websocket.WebSocket) -> None:
-        super().__init__(f"link-reader-{conn.number}")
-        self.conn = conn
-        self.ws = ws
-
-    def run(self) -> None:
-        conn, ws, stop = self.conn, self.ws, self._stop
-        ending = Closed(conn.number, None, "")
-        sock = ws.sock
-        buffered = getattr(sock, "pending", lambda: 0)  # plain ws:// has no TLS buffer
         try:
-            while not stop.is_set():
-                # Wait for bytes without the lock (TLS may hold decrypted bytes already). No
-                # timeout: close() aborts the socket, which wakes this select at once.
-                if not buffered() and not select.select([sock], [], [])[0]:
-                    continue
-                with conn._io_lock:
-                    try:
-                        sock.settimeout(READ_SLICE)
-                        opcode, frame = ws.recv_data_frame(control_frame=True)
-                    except websocket.WebSocketTimeoutException:
-                        continue
-                now = conn.clock()
-                conn.last_received = now
+            ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
+            ws.ping(b"edgecap")
+        except (OSError, websocket.WebSocketException, AttributeError) as exc:
+            raise SendFailed(_short(exc)) from None
+
+    # --- reading ----------------------------------------------------------------------
+    def fileno(self) -> int | None:
+        """The socket to wait on for :meth:`read`; None once the connection ended."""
+        ws = self._ws
+        if ws is None or self.ended or ws.sock is None:
+            return None
+        return ws.sock.fileno()
+
+    @property
+    def buffered(self) -> bool:
+        """TLS holds decrypted bytes already: :meth:`read` has something, though the
+        socket may not be readable (a select() would sleep on them)."""
+        ws = self._ws
+        if ws is None or self.ended or ws.sock is None:
+            return False
+        pending = getattr(ws.sock, "pending", None)  # plain ws:// has no TLS buffer
+        return bool(pending and pending())
+
+    def read(self, limit: int = READ_LIMIT) -> list[InboxItem]:
+        """The frames that are there now (at most ``limit``), in order; the last item is a
+        ``Closed`` if the connection ended. Never waits for a frame that has not begun to
+        arrive, and at most ``READ_SLICE`` for the rest of one that has."""
+        items: list[InboxItem] = []
+        ws = self._ws
+        if ws is None or self.ended:
+            return items
+        try:
+            sock = ws.sock
+            while len(items) < limit:
+                if not self.buffered and not select.select([sock], [], [], 0)[0]:
+                    break
+                try:
+                    sock.settimeout(READ_SLICE)
+                    opcode, frame = ws.recv_data_frame(control_frame=True)
+                except websocket.WebSocketTimeoutException:
+                    break  # the rest of the frame comes later: resumed on the next read
+                now = self.clock()
+                self.last_received = now
                 data = frame.data if frame is not None else b""
                 if opcode == websocket.ABNF.OPCODE_CLOSE:
                     code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
-                    reason = data[2:].decode("utf-8", "replace")
-                    ending = Closed(conn.number, code, reason)
-                    return
+                    items.append(Closed(self.number, code, data[2:].decode("utf-8", "replace")))
+                    self.ended = True
+                    return items
                 if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
                     continue
-                conn.last_message = now
+                self.last_message = now
                 message: str | bytes = data
                 if opcode == websocket.ABNF.OPCODE_TEXT and isinstance(data, bytes):
                     message = data.decode("utf-8", "replace")
-                # Parsed on the link thread (every codec call happens there).
-                conn._post(Message(conn.number, message), stop)
+                items.append(Message(self.number, message))
         except (OSError, ValueError, websocket.WebSocketException, AttributeError) as exc:
             # AttributeError: websocket-client after abort() (its socket is gone);
             # ValueError: select() on a socket closed under it.
-            ending = Closed(conn.number, None, _short(exc))
-        finally:
-            conn._post(ending, stop)
+            items.append(Closed(self.number, None, _short(exc)))
+            self.ended = True
+        return items
 
 
 def _tunnel(sock: socket.socket, host: str, port: int) -> None:

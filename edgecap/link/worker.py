@@ -1,8 +1,8 @@
 """The Link: the one owner of the connection to a cloud speech service.
 
 It takes the gate's speech from the speech queue, keeps it in the uplink buffer until the
-service confirmed it, and runs the session on one thread (its own), with a reader thread per
-connection (``connection.py``) that only hands the frames it reads over. Everything a service
+service confirmed it, and runs the session on one thread (its own), which also reads the
+connection (``connection.py``: no reader thread, no hand-over per message). Everything a service
 does differently is in its codec, and every codec call happens on this thread — the codec
 parses here, and the replies its protocol requires are sent from here. The Link decides
 *when*:
@@ -43,10 +43,11 @@ the service may be sent to and nothing is dropped — unless the service is give
 Every loss is reported once, with its cause, and added to ``lost``: the totals at stop are
 the sum of what was reported.
 
-The link thread sleeps until something happens, in one wait on one event (``_wake``) that
-everything able to give it work sets: the speech queue (a put, its close), the connection's
-reader (a message, the end of the connection), a stop, a reload, a hand-over — and, for a
-file fed to the offline engine, room in that engine's queue. Otherwise it sleeps until the
+The link thread sleeps until something happens, in one ``select()`` on its connection's
+socket (a message, the end of the connection) and on one wake-up flag (``_wake``, an
+eventfd: ``runtime.wakeup``) that everything else able to give it work sets: the speech
+queue (a put, its close), a stop, a reload, a hand-over — and, for a file fed to the
+offline engine, room in that engine's queue. Otherwise it sleeps until the
 earliest deadline it actually has (``_next_due``): the rest of a chunk that is late, the
 pace, a keepalive, a ping, a dead connection, the session's renewal or idle close, the end
 of a finishing session, the retry, the fallback, a file run's patience. Each turn of the
@@ -90,6 +91,7 @@ from edgecap.runtime.logsetup import fields
 from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.runtime.speech_queue import SpeechQueue
 from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.wakeup import Wakeup
 from edgecap.runtime.worker import Worker
 from edgecap.services.codec import (
     Codec,
@@ -167,8 +169,8 @@ class LinkWorker(Worker):
             clock=clock,
         )
         self._inbox: queue.Queue[InboxItem] = queue.Queue(INBOX_SIZE)
-        # The one thing the link thread sleeps on (see the module docstring).
-        self._wake = threading.Event()
+        # What the link thread sleeps on, with its connection's socket (module docstring).
+        self._wake = Wakeup()
         self._speech_wanted = False  # a put into the speech queue wakes the thread
         self._room_watched: SpeechQueue | None = None  # a queue whose room wakes the thread
         self.wakeups = 0  # times the thread woke from its wait (tests, benchmarks)
@@ -265,6 +267,7 @@ class LinkWorker(Worker):
                 # wait at the end of this turn.
                 self._wake.clear()
                 self._pull()
+                self._read_connection()
                 self._drain_inbox()
                 now = self._clock()
                 if self._reload.is_set():
@@ -293,6 +296,7 @@ class LinkWorker(Worker):
             if self._conn is not None:
                 self._conn.close(1.0)
                 self._conn = None
+            self._wake.close()
 
     # --- sleeping ---------------------------------------------------------------------
     def _speech_arrived(self) -> None:
@@ -323,10 +327,11 @@ class LinkWorker(Worker):
         timeout = None if due is None else max(0.0, due - now)
         if self._clock is not time.monotonic:
             timeout = FOREIGN_CLOCK_WAIT if timeout is None else min(timeout, FOREIGN_CLOCK_WAIT)
-        if timeout == 0.0:
+        conn = self._conn
+        if timeout == 0.0 or (conn is not None and conn.buffered):
             return
         with self.waiting():
-            self._wake.wait(timeout)
+            self._wake.wait(timeout, None if conn is None else conn.fileno())
         self.wakeups += 1
 
     def _watch_room(self, speech: SpeechQueue | None) -> None:
@@ -608,12 +613,10 @@ class LinkWorker(Worker):
         conn = Connection(
             self._conn_no,
             self.codec.handshake(key, token),
-            self._inbox,
             tls=self._tls,
             proxy=self.settings.proxy,
             connect_timeout=self.settings.connect_timeout,
             clock=self._clock,
-            wake=self._wake.set,
         )
         self._opening = conn
         try:
@@ -767,8 +770,7 @@ class LinkWorker(Worker):
         """Close the connection (with a close frame after a graceful end) and hand back
         to the buffer what the session did not confirm."""
         if self._conn is not None:
-            if not self._conn.close(1.0, code=1000 if graceful else None):
-                log.error("reader of connection %d did not stop", self._conn.number)
+            self._conn.close(1.0, code=1000 if graceful else None)
             self._conn = None
         self._finishing_since = None
         self._stop_send_until = None
@@ -805,6 +807,14 @@ class LinkWorker(Worker):
         self._retry_at = now
 
     # --- the inbox --------------------------------------------------------------------
+    def _read_connection(self) -> None:
+        """What the connection has for us now, into the inbox (the link handles it at once,
+        so the inbox never holds more than one read)."""
+        conn = self._conn
+        if conn is not None:
+            for item in conn.read():
+                self._inbox.put_nowait(item)
+
     def _drain_inbox(self) -> None:
         while True:
             try:

@@ -8,8 +8,8 @@ from the service means — including whether an error is worth retrying — and 
 the protocol requires. It owns no socket and no thread, so it is tested with
 recorded messages alone (``../shared/protocol-traces``).
 
-Every call of a codec happens on one thread, the link's (the connection's reader thread
-only hands raw frames over). So a codec may keep per-session state — turn ids, how much
+Every call of a codec happens on one thread, the link's (which also reads the connection:
+``link/connection.py``). So a codec may keep per-session state — turn ids, how much
 audio each turn has had, what a reply must name — without a lock, and the order of its
 calls is the order of the wire. ``docs/services.md`` says when the link calls what.
 

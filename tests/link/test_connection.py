@@ -1,17 +1,17 @@
-"""Connection: one TLS WebSocket, written by the link thread and read by its reader thread.
+"""Connection: one TLS WebSocket, written and read by the link's one thread (no reader
+thread: the link selects on ``fileno()`` and calls ``read()``).
 
-The stress test sends bursts of audio as fast as the socket takes them while the emulator
-answers every message, so the reader is reading while the link is writing. Both go through
-one TLS connection, and OpenSSL does not allow reads and writes of one connection from two
-threads at once: before they were serialized, a few connections in a hundred ended right
-after the burst with a made-up "Connection to remote host was lost" (bench/link.py saw 5-6
-spurious outages in 400 replays).
+The stress test sends bursts of audio while the emulator answers every message, and reads
+between the bursts: every answer arrives, none doubled, and no connection ends for nothing.
+(With a reader thread, reads and writes of one TLS connection from two threads had to be
+serialized: before they were, a few connections in a hundred ended right after a burst with
+a made-up "Connection to remote host was lost". One thread cannot do that.)
 """
 
 from __future__ import annotations
 
 import json
-import queue
+import select
 import threading
 import time
 from pathlib import Path
@@ -19,9 +19,17 @@ from pathlib import Path
 import pytest
 
 from edgecap.config.secrets import SecretValue
-from edgecap.link.connection import Closed, Connection, Message, SendFailed, tls_context
+from edgecap.link.connection import (
+    READ_SLICE,
+    Closed,
+    Connection,
+    InboxItem,
+    Message,
+    SendFailed,
+    tls_context,
+)
 from edgecap.services.soniox import SonioxCodec
-from tests.emulators.soniox import SonioxEmulator, noise_pcm
+from tests.emulators.soniox import SessionPlan, SonioxEmulator, noise_pcm
 from tests.link.harness import soniox_config
 
 KEY = SecretValue("test", "test-key")
@@ -34,103 +42,131 @@ def emu(tmp_path: Path):
         yield e
 
 
-def open_connection(emu: SonioxEmulator, number: int, inbox: queue.Queue) -> Connection:
+def open_connection(emu: SonioxEmulator, number: int) -> Connection:
     codec = SonioxCodec(soniox_config(emu.url))
-    conn = Connection(number, codec.handshake(KEY), inbox, tls=tls_context(Path(emu.ca_file)))
+    conn = Connection(number, codec.handshake(KEY), tls=tls_context(Path(emu.ca_file)))
     conn.open()
     for out in codec.start():
         conn.send(out)
     return conn
 
 
-def test_reads_and_writes_at_once_never_break_the_connection(emu: SonioxEmulator) -> None:
+def read_for(conn: Connection, seconds: float, until: int | None = None) -> list[InboxItem]:
+    """What the link's loop does: sleep on the socket, read what is there."""
+    items: list[InboxItem] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (until is None or len(items) < until):
+        fd = conn.fileno()
+        if fd is None:
+            break
+        if conn.buffered or select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            items.extend(conn.read())
+    return items
+
+
+def test_sends_and_reads_on_one_thread_never_break_the_connection(emu: SonioxEmulator) -> None:
     pcm = noise_pcm(4000, seed=3)  # 40 messages of 100 ms, each answered by the emulator
     chunks = [pcm[i : i + 3200] for i in range(0, len(pcm), 3200)]
     codec = SonioxCodec(soniox_config(emu.url))
     endings: list[str] = []
     answered = 0
-    for number in range(1, 61):
-        inbox: queue.Queue = queue.Queue(maxsize=1000)
-        conn = open_connection(emu, number, inbox)
+    for number in range(1, 31):
+        conn = open_connection(emu, number)
+        got: list[InboxItem] = []
         try:
-            for chunk in chunks:
+            for i, chunk in enumerate(chunks):
                 for out in codec.audio(chunk):
                     conn.send(out)
-            deadline = time.monotonic() + 5
-            got = 0
-            while got < len(chunks) and time.monotonic() < deadline:
-                try:
-                    item = inbox.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if isinstance(item, Message):
-                    got += 1
-                elif isinstance(item, Closed):
-                    endings.append(f"connection {number}: {item.reason or item.code}")
-                    break
-            answered += got
+                if i % 5 == 4:  # read between bursts: answers pile up meanwhile
+                    got.extend(conn.read())
+            got.extend(read_for(conn, 5, until=len(chunks) - len(got)))
         except SendFailed as exc:
             endings.append(f"connection {number}: send failed: {exc}")
         finally:
-            assert conn.close(timeout=2.0), "the reader did not end"
+            conn.close(timeout=2.0)
+        endings += [
+            f"connection {number}: {c.reason or c.code}" for c in got if isinstance(c, Closed)
+        ]
+        answered += sum(isinstance(m, Message) for m in got)
     assert endings == []
-    assert answered == 60 * len(chunks)  # every message answered, none lost or doubled
+    assert answered == 30 * len(chunks)  # every message answered, none lost or doubled
 
 
-def test_a_send_is_not_held_up_by_a_quiet_reader(emu: SonioxEmulator) -> None:
-    """The reader holds the I/O lock only while bytes are there to read: with nothing
-    coming in, a send goes out at once (not after a read timeout)."""
-    inbox: queue.Queue = queue.Queue(maxsize=100)
-    conn = open_connection(emu, 1, inbox)
+def test_a_read_takes_what_is_there_and_never_waits_for_more(emu: SonioxEmulator) -> None:
+    """Nothing coming in: read() returns at once (not after a read timeout), and a send
+    goes out at once too."""
+    conn = open_connection(emu, 1)
     codec = SonioxCodec(soniox_config(emu.url))
     try:
-        time.sleep(0.3)
-        waits = []
+        assert read_for(conn, 0.3) == []  # the emulator pings every 50 ms: answered
+        reads, sends = [], []
         for _ in range(20):
             t = time.monotonic()
+            assert conn.read() == []  # pings are answered and not returned
+            reads.append(time.monotonic() - t)
+            t = time.monotonic()
             conn.send(codec.keepalive())
-            waits.append(time.monotonic() - t)
-            time.sleep(0.03)
-        assert max(waits) < 0.1, waits
+            sends.append(time.monotonic() - t)
+            assert read_for(conn, 0.03) == []
+        assert max(reads) < READ_SLICE, reads
+        assert max(sends) < 0.1, sends
+        assert conn.last_received > conn.opened_at  # the emulator's pings were read
     finally:
-        assert conn.close(timeout=2.0)
+        conn.close(timeout=2.0)
 
 
-def test_close_ends_the_reader_while_it_waits(emu: SonioxEmulator) -> None:
-    inbox: queue.Queue = queue.Queue(maxsize=100)
-    conn = open_connection(emu, 7, inbox)
-    before = {t.name for t in threading.enumerate()}
-    assert "edgecap-link-reader-7" in before
+def test_a_connection_has_no_thread_of_its_own(emu: SonioxEmulator) -> None:
+    def ours() -> set[str]:  # (the emulator's threads are in this process too)
+        return {t.name for t in threading.enumerate() if t.name.startswith("edgecap")}
+
+    before = ours()
+    conn = open_connection(emu, 7)
+    assert emu.wait_for(lambda: len(emu.sessions) == 1, 3)
+    assert ours() == before
     t = time.monotonic()
-    assert conn.close(timeout=2.0)
+    conn.close(timeout=2.0)
     assert time.monotonic() - t < 1.0
-    assert "edgecap-link-reader-7" not in {t.name for t in threading.enumerate()}
+    assert conn.fileno() is None and conn.read() == []
 
 
 def test_a_graceful_close_says_goodbye_with_a_close_frame(emu: SonioxEmulator) -> None:
-    inbox: queue.Queue = queue.Queue(maxsize=100)
-    conn = open_connection(emu, 5, inbox)
-    assert conn.close(timeout=2.0, code=1000)
+    conn = open_connection(emu, 5)
+    conn.close(timeout=2.0, code=1000)
     assert emu.wait_for(lambda: len(emu.sessions) == 1 and emu.sessions[0].done, 3)
     assert emu.sessions[0].client_close_code == 1000
     # a plain close (a session given up) just ends the connection
-    conn = open_connection(emu, 6, inbox)
-    assert conn.close(timeout=2.0)
+    conn = open_connection(emu, 6)
+    conn.close(timeout=2.0)
     assert emu.wait_for(lambda: len(emu.sessions) == 2 and emu.sessions[1].done, 3)
     assert emu.sessions[1].client_close_code is None
 
 
-def test_the_reader_hands_over_frames_as_they_came(emu: SonioxEmulator) -> None:
-    """No parsing on the reader thread: the link gets the service's text as it was sent."""
-    inbox: queue.Queue = queue.Queue(maxsize=100)
-    conn = open_connection(emu, 8, inbox)
+def test_frames_are_returned_as_they_came(emu: SonioxEmulator) -> None:
+    """No parsing in the connection: the link gets the service's text as it was sent."""
+    conn = open_connection(emu, 8)
     codec = SonioxCodec(soniox_config(emu.url))
     try:
         for out in codec.audio(noise_pcm(100, seed=1)):
             conn.send(out)
-        item = inbox.get(timeout=3)
+        (item,) = read_for(conn, 3, until=1)
         assert isinstance(item, Message) and item.conn == 8
         assert isinstance(item.data, str)
         assert emu.sessions[0].sent[0] == json.loads(item.data)
     finally:
-        assert conn.close(timeout=2.0)
+        conn.close(timeout=2.0)
+
+
+def test_the_end_of_the_connection_is_the_last_item(emu: SonioxEmulator) -> None:
+    """The service ends the session (an error, then a close frame): the socket becomes
+    readable, read() returns the error message and then the ending, in that order, and the
+    connection has nothing more to wait on."""
+    emu.plan(SessionPlan(error=503, close_code=1011))
+    conn = open_connection(emu, 9)
+    try:
+        items = read_for(conn, 3)
+        assert [type(i) for i in items] == [Message, Closed], items
+        assert "503" in str(items[0].data)  # type: ignore[union-attr]
+        assert items[1] == Closed(9, 1011, items[1].reason)  # type: ignore[union-attr]
+        assert conn.fileno() is None and conn.read() == []
+    finally:
+        conn.close(timeout=2.0)
