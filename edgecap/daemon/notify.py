@@ -49,6 +49,11 @@ class Notifier:
         self._use_library = _sd_daemon is not None and env is os.environ
 
     @property
+    def last_status(self) -> str:
+        """The STATUS= text last sent (with READY or alone): what systemd shows now."""
+        return self._last_status
+
+    @property
     def watchdog_interval(self) -> float | None:
         """Send WATCHDOG=1 this often (half the configured timeout); None: no watchdog."""
         return self.watchdog_usec / 2e6 if self.watchdog_usec else None

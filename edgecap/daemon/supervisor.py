@@ -6,11 +6,17 @@ The speech consumer is the LinkWorker (a cloud service: speech goes out, caption
 back through the CaptionBoard) or, for ``service = local``, the LocalWorker (the offline
 engine on the box, into the same CaptionBoard).
 
-The supervisor's loop wakes on a signal, a worker's exit or every half second. Stopping is
-ordered so nothing in flight is lost: capture stops first (ending the open utterance and
-closing the queue), then the consumer drains the queue, then the outputs close. Each join
-has a deadline; a worker that misses it is named, and the caller exits hard rather than
-hang (a non-daemon thread would otherwise keep the process alive forever).
+The supervisor (the main thread) sleeps until there is something to do: a signal, a
+worker's exit, a change of what systemd's STATUS= shows, or systemd's watchdog falling due
+(every ``WatchdogSec / 2``; STATUS= is looked at then too) — on a VM a wake-up costs more
+than the work it does, so without systemd it has no timed wake-up at all. The pipeline's
+gauges for /metrics are read from the parts whenever the status board is read
+(``GaugedBoard``), not refreshed on a timer.
+
+Stopping is ordered so nothing in flight is lost: capture stops first (ending the open
+utterance and closing the queue), then the consumer drains the queue, then the outputs
+close. Each join has a deadline; a worker that misses it is named, and the caller exits
+hard rather than hang (a non-daemon thread would otherwise keep the process alive forever).
 
 Exit status: 0 after a stop (SIGTERM, SIGINT) or an end of input with every word of speech
 captioned; 75 (EX_TEMPFAIL) when the input ended (a file, stdin) and speech was lost — the
@@ -46,7 +52,8 @@ from edgecap.runtime.frames import SAMPLE_RATE, frame_samples
 from edgecap.runtime.logsetup import under_journal
 from edgecap.runtime.speech import Activity
 from edgecap.runtime.speech_queue import SpeechQueue
-from edgecap.runtime.status import StatusBoard
+from edgecap.runtime.status import NOTICE_SHOWN, StatusBoard, StatusSnapshot
+from edgecap.runtime.wakeup import Wakeup
 from edgecap.runtime.worker import Worker
 from edgecap.services.registry import SERVICES, service
 
@@ -63,6 +70,41 @@ EX_SOFTWARE = 70  # a worker failed: systemd restarts the service
 EX_TEMPFAIL = 75  # the input ended and some of its speech was not captioned
 OFFLINE_MARK = "≈ "  # begins a fallback caption line on the screen
 QUEUE_SECONDS = 30  # speech held between capture and the consumer before the oldest is dropped
+# STATUS= is also checked this often (when nothing else woke the supervisor sooner): what no
+# status change announces — the socket's listener count, the seconds lost — shows within it.
+STATUS_RECHECK = 15.0
+STALL_CHECK = 2.0  # end of input: how often a consumer is checked for progress
+STALLED_AFTER = 10.0  # ... and how long without progress it may go
+WAKE_SLACK = 0.005  # a deadline this close counts as come (a timed wake-up may be early)
+
+
+class GaugedBoard(StatusBoard):
+    """The daemon's status board. Its gauges (speech through each stage, queue depths, the
+    socket's clients: numbers that move with every block) are read from the parts whenever
+    the board is read — a /metrics scrape, a status message to the outputs, STATUS= — rather
+    than refreshed on a timer that would wake the daemon for readers that may never come.
+
+    ``gauges`` is called on the reader's thread (a listener's snapshot: the thread that
+    changed a part), so it must be quick and never block; one at a time, so a total never
+    goes back (two readers racing could otherwise put an older value after a newer one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gauges: Callable[[], None] | None = None
+        self._gauges_lock = threading.Lock()
+        self._gauges_failed = False
+
+    def snapshot(self) -> StatusSnapshot:
+        gauges = self.gauges
+        if gauges is not None:
+            with self._gauges_lock:
+                try:
+                    gauges()
+                except Exception:  # a reader (a part changing state) must never fail for it
+                    if not self._gauges_failed:
+                        log.exception("the status gauges could not be read")
+                    self._gauges_failed = True
+        return super().snapshot()
 
 
 def gate_settings(loaded: LoadedConfig) -> GateSettings:
@@ -105,7 +147,7 @@ class Daemon:
         self.reloader = reloader
         self.started_wall = time.time()
         self.stop_timeout = self.base_stop_timeout = stop_timeout
-        self.status = StatusBoard()
+        self.status = GaugedBoard()
         self.status.set("audio", "starting")
         cfg = loaded.config
         self.profanity = profanity_filter(cfg.daemon)  # before anything is opened
@@ -129,16 +171,21 @@ class Daemon:
         self.outputs = self._make_outputs()
         self.fanout = FanOut(self.outputs)
         self.status.subscribe(self.fanout.publish)
-        self._wake = threading.Event()
+        self._wake = Wakeup()  # a pipe-like flag: set by any thread or a signal handler
         self._stop_reason: str | None = None
         self._reload_requested = False
         self.notifier = notifier if notifier is not None else Notifier()
         self._ready = False
         self._last_watchdog = 0.0
+        self._status_checked = 0.0  # when STATUS= was last brought up to date
+        self._notice_ends: float | None = None  # when the summary's notice expires
+        self.wakeups = 0  # times the supervisor woke up (tests, the bench)
         self.watchdog_withheld = 0  # intervals in which a stale worker kept the watchdog quiet
         self.hung: list[str] = []
         self.exit_code: int | None = None
         self._input_ended = False  # the run ended at the end of its input, not by a stop
+        self.status.subscribe(self._on_status)
+        self.status.gauges = self._count_listeners
 
     @property
     def consumers(self) -> list[Worker]:
@@ -268,6 +315,7 @@ class Daemon:
                 languages=list(spec.languages(settings)),
                 targets=list(spec.targets(settings)),
                 translation_only=spec.translation_only(settings),
+                on_clients=self._on_socket_clients,
             )
             outputs.append(OutputWorker(self.socket_output, self.status, drain_timeout=0.5))
         self.web_output: WebOutput | None = None
@@ -451,15 +499,19 @@ class Daemon:
             "on" if cfg.gate.enabled else "off",
         )
         started = time.monotonic()
-        for worker in self.workers:
-            worker.start(self._on_worker_exit)
+        self._wake.open()  # before the workers start: an exit right away still wakes us
         try:
-            code = self._supervise()
-        except Exception:
-            # A bug here must not leave the workers running with nobody to stop them.
-            log.exception("the supervisor failed; stopping")
-            code = EX_SOFTWARE
-        code = self._stop(code)
+            for worker in self.workers:
+                worker.start(self._on_worker_exit)
+            try:
+                code = self._supervise()
+            except Exception:
+                # A bug here must not leave the workers running with nobody to stop them.
+                log.exception("the supervisor failed; stopping")
+                code = EX_SOFTWARE
+            code = self._stop(code)
+        finally:
+            self._wake.close()
         lost = self._log_summary(started)
         if code == EX_OK and self._input_ended and lost:
             log.error(
@@ -509,12 +561,16 @@ class Daemon:
         )
         return lost
 
+    def _sleep(self, timeout: float | None) -> None:
+        """Until something is to be done (see ``_wake``) or ``timeout`` (None: none)."""
+        self._wake.wait(timeout)
+        self._wake.clear()  # before the caller looks at what is to be done
+        self.wakeups += 1
+
     def _supervise(self) -> int:
-        """The loop: wakes on a signal, a worker's exit or every half second; returns the
-        exit code when the daemon should stop."""
+        """The loop: wakes on a signal, a worker's exit, a change of STATUS= or the watchdog
+        falling due; returns the exit code when the daemon should stop."""
         while True:
-            self._wake.wait(0.5)
-            self._wake.clear()
             if self._stop_reason is not None:
                 log.info("stopping (%s)", self._stop_reason)
                 return EX_OK
@@ -523,7 +579,6 @@ class Daemon:
                 self.notifier.reloading()
                 self.reload()
                 self.notifier.ready(self._service_status())
-            self._count_listeners()
             self._tell_systemd()
             failed = [w for w in self.workers if w.finished.is_set() and w.error is not None]
             if failed:
@@ -534,6 +589,7 @@ class Daemon:
                 self._await_consumer()
                 self._input_ended = self._stop_reason is None
                 return EX_OK
+            self._sleep(self._systemd_due(time.monotonic()))
 
     def _failure_code(self, worker: Worker) -> int:
         if isinstance(worker.error, SourceConfigError):
@@ -542,18 +598,26 @@ class Daemon:
         return EX_SOFTWARE
 
     def _await_consumer(self) -> None:
+        """End of input: until the consumers have worked through the queue (their exit
+        wakes us), a stop, or a consumer that made no progress for ``STALLED_AFTER``
+        (checked every ``STALL_CHECK``: this phase comes once, at the end of a file)."""
         consumers = self.consumers
-        while any(c.alive for c in consumers) and self._stop_reason is None:
-            self._wake.wait(0.5)
-            self._wake.clear()
-            stalled = [c for c in consumers if c.alive and c.stale(time.monotonic(), 10.0)]
+        while self._stop_reason is None:
+            # finished, not alive: the exit wakes us a moment before the thread is gone
+            working = [c for c in consumers if c.alive and not c.finished.is_set()]
+            if not working:
+                return
+            now = time.monotonic()
+            stalled = [c for c in working if c.stale(now, STALLED_AFTER)]
             if stalled:
                 log.error("the %s worker stopped making progress", stalled[0].name)
                 return
-            self._count_listeners()
             self._tell_systemd()
+            due = self._systemd_due(now)
+            self._sleep(STALL_CHECK if due is None else min(due, STALL_CHECK))
 
     def _count_listeners(self) -> None:
+        """The board's gauges (``GaugedBoard``): called on whichever thread reads it."""
         sock = self.socket_output
         if sock is not None:
             self.status.put("socket_clients", sock.clients)
@@ -561,16 +625,18 @@ class Daemon:
 
     def _count_pipeline(self) -> None:
         """What /metrics reports beside the parts' own counters: speech through each stage
-        and the queues' depths, read twice a second (put() tells no listener: no event)."""
+        and the queues' depths (put() tells no listener: no event). A reload may swap the
+        parts meanwhile: each is read once."""
         frame_s = frame_samples(self.loaded.config.audio.frame_ms) / SAMPLE_RATE
         put = self.status.put
         put("speech_gated_s", round(self.gate.frames_forwarded * frame_s, 3))
         put("speech_queue_s", round(self.queue.held_samples / SAMPLE_RATE, 3))
-        if self.link is not None:
-            buffer = self.link.buffer
+        link, fallback, consumer = self.link, self.fallback_worker, self.consumer
+        if link is not None:
+            buffer = link.buffer
             put("speech_confirmed_s", round(buffer.confirmed_samples / SAMPLE_RATE, 3))
             put("speech_unsent_s", round(buffer.unsent_samples / SAMPLE_RATE, 3))
-        offline = self.fallback_worker if self.link is not None else self.consumer
+        offline = fallback if link is not None else consumer
         if offline is not None:
             put("speech_offline_s", round(offline.frames * frame_s, 3))
         for worker in self.outputs:
@@ -583,22 +649,61 @@ class Daemon:
     def _service_status(self) -> str:
         return self.status.snapshot().service_line(self.loaded.config.daemon.service)
 
+    def _on_status(self, snap: StatusSnapshot) -> None:
+        """A status listener, called on the thread that changed a part: wakes the supervisor
+        only when systemd is to hear of it — READY once audio has left "starting", STATUS=
+        when its line is no longer the one sent. Quick and never blocking (a string and a
+        byte into a pipe); counters (put, add) call no listener, so they never wake us."""
+        if not self.notifier.enabled:
+            return
+        if not self._ready:
+            if snap.state_of("audio") not in (None, "starting"):
+                self._wake.set()
+        elif snap.service_line(self.loaded.config.daemon.service) != self.notifier.last_status:
+            self._wake.set()
+
+    def _on_socket_clients(self, clients: int) -> None:
+        """The socket output's thread: a client came or went. STATUS= counts listeners."""
+        self.status.put("socket_clients", clients)
+        if self.notifier.enabled and self._ready:
+            self._wake.set()
+
+    def _systemd_due(self, now: float) -> float | None:
+        """Seconds until systemd must hear from us again without being woken for it (the
+        watchdog; STATUS= parts that change silently); None: not before an event."""
+        if not self.notifier.enabled or not self._ready:
+            return None
+        due = self._status_checked + STATUS_RECHECK
+        interval = self.notifier.watchdog_interval
+        if interval is not None:
+            due = min(due, self._last_watchdog + interval)
+        if self._notice_ends is not None:
+            due = min(due, self._notice_ends)
+        return max(0.0, due - now)
+
     def _tell_systemd(self) -> None:
         """READY once capture has opened its source (or is waiting for a missing device:
         that is the daemon doing its job), STATUS when it changed, and WATCHDOG only while
         every worker is alive and recently made progress."""
         if not self.notifier.enabled:
             return
+        snap = self.status.snapshot()
+        now = time.monotonic()
         if not self._ready:
-            if self.status.snapshot().state_of("audio") in (None, "starting"):
+            if snap.state_of("audio") in (None, "starting"):
                 return
             self._ready = True
-            self.notifier.ready(self._service_status())
+            self.notifier.ready(snap.service_line(self.loaded.config.daemon.service))
         else:
-            self.notifier.status(self._service_status())
+            self.notifier.status(snap.service_line(self.loaded.config.daemon.service))
+        self._status_checked = now
+        self._notice_ends = None
+        notice = snap.parts.get("notice")
+        if notice is not None and snap.fresh_notice():
+            # the summary drops it then: a wake-up to say so (a little after, to be sure)
+            self._notice_ends = now + notice.since + NOTICE_SHOWN - snap.taken_at + 0.05
         interval = self.notifier.watchdog_interval
-        now = time.monotonic()
-        if interval is None or now - self._last_watchdog < interval:
+        if interval is None or now - self._last_watchdog < interval - WAKE_SLACK:
             return
         self._last_watchdog = now
         stale = max(interval, 2.0)

@@ -37,6 +37,7 @@ import stat
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +185,15 @@ class SocketOutput:
         languages: list[str],
         targets: list[str] | tuple[str, ...] = (),
         translation_only: bool = False,
+        on_clients: Callable[[int], None] | None = None,
     ) -> None:
         """``languages``: the configured spoken languages; ``targets``: the translation
         target languages, in display order; ``translation_only``: lines carry translations
-        and no transcript. All three are told to every client in ``hello``."""
+        and no transcript. All three are told to every client in ``hello``.
+        ``on_clients``: called with the number of clients whenever it changes (on this
+        output's thread: must be quick and never block)."""
         self.cfg = cfg
+        self._on_clients = on_clients
         self.path = Path(cfg.path)
         self._hello = encode(hello_message(service, languages, list(targets), translation_only))
         self._listener: socket.socket | None = None
@@ -516,7 +521,12 @@ class SocketOutput:
             self._poller.register(client.fd, client.mask)
             self.clients += 1
             self.clients_served += 1
+            self._clients_changed()
             self._send(client, greeting)
+
+    def _clients_changed(self) -> None:
+        if self._on_clients is not None:
+            self._on_clients(self.clients)
 
     def _send(self, client: _Client, data: bytes) -> None:
         if client.cut_at is not None:
@@ -549,6 +559,7 @@ class SocketOutput:
     def _cut_slow(self, client: _Client) -> None:
         self.clients_dropped_slow += 1
         self.clients -= 1
+        self._clients_changed()
         pending = len(client.out)
         # Finish the line the client already has the start of (it must never see half a
         # JSON object followed by something else), drop the rest, end with the notice.
@@ -598,6 +609,7 @@ class SocketOutput:
             return
         if client.cut_at is None:
             self.clients -= 1
+            self._clients_changed()
         else:
             with contextlib.suppress(ValueError):
                 self._cut.remove(client)
