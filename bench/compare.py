@@ -3,7 +3,7 @@ test).
 
     .venv/bin/python bench/compare.py [--service soniox|azure|sarvam|all] [--minutes 5]
         [--idle-minutes 1] [--runs 1] [--results bench/results.json]
-        [--clients daemon,example,sdk]
+        [--clients daemon,example,sdk] [--source alsa|wav]
 
 For each service, in one run, on the same audio (bench/daemon.py's WAV: corpus talk with
 2-4 s pauses of quiet room noise, then ``--idle-minutes`` of quiet) into the same emulator
@@ -11,7 +11,11 @@ For each service, in one run, on the same audio (bench/daemon.py's WAV: corpus t
 bytes, one client after the other (never two at once: the machine has 2 cores):
 
 - **daemon**: ``edgecap run`` with the configuration's defaults (gate on, link on_demand),
-  the WAV paced in real time, a socket output (bench/daemon.py's ``run_daemon``);
+  a socket output (bench/daemon.py's ``run_daemon``), the audio paced in real time as
+  ``--source`` says: ``alsa`` (the default, as in production) captures from an ALSA
+  ``file``-plugin device whose FIFO the bench fills a 100 ms block at a time, and is
+  stopped with SIGTERM after the idle phase; ``wav`` has the daemon read and pace the WAV
+  itself, to its end (see bench/daemon.py). The peers below always read the file;
 - **example**: bench/example_client.py, the vendors' raw example pattern (websocket-client,
   the whole file ungated in 120 ms chunks at real time, a reader thread): Soniox and Sarvam.
   Azure documents no raw WebSocket example (its clients are the SDKs), so it has none;
@@ -31,7 +35,8 @@ hour); the results the client got (caption lines for the daemon; final tokens, t
 or phrases for the peers). Ratios: the daemon over the example client and over the SDK.
 
 Prints a table per service, writes the figures into ``--results`` (bench/results.json;
-merged, keyed ``compare-<service>``, with the machine, the date and the git commit).
+merged, keyed ``compare-<service>``, with the machine, the date and the git commit; the
+daemon's source is its row's ``source`` and the entry's ``daemon_source``).
 ``--runs N`` repeats the round N times and reports medians (issue 15 asks for >= 3).
 """
 
@@ -57,6 +62,8 @@ from bench.corpus import CORPUS_DIR, corpus_available
 from bench.daemon import (
     KEY,
     SAMPLE_S,
+    SOURCE_TEXT,
+    SOURCES,
     Audio,
     Setup,
     build_wav,
@@ -233,6 +240,7 @@ def row_from_daemon(r: dict[str, Any], audio: Audio) -> dict[str, Any]:
         "client": "daemon",
         "measured": True,
         "ok": ok,
+        "source": r["setup"]["source"],  # alsa or wav: how the audio came in
         "cpu_s": w["cpu_s"],
         "wall_s": w["wall_s"],
         "cpu_per_audio_hour": w["cpu_s"] / audio_s * 3600,
@@ -249,7 +257,14 @@ def row_from_daemon(r: dict[str, Any], audio: Audio) -> dict[str, Any]:
         # bench/daemon.py's own figures: phases, per-thread CPU, captions, service side
         "detail": {
             k: r[k]
-            for k in ("phases", "threads", "captions", "service_side", "link_closed_after_talk_s")
+            for k in (
+                "input",
+                "phases",
+                "threads",
+                "captions",
+                "service_side",
+                "link_closed_after_talk_s",
+            )
         },
     }
 
@@ -314,6 +329,7 @@ def run_service(
     runs: int,
     clients: tuple[str, ...],
     sdk_state: dict[str, str | None],
+    source: str = "alsa",
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"edgecap-bench-compare-{service}-") as tmp:
         directory = Path(tmp)
@@ -335,9 +351,8 @@ def run_service(
                 if "daemon" in clients:
                     progress(f"[{service}] run {n + 1}/{runs}: the daemon")
                     (directory / f"daemon-{n}").mkdir()
-                    r = run_daemon(
-                        Setup(service, "recognition"), audio, directory / f"daemon-{n}", emu, proxy
-                    )
+                    setup = Setup(service, "recognition", source=source)
+                    r = run_daemon(setup, audio, directory / f"daemon-{n}", emu, proxy)
                     daemon_report(r)  # its phases and threads, as bench/daemon.py prints them
                     rows.append(row_from_daemon(r, audio))
                 for client in ("example", "sdk"):
@@ -363,6 +378,7 @@ def run_service(
         return {
             "service": service,
             "audio": asdict(audio) | {"path": None, "seconds": audio_s},
+            "daemon_source": source if "daemon" in clients else None,
             "runs": rounds,
             "median": medians(rounds),
         }
@@ -415,6 +431,8 @@ def carry_over(result: dict[str, Any], path: Path, clients: tuple[str, ...]) -> 
         if row["client"] not in clients:
             kept = dict(row)
             kept.setdefault("measured_on", previous["date"])
+            if row["client"] == "daemon" and row["measured"]:  # rows from before: the WAV
+                result["daemon_source"] = kept.setdefault("source", "wav")
             result["median"].append(kept)
             result.setdefault("carried_over", []).append(
                 {"client": row["client"], "date": previous["date"], "code": previous["code"]}
@@ -437,6 +455,7 @@ def report(result: dict[str, Any]) -> list[str]:
     the same figures)."""
     service, audio = result["service"], result["audio"]
     rows = result["median"]
+    source = result.get("daemon_source")
     lines = [
         f"{service}: {audio['talk_s'] / 60:g} min talk ({audio['clips']} corpus clips) + "
         f"{audio['idle_s'] / 60:g} min quiet, real time, one client at a time; "
@@ -444,6 +463,8 @@ def report(result: dict[str, Any]) -> list[str]:
         f"{'client':10s} {'CPU-s/audio-h':>13s} {'/wall-h':>8s} {'talk/h':>7s} "
         f"{'peak MB':>8s} {'MB up':>7s} {'vs ungated':>10s} {'MB down':>8s}  results / note",
     ]
+    if source is not None:
+        lines.insert(1, f"the daemon's audio: {SOURCE_TEXT[source]}; the peers read the file")
     for r in rows:
         name = r["client"] + ("" if r["measured"] else " *")
         up = None if r["up"] is None else r["up"] / 1e6
@@ -492,6 +513,8 @@ def markdown(path: Path) -> list[str]:
         daemon = next((r for r in rows if r["client"] == "daemon"), None)
         for r in rows:
             name = r["client"] + ("" if r["measured"] else " (anchor)")
+            if r["client"] == "daemon" and r["measured"]:  # rows from before have no source
+                name += f" ({r.get('source', 'wav')} source)"
             ratios = "—"
             if daemon is not None and r is not daemon:
                 ratios = ", ".join(
@@ -525,6 +548,13 @@ def main() -> int:
         help="merge the figures into this file (keyed compare-<service>)",
     )
     parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="alsa",
+        help="the daemon's audio: alsa (an ALSA device the bench feeds in real time, as in "
+        "production) or wav (the daemon paces the file); the peers read the file",
+    )
+    parser.add_argument(
         "--markdown",
         action="store_true",
         help="print the results file's compare tables as Markdown and exit (no run)",
@@ -545,7 +575,7 @@ def main() -> int:
     ok = True
     for service in services:
         result = run_service(
-            service, args.minutes, args.idle_minutes, args.runs, clients, sdk_state
+            service, args.minutes, args.idle_minutes, args.runs, clients, sdk_state, args.source
         )
         carry_over(result, args.results, clients)
         print("\n".join(report(result)) + "\n")

@@ -1,21 +1,33 @@
 """Benchmark of the whole daemon's CPU per audio-hour on a cloud service (not a test).
 
     .venv/bin/python bench/daemon.py [--service azure|soniox|sarvam|local]
-        [--mode recognition|translation]
+        [--mode recognition|translation] [--source alsa|wav]
         [--minutes 5] [--idle-minutes 1] [--hdmi] [--json FILE]
     .venv/bin/python bench/daemon.py --suite     # Azure recognition, Azure translation,
                                                  # Soniox: one after the other
 
-The real daemon, ``edgecap run -c <generated ini>``, runs as a process of its own on a WAV
-file paced in real time ([audio] source = wav, realtime = yes), against the strict emulator
-of the service (tests/emulators/azure.py, soniox.py or sarvam.py, in this process, over TLS
-on 127.0.0.1, its CA in [link] ca_file) through the TCP fault proxy in pass-through
+The real daemon, ``edgecap run -c <generated ini>``, runs as a process of its own on the
+bench's audio paced in real time, against the strict emulator of the service
+(tests/emulators/azure.py, soniox.py or sarvam.py, in this process, over TLS on 127.0.0.1,
+its CA in [link] ca_file) through the TCP fault proxy in pass-through
 (tests/emulators/fault_proxy.py), which counts the bytes. ``--service local`` runs the
 offline engine instead (pocketsphinx, no emulator, no proxy, no bytes); its decoding (the
 "ec-local" thread) is reported apart from the rest of the daemon. Everything else is the
 configuration's defaults (gate on, link on_demand, …). Outputs: the Unix socket, read by one
 client here that counts the captions, and nothing else (stdout off); ``--hdmi`` adds the
 HDMI output on a framebuffer file (1920×1080, 16 bpp: what a Pi's HDMI framebuffer is).
+
+The audio reaches the daemon one of two ways (``--source``):
+- ``alsa`` (the default: production's thread shape): ``[audio] source = alsa`` on a capture
+  device of ALSA's ``file`` plugin (a ``null`` slave reading a FIFO, in a private ALSA
+  configuration: the daemon's XDG_CONFIG_HOME; see ``AlsaFeed``), which a thread of this
+  process feeds with the WAV's samples, one 100 ms block (3200 bytes, one PortAudio period
+  of the daemon) every 100 ms. The daemon's capture read sleeps in the kernel until the
+  block is there, as on a microphone. There is no end of input: the bench stops the daemon
+  with SIGTERM at the end of the idle phase, and goes on writing quiet noise until it exits
+  (a microphone does not stop). The writer's CPU is this process's, not the daemon's.
+- ``wav``: ``[audio] source = wav, realtime = yes``: the daemon reads the WAV itself and
+  paces it (a timed wait per block), and ends at its end.
 
 The WAV: corpus speech clips (bench.corpus, every language, in a seeded random order) with
 2-4 s pauses of quiet room noise (about -60 dBFS) between them, cut at ``--minutes`` of
@@ -27,15 +39,20 @@ Soniox one-way into de (it takes one target), Sarvam mode = translate (into Engl
 
 Measured from /proc while the daemon runs (sampled every ``SAMPLE_S``), in CPU seconds of
 utime + stime (10 ms ticks):
-- the process: per phase — startup (exec to the capture thread's start, which is when the
-  WAV's clock starts), talk, idle, shutdown (end of the WAV to exit) — and the whole run
-  (``getrusage`` of the reaped child, so nothing is missed); CPU-s per audio-hour of talk,
-  per idle hour (and of the part after the link closed, when the idle phase is longer than
-  [link] idle_close: ``--idle-minutes 3``), and per wall-hour of the whole run; peak RSS
-  (VmHWM);
+- the process: per phase — startup (exec to the audio's start), talk, idle, shutdown (end
+  of the input to exit) — and the whole run (``getrusage`` of the reaped child, so nothing
+  is missed); CPU-s per audio-hour of talk, per idle hour (and of the part after the link
+  closed, when the idle phase is longer than [link] idle_close: ``--idle-minutes 3``), and
+  per wall-hour of the whole run; peak RSS (VmHWM). The audio's start: for ``wav`` the
+  capture thread's start (it opens the file and starts the WAV's clock first thing); for
+  ``alsa`` the daemon's first capture read (``AlsaFeed``: block i is written at that
+  moment + i × 100 ms). The end of the input: for ``wav`` its end (start + talk + idle);
+  for ``alsa`` the SIGTERM, sent at start + talk + idle;
 - each thread (``/proc/<pid>/task/*/stat``, named by edgecap's workers: "ec-capture",
   "ec-link", "ec-link-rd-N", "ec-out-socket" …; the main thread is the supervisor): the
-  same phases; a thread that is not a Worker keeps the name it inherited ("edgecap": the
+  same phases, and its wake-ups per second of talk and of idle (``voluntary_ctxt_switches``
+  in ``/proc/<pid>/task/*/status``: the ``wakes`` of each ``threads`` row in the JSON, per
+  phase); a thread that is not a Worker keeps the name it inherited ("edgecap": the
   OpenBLAS thread numpy starts at import, one per core but one). A thread that ended is
   counted up to its last sample, so the threads' sum can fall short of the process by what
   ended threads spent in their last ``SAMPLE_S``;
@@ -46,7 +63,9 @@ utime + stime (10 ms ticks):
 The official SDKs are not run here (bench/compare.py runs them, and the example client,
 beside the daemon via ``run_daemon``); their figures from the issues (12, 13, 14) are
 printed beside the result as anchors. ``--results FILE`` merges the figures into the
-bench's results file (bench/results.json), keyed ``daemon-<service>-<mode>[-hdmi]``.
+bench's results file (bench/results.json), keyed ``daemon-<service>-<mode>[-hdmi]`` for
+the ALSA source, with ``-wav`` after it for the WAV source; the figures' ``setup`` and
+``input`` say which source it was.
 """
 
 from __future__ import annotations
@@ -54,10 +73,13 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import dataclasses
+import fcntl
 import json
 import os
 import random
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -74,7 +96,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import CORPUS_DIR, clips, corpus_available, quiet_noise
-from edgecap.runtime.frames import SAMPLE_RATE
+from edgecap.runtime.frames import BLOCK_MS, SAMPLE_RATE
 from tests.emulators.azure import AzureEmulator
 from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.sarvam import V3_PATH as SARVAM_PATH
@@ -115,6 +137,13 @@ ANCHORS_SHORT = {
 }
 TARGET_CPU_PER_H = 10.0
 PHASES = ("startup", "talk", "idle", "shutdown")
+SOURCES = ("alsa", "wav")
+ALSA_DEVICE = "edgecap_bench_mic"
+SOURCE_TEXT = {
+    "alsa": f"ALSA capture ({ALSA_DEVICE}: file plugin on a FIFO the bench fills a 100 ms "
+    "block at a time in real time)",
+    "wav": "WAV paced in real time by the daemon",
+}
 
 
 def progress(text: str) -> None:
@@ -175,10 +204,11 @@ class Setup:
     service: str  # azure, soniox, sarvam or local
     mode: str  # recognition or translation
     hdmi: bool = False
+    source: str = "alsa"  # how the audio comes in: alsa (as in production) or wav
 
     @property
     def label(self) -> str:
-        return f"{self.service} {self.mode}" + (" + hdmi" if self.hdmi else "")
+        return f"{self.service} {self.mode}" + (" + hdmi" if self.hdmi else "") + f", {self.source}"
 
 
 def write_config(
@@ -186,9 +216,14 @@ def write_config(
 ) -> tuple[Path, Path]:
     """The daemon's ini (defaults but for where things are); returns (ini, socket path)."""
     sock = directory / "captions.sock"
+    source = (
+        {"source": "alsa", "device": ALSA_DEVICE}  # found by name in the daemon's asoundrc
+        if setup.source == "alsa"
+        else {"source": "wav", "file": str(audio.path), "realtime": "yes"}
+    )
     sections: dict[str, dict[str, str]] = {
         "daemon": {"service": setup.service},
-        "audio": {"source": "wav", "file": str(audio.path), "realtime": "yes"},
+        "audio": source,
         "socket": {"path": str(sock)},
         "stdout": {"enabled": "no"},
         "log": {"target": "stderr"},
@@ -242,6 +277,7 @@ class TaskStat:
     name: str
     cpu: float  # utime + stime, s
     start: float  # boot time of the task's start, s
+    wakes: int = 0  # voluntary context switches: each is a sleep, and a wake-up after it
 
 
 def read_stat(path: Path) -> TaskStat:
@@ -252,6 +288,16 @@ def read_stat(path: Path) -> TaskStat:
     fields = tail.split()  # fields[0] is field 3 (state)
     utime, stime, start = int(fields[11]), int(fields[12]), int(fields[19])
     return TaskStat(name, (utime + stime) / CLK_TCK, start / CLK_TCK)
+
+
+def read_wakes(path: Path) -> int:
+    """/proc/<pid>/task/<tid>/status: voluntary_ctxt_switches, the times the thread slept
+    (and so woke again). On a virtual machine a wake-up costs far more CPU than the work a
+    thread of this daemon does per block, so the count explains most of a thread's CPU."""
+    for line in path.read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
 
 
 def read_memory(pid: int) -> tuple[int, int]:
@@ -287,7 +333,9 @@ def sample(pid: int, proxy: FaultProxy | None) -> Sample | None:
     threads = {}
     for tid in tids:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            threads[int(tid)] = read_stat(Path(f"/proc/{pid}/task/{tid}/stat"))
+            task = read_stat(Path(f"/proc/{pid}/task/{tid}/stat"))
+            wakes = read_wakes(Path(f"/proc/{pid}/task/{tid}/status"))
+            threads[int(tid)] = dataclasses.replace(task, wakes=wakes)
     if proc.name == "" or not rss:  # a zombie: its memory is gone
         return None
     if proxy is None:  # the offline engine: no network
@@ -380,6 +428,139 @@ class SocketClient:
             c.gaps.append(m)
         elif kind == "bye":
             c.bye = True
+
+
+# --- the ALSA source: a capture device of ALSA's file plugin, fed by the bench ------------
+FEED_BLOCK_BYTES = SAMPLE_RATE * BLOCK_MS // 1000 * 2  # 3200: one block, one device period
+FEED_BLOCK_S = BLOCK_MS / 1000
+FEED_START_PIPE = 4096  # one page, the smallest pipe: room for block 0 and no more
+FEED_PIPE = 65536  # Linux's default: 16 pages, a block each: 1.6 s the daemon may lag
+FEED_START_LIMIT_S = 60.0  # the daemon's first capture read, after its socket is served
+STOP_LIMIT_S = 30.0  # from SIGTERM to the daemon's exit, before it is killed
+
+
+class AlsaFeed:
+    """The microphone of an ``--source alsa`` run: a private ALSA configuration (the
+    daemon's ``$XDG_CONFIG_HOME/alsa/asoundrc``) defining ``ALSA_DEVICE`` as ALSA's ``file``
+    plugin with a ``null`` slave reading a FIFO (``infile``), and one thread of the bench
+    ("bench-alsa-feed") writing the audio into the FIFO a block at a time at real time.
+
+    What the plugin needs (tests/audio/conftest.py, /work/shared/TESTBED.md):
+    - the FIFO is held open O_RDWR from before the daemon starts (ALSA opens it while
+      PortAudio lists the devices, and an open with no writer blocks) until the writer has
+      stopped after the daemon exited (with every writer gone the plugin would return
+      stale samples at full speed);
+    - it fills each capture read with ONE read() of the FIFO, so the writer writes whole
+      blocks (3200 bytes: one PortAudio period of the daemon) and nothing else.
+
+    The clock: block 0 goes into the pipe first, shrunk to one page so that it has no room
+    for another; the pipe turns writable when the daemon's first capture read takes that
+    block, which wakes the writer (a blocking select, no polling). That moment is the
+    audio's start ``t0`` (boot time). Block i is then written at t0 + i × 100 ms on an
+    absolute schedule, so the daemon's reads return every 100 ms, into a pipe grown back to
+    64 KiB (16 blocks), non-blocking: a daemon running late never holds the writer up, and
+    a block that finds the pipe full is dropped and counted, as a device overruns. After the
+    audio's last block the writer goes on with quiet room noise until it is stopped: the
+    bench sends the daemon SIGTERM at the end of the idle phase, and a microphone does not
+    fall silent while the daemon shuts down (its capture read would wait in the kernel).
+    """
+
+    def __init__(self, directory: Path, pcm: bytes, seed: int = 11) -> None:
+        self.config_home = directory / "xdg"
+        self.fifo = directory / "mic.fifo"
+        pad = -len(pcm) % FEED_BLOCK_BYTES  # whole blocks only
+        self._pcm = pcm + quiet_noise(pad // 2, seed=seed)
+        self._after = quiet_noise(SAMPLE_RATE, seed=seed + 1)  # cycled after the audio
+        self.blocks = len(self._pcm) // FEED_BLOCK_BYTES
+        self.t0: float | None = None  # boot time of the daemon's first capture read
+        self.dropped = 0  # blocks of the audio that found the FIFO full
+        self.after = 0  # quiet blocks written after the audio
+        self.error: BaseException | None = None
+        self._fd = self._stop_r = self._stop_w = -1
+        self._thread = threading.Thread(target=self._run, name="bench-alsa-feed")
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the daemon's environment needs: ALSA reads the asoundrc under it."""
+        return {"XDG_CONFIG_HOME": str(self.config_home)}
+
+    def __enter__(self) -> AlsaFeed:
+        asoundrc = self.config_home / "alsa" / "asoundrc"
+        asoundrc.parent.mkdir(parents=True)
+        asoundrc.write_text(
+            f"pcm.{ALSA_DEVICE} {{\n"
+            f"    type file\n"
+            f'    slave.pcm "null"\n'
+            f'    file "/dev/null"\n'
+            f'    infile "{self.fifo}"\n'
+            f'    format "raw"\n'
+            f'    hint {{ show on description "edgecap bench mic" }}\n'
+            f"}}\n"
+        )
+        os.mkfifo(self.fifo)
+        self._fd = os.open(self.fifo, os.O_RDWR)
+        self._stop_r, self._stop_w = os.pipe()
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, FEED_START_PIPE)
+            os.write(self._fd, self._block(0))
+            self._thread.start()
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._close()
+
+    def stop(self) -> None:
+        """Ends the writer at once (it waits on the stop pipe), within bounded time."""
+        if self._thread.is_alive():
+            os.write(self._stop_w, b"x")
+            self._thread.join(5)
+            if self._thread.is_alive():
+                raise RuntimeError("the ALSA feed's writer did not stop")
+
+    def _close(self) -> None:
+        for fd in (self._fd, self._stop_r, self._stop_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fd = self._stop_r = self._stop_w = -1
+
+    def _block(self, i: int) -> bytes:
+        if i < self.blocks:
+            return self._pcm[i * FEED_BLOCK_BYTES : (i + 1) * FEED_BLOCK_BYTES]
+        k = (i - self.blocks) % (len(self._after) // FEED_BLOCK_BYTES)
+        return self._after[k * FEED_BLOCK_BYTES : (k + 1) * FEED_BLOCK_BYTES]
+
+    def _run(self) -> None:
+        try:
+            self._feed()
+        except BaseException as exc:  # surfaced by the owner (measure) after the run
+            self.error = exc
+
+    def _feed(self) -> None:
+        stop, fd = self._stop_r, self._fd
+        # until the daemon's first read takes block 0 (the pipe turns writable), or stop
+        if select.select([stop], [fd], [])[0]:
+            return
+        self.t0, start = boottime(), time.monotonic()
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, FEED_PIPE)
+        os.set_blocking(fd, False)
+        i = 1
+        while True:
+            delay = start + i * FEED_BLOCK_S - time.monotonic()
+            if select.select([stop], [], [], max(delay, 0.0))[0]:
+                return
+            try:
+                os.write(fd, self._block(i))  # ≤ PIPE_BUF: all of it or nothing
+            except BlockingIOError:
+                if i < self.blocks:
+                    self.dropped += 1
+            if i >= self.blocks:
+                self.after += 1
+            i += 1
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -543,50 +724,72 @@ def measure(
     env.pop("CREDENTIALS_DIRECTORY", None)  # the key comes from the environment
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     expected = audio.talk_s + audio.idle_s
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [*edgecap_command(), "run", "-c", str(ini)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-            cwd=REPO,
-        )
-    samples: list[Sample] = []
-    client = SocketClient(sock)
-    try:
-        started = read_stat(Path(f"/proc/{proc.pid}/stat")).start
-        client.connect(time.monotonic() + 30)
-        wall0 = time.monotonic()
-        next_note = 30.0
-        deadline = wall0 + expected + 120
-        while True:
-            s = sample(proc.pid, proxy)
-            if s is not None:
-                samples.append(s)
-            try:
-                proc.wait(SAMPLE_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            elapsed = time.monotonic() - wall0
-            if elapsed >= next_note and samples:
-                progress(
-                    f"[{setup.label}] {elapsed:4.0f} s of ~{expected:.0f}: "
-                    f"{samples[-1].cpu:.2f} CPU-s, {client.count.finals} lines"
-                )
-                next_note += 30
-            if time.monotonic() > deadline:
-                progress(f"[{setup.label}] the daemon did not stop at the end of its input")
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        ended = boottime()
-        client.join(10)  # the daemon closed the socket: its end is there to read
+    term_at: float | None = None  # boot time of the SIGTERM at the end of an ALSA input
+    stopping = False  # SIGTERM sent
+    with contextlib.ExitStack() as stack:
+        feed: AlsaFeed | None = None
+        if setup.source == "alsa":  # the FIFO open, block 0 in it, before the daemon starts
+            with wave.open(str(audio.path), "rb") as w:
+                pcm = w.readframes(w.getnframes())
+            feed = stack.enter_context(AlsaFeed(log.parent / "alsa", pcm))
+            env |= feed.env
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                [*edgecap_command(), "run", "-c", str(ini)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                cwd=REPO,
+            )
+        samples: list[Sample] = []
+        client = SocketClient(sock)
+        try:
+            started = read_stat(Path(f"/proc/{proc.pid}/stat")).start
+            client.connect(time.monotonic() + 30)
+            wall0 = time.monotonic()
+            next_note = 30.0
+            deadline = wall0 + expected + 120
+            while True:
+                s = sample(proc.pid, proxy)
+                if s is not None:
+                    samples.append(s)
+                wait = SAMPLE_S
+                if feed is not None and feed.t0 is not None and term_at is None:
+                    wait = min(wait, max(0.0, feed.t0 + expected - boottime()))  # on time
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if now - wall0 >= next_note and samples:
+                    progress(
+                        f"[{setup.label}] {now - wall0:4.0f} s of ~{expected:.0f}: "
+                        f"{samples[-1].cpu:.2f} CPU-s, {client.count.finals} lines"
+                    )
+                    next_note += 30
+                if feed is not None and not stopping:
+                    if feed.t0 is not None and boottime() >= feed.t0 + expected:
+                        proc.send_signal(signal.SIGTERM)  # the end of the input: no EOF here
+                        term_at, stopping, deadline = boottime(), True, now + STOP_LIMIT_S
+                    elif feed.t0 is None and now > wall0 + FEED_START_LIMIT_S:
+                        progress(f"[{setup.label}] the daemon never read from {ALSA_DEVICE}")
+                        proc.send_signal(signal.SIGTERM)
+                        stopping, deadline = True, now + STOP_LIMIT_S
+                if now > deadline:
+                    if stopping:
+                        progress(f"[{setup.label}] the daemon did not exit after SIGTERM: killed")
+                        break
+                    progress(f"[{setup.label}] the daemon did not stop at the end of its input")
+                    proc.send_signal(signal.SIGTERM)
+                    stopping, deadline = True, now + STOP_LIMIT_S
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            ended = boottime()
+            client.join(10)  # the daemon closed the socket: its end is there to read
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = log.read_text(errors="replace").splitlines()
     errors = [line for line in lines if " ERROR " in line]  # the log's format: "time LEVEL …"
@@ -601,7 +804,32 @@ def measure(
         if proxy is not None
         else (0, 0)
     )
-    return analyse(setup, audio, samples, proc.pid, (started, ended), total_cpu, totals, client) | {
+    if feed is None:  # the WAV: its clock starts with the capture thread, the file ends
+        t0 = audio_start(samples)
+        clock = (t0, t0 + expected)
+        source = {"source": "wav", "paced_by": "the daemon ([audio] realtime = yes)"}
+    else:
+        if feed.error is not None:
+            raise RuntimeError(f"the ALSA feed failed: {feed.error!r}") from feed.error
+        if feed.t0 is None:
+            progress("\n".join(lines[-15:]))
+            raise RuntimeError(f"the daemon never read from {ALSA_DEVICE}: no figures")
+        # no SIGTERM: the daemon ended before the input did (a failure, reported as such)
+        clock = (feed.t0, term_at if term_at is not None else ended)
+        opened = next((line for line in lines if f"opened alsa:{ALSA_DEVICE}" in line), "")
+        source = {
+            "source": "alsa",
+            "device": ALSA_DEVICE,
+            "paced_by": f"the bench: {FEED_BLOCK_BYTES} bytes every {BLOCK_MS} ms into the "
+            "file plugin's FIFO",
+            "opened": opened[opened.find("opened") :] if opened else None,
+            "blocks": feed.blocks,
+            "blocks_dropped": feed.dropped,
+            "sigterm_late_s": None if term_at is None else term_at - (feed.t0 + expected),
+        }
+    life = (started, ended)
+    return analyse(setup, audio, samples, proc.pid, life, clock, total_cpu, totals, client) | {
+        "input": source,
         "exit_status": proc.returncode,
         "log_errors": errors,
     }
@@ -609,8 +837,8 @@ def measure(
 
 # --- the figures -----------------------------------------------------------------------------
 def audio_start(samples: list[Sample]) -> float:
-    """When the WAV's clock started: the capture worker's thread start (it opens the file
-    first thing)."""
+    """When the WAV's clock started (``--source wav``): the capture worker's thread start
+    (it opens the file first thing)."""
     for s in samples:
         for task in s.threads.values():
             if task.name == "ec-capture":
@@ -633,17 +861,20 @@ def analyse(
     samples: list[Sample],
     pid: int,
     life: tuple[float, float],
+    clock: tuple[float, float],
     total_cpu: float,
     bytes_total: tuple[int, int],
     client: SocketClient,
 ) -> dict[str, Any]:
+    """The figures of one run. ``life``: the daemon's exec and exit; ``clock``: the audio's
+    start and the end of the input (boot times): the phases' bounds."""
     started, ended = life
-    t0 = audio_start(samples)
+    t0, input_end = clock
     bounds = {
         "startup": (started, t0),
         "talk": (t0, t0 + audio.talk_s),
-        "idle": (t0 + audio.talk_s, t0 + audio.talk_s + audio.idle_s),
-        "shutdown": (t0 + audio.talk_s + audio.idle_s, ended),
+        "idle": (t0 + audio.talk_s, input_end),
+        "shutdown": (input_end, ended),
     }
     cpu_series = [(started, 0.0)] + [(s.t, s.cpu) for s in samples] + [(ended, total_cpu)]
 
@@ -670,19 +901,23 @@ def analyse(
 
     # per thread, grouped by kind
     series: dict[int, list[tuple[float, float]]] = {}
+    wake_series: dict[int, list[tuple[float, float]]] = {}
     names: dict[int, str] = {}
     for s in samples:
         for tid, task in s.threads.items():
             names[tid] = task.name
             series.setdefault(tid, [(task.start, 0.0)]).append((s.t, task.cpu))
+            wake_series.setdefault(tid, [(task.start, 0.0)]).append((s.t, task.wakes))
     threads: dict[str, dict[str, Any]] = {}
     for tid, points in series.items():
         row = threads.setdefault(
-            group_name(names[tid], tid == pid), {"n": 0, **dict.fromkeys(PHASES, 0.0)}
+            group_name(names[tid], tid == pid),
+            {"n": 0, **dict.fromkeys(PHASES, 0.0), "wakes": dict.fromkeys(PHASES, 0.0)},
         )
         row["n"] += 1
         for phase in PHASES:
             row[phase] += over(points, phase)
+            row["wakes"][phase] += over(wake_series[tid], phase)
     for row in threads.values():
         row["total"] = sum(row[p] for p in PHASES)
     audio_h = (audio.talk_s + audio.idle_s) / 3600
@@ -707,7 +942,12 @@ def analyse(
     at_talk_end = min(samples, key=lambda s: abs(s.t - talk_b)) if samples else None
     c = client.count
     return {
-        "setup": {"service": setup.service, "mode": setup.mode, "hdmi": setup.hdmi},
+        "setup": {
+            "service": setup.service,
+            "mode": setup.mode,
+            "hdmi": setup.hdmi,
+            "source": setup.source,
+        },
         "audio": {
             "talk_s": audio.talk_s,
             "idle_s": audio.idle_s,
@@ -758,7 +998,8 @@ def fmt_rate(value: float | None) -> str:
 def report(r: dict[str, Any]) -> None:
     s, a, ph, w = r["setup"], r["audio"], r["phases"], r["whole"]
     label = f"{s['service']} {s['mode']}" + (" + hdmi 1920x1080" if s["hdmi"] else "")
-    print(f"Daemon benchmark: {label}; edgecap run, WAV paced in real time, config defaults")
+    source = s.get("source", "wav")
+    print(f"Daemon benchmark: {label}; edgecap run, {SOURCE_TEXT[source]}, config defaults")
     print(
         f"talk: {a['talk_s']:.0f} s ({a['clips']} corpus clips, {a['speech_clip_s']:.0f} s of "
         f"clip audio, 2-4 s quiet pauses); idle: {a['idle_s']:.0f} s of quiet; outputs: socket"
@@ -767,10 +1008,10 @@ def report(r: dict[str, Any]) -> None:
     print()
     print(f"{'phase':22s} {'wall s':>7s} {'CPU s':>7s} {'CPU-s/h':>8s}")
     rows = [
-        ("startup (exec→capture)", ph["startup"], None),
+        ("startup (exec→audio)", ph["startup"], None),
         ("talk", ph["talk"], ph["talk"]["per_hour"]),
         ("idle", ph["idle"], ph["idle"]["per_hour"]),
-        ("shutdown (EOF→exit)", ph["shutdown"], None),
+        (f"shutdown ({'EOF' if source == 'wav' else 'TERM'}→exit)", ph["shutdown"], None),
     ]
     if "idle, link closed" in ph:  # a part of the idle phase, after the link closed
         closed = ph["idle, link closed"]
@@ -795,6 +1036,14 @@ def report(r: dict[str, Any]) -> None:
             f"{dec['per_audio_hour']:.1f} per audio-hour ({fmt_rate(dec['talk_per_hour']).strip()}"
             f" during the talk); the rest of the daemon {dec['rest_per_audio_hour']:.1f} per "
             f"audio-hour ({fmt_rate(dec['rest_talk_per_hour']).strip()} during the talk)"
+        )
+    i = r.get("input", {})
+    if source == "alsa":
+        late = i["sigterm_late_s"]
+        print(
+            f"input: {i['blocks']} blocks of {BLOCK_MS} ms written, {i['blocks_dropped']} dropped "
+            f"(FIFO full); the daemon {i['opened'] or 'logged no opened device'}; SIGTERM "
+            + ("not sent" if late is None else f"{late * 1000:.0f} ms after the idle phase")
         )
     print(f"anchor: {ANCHORS[s['service']]}")
     code = r["code"]
@@ -824,7 +1073,8 @@ def report(r: dict[str, Any]) -> None:
     talk_cpu = ph["talk"]["cpu_s"] or 1e-9
     print(
         f"{'thread':32s} {'n':>2s} {'startup':>8s} {'talk':>7s} {'/audio-h':>8s} "
-        f"{'idle':>6s} {'/idle-h':>7s} {'shutdn':>6s} {'total':>6s} {'% talk':>6s}"
+        f"{'idle':>6s} {'/idle-h':>7s} {'shutdn':>6s} {'total':>6s} {'% talk':>6s} "
+        f"{'wakes/s talk':>12s} {'idle':>5s}"
     )
     talk_h_s, idle_s = ph["talk"]["wall_s"], ph["idle"]["wall_s"]
     for name, t in sorted(r["threads"].items(), key=lambda kv: -kv[1]["total"]):
@@ -832,7 +1082,9 @@ def report(r: dict[str, Any]) -> None:
         print(
             f"{name:32s} {t['n']:2d} {t['startup']:8.2f} {t['talk']:7.2f} "
             f"{t['talk'] / talk_h_s * 3600:8.2f} {t['idle']:6.2f} {fmt_rate(idle_rate)} "
-            f"{t['shutdown']:6.2f} {t['total']:6.2f} {t['talk'] / talk_cpu * 100:5.1f}%"
+            f"{t['shutdown']:6.2f} {t['total']:6.2f} {t['talk'] / talk_cpu * 100:5.1f}% "
+            f"{t['wakes']['talk'] / talk_h_s:12.1f} "
+            f"{t['wakes']['idle'] / idle_s if idle_s > 0 else 0:5.1f}"
         )
     print(
         f"{'sum of threads':32s}    {'':8s} {'':7s} {'':8s} {'':6s} {'':7s} {'':6s} "
@@ -871,6 +1123,7 @@ def report_summary(results: list[dict[str, Any]]) -> None:
     for r in results:
         s, ph = r["setup"], r["phases"]
         label = f"{s['service']} {s['mode']}" + (" + hdmi" if s["hdmi"] else "")
+        label += f", {s.get('source', 'wav')}"
         print(
             f"{label:26s} {ph['talk']['per_hour']:7.1f} "
             f"{fmt_rate(ph['idle']['per_hour'])} {r['whole']['per_wall_hour']:7.1f} "
@@ -888,6 +1141,13 @@ def main() -> int:
     parser.add_argument("--idle-minutes", type=float, default=1.0, help="quiet after the talk")
     parser.add_argument("--hdmi", action="store_true", help="add the HDMI output (a file)")
     parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="alsa",
+        help="alsa: the daemon captures from an ALSA device the bench feeds in real time (as "
+        "in production); wav: the daemon reads and paces the WAV itself",
+    )
+    parser.add_argument(
         "--suite",
         action="store_true",
         help="Azure recognition, Azure translation and Soniox, one after the other",
@@ -898,7 +1158,7 @@ def main() -> int:
         type=Path,
         metavar="FILE",
         help="merge the figures into this results file (e.g. bench/results.json), keyed "
-        "daemon-<service>-<mode>[-hdmi]",
+        "daemon-<service>-<mode>[-hdmi][-wav]",
     )
     args = parser.parse_args()
     if args.service == "local" and args.mode != "recognition":
@@ -908,12 +1168,12 @@ def main() -> int:
         return 1
     if args.suite:
         setups = [
-            Setup("azure", "recognition", args.hdmi),
-            Setup("azure", "translation", args.hdmi),
-            Setup("soniox", "recognition", args.hdmi),
+            Setup("azure", "recognition", args.hdmi, args.source),
+            Setup("azure", "translation", args.hdmi, args.source),
+            Setup("soniox", "recognition", args.hdmi, args.source),
         ]
     else:
-        setups = [Setup(args.service, args.mode, args.hdmi)]
+        setups = [Setup(args.service, args.mode, args.hdmi, args.source)]
     wall = time.monotonic()
     results = []
     for setup in setups:  # one at a time: two daemons would share the machine's 2 cores
@@ -928,6 +1188,7 @@ def main() -> int:
         for r in results:
             s = r["setup"]
             name = f"daemon-{s['service']}-{s['mode']}" + ("-hdmi" if s["hdmi"] else "")
+            name += "-wav" if s["source"] == "wav" else ""
             merge_results(args.results, name, r)
     print(f"(benchmark ran in {time.monotonic() - wall:.0f} s)")
     return 0 if all(r["exit_status"] == 0 and not r["log_errors"] for r in results) else 1
