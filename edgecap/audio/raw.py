@@ -184,7 +184,8 @@ class RawSource:
             # A trailing incomplete sample frame: pad it with zeros rather than drop it.
             self._inbuf += bytes(self._frame_bytes - len(self._inbuf) % self._frame_bytes)
             self._convert()
-        self._pending.add(self._resampler.flush())
+        if not self._resampler.passthrough:  # (a pass-through holds nothing back)
+            self._pending.add(self._resampler.flush())
         self._eof = True
         log.info("%s: end of input", self.name)
 

@@ -33,9 +33,7 @@ import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, BinaryIO
 
 from edgecap.audio.pcm import (
     MAX_CHANNELS,
@@ -53,6 +51,9 @@ from edgecap.audio.source import NOT_READY, SourceConfigError, SourceLost, Waker
 from edgecap.runtime.escape import escape_controls
 from edgecap.runtime.frames import BLOCK_MS, SAMPLE_RATE, Block, block_frames, frame_samples
 from edgecap.runtime.resample import StreamResampler
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where samples are decoded (pcm): a 16 kHz mono file needs none
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +458,8 @@ class WavSource:
             self._remaining = self._clamped_size(self._info)
             self._pass_frames = 0
             return  # the resampler carries on across the seam: no gap, no click of silence
-        self._append(self._resampler.flush())
+        if not self._resampler.passthrough:  # (a pass-through holds nothing back)
+            self._append(self._resampler.flush())
         self._eof = True
         self._total_nonfinite()
 

@@ -18,14 +18,20 @@ shift, at the cost of ``delay`` input samples of look-ahead (1.6 ms at 44.1 or 4
 
 It lives on the bottom floor because two stages use it: capture (a device or file at any
 rate → 16 kHz) and the speaker output (spoken translation → the rate the device takes).
+
+numpy is imported where it is used, never at module level: a source that is already at
+16 kHz builds a pass-through resampler and never feeds it, and importing numpy costs the
+daemon about 15 MB of RSS it otherwise does without (issue 14). A pass-through resampler's
+constructor, ``reset`` and ``input_needed`` touch no numpy; ``process`` and ``flush`` do.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+if TYPE_CHECKING:
+    import numpy as np
 
 INT16_MIN = -32768
 INT16_MAX = 32767
@@ -70,6 +76,8 @@ class StreamResampler:
         if self.passthrough:
             self.delay = 0
             return
+        import numpy as np
+
         # Cut-off relative to the input Nyquist frequency.
         cutoff = ROLLOFF * min(1.0, self.out_rate / self.in_rate)
         half_width = ZERO_CROSSINGS / cutoff  # in input samples
@@ -92,6 +100,8 @@ class StreamResampler:
         """Forget the stream: the next sample is sample 0 of a new stream."""
         if self.passthrough:
             return
+        import numpy as np
+
         # Input before sample 0 counts as silence: the buffer starts with H zeros at index -H.
         self._buf = np.zeros(self.delay, dtype=np.float64)
         self._base = -self.delay  # absolute index of _buf[0]
@@ -111,6 +121,8 @@ class StreamResampler:
 
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Feed int16 samples (1-D); return every output sample that is now complete."""
+        import numpy as np
+
         x = np.asarray(samples)
         if x.ndim != 1:
             raise ValueError("StreamResampler takes mono (1-D) samples")
@@ -126,7 +138,11 @@ class StreamResampler:
 
     def flush(self) -> np.ndarray:
         """End of stream: return the remaining output (input is taken as silence after the
-        end) and :meth:`reset`. Total output over the stream is exactly ``ceil(N*L/M)``."""
+        end) and :meth:`reset`. Total output over the stream is exactly ``ceil(N*L/M)``.
+        A pass-through resampler holds nothing back: a source that skips the call when
+        :attr:`passthrough` loses nothing."""
+        import numpy as np
+
         if self.passthrough:
             return np.zeros(0, dtype=np.int16)
         k_end = _ceil_div(self._n_in * self._up, self._down)
@@ -136,6 +152,8 @@ class StreamResampler:
         return out
 
     def _produce(self, k_end: int) -> np.ndarray:
+        import numpy as np
+
         if k_end <= self._k:
             return np.zeros(0, dtype=np.int16)
         # Bounded pieces keep the (outputs × taps) gather matrix small for huge blocks.
@@ -145,6 +163,9 @@ class StreamResampler:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _produce_piece(self, k_end: int) -> np.ndarray:
+        import numpy as np
+        from numpy.lib.stride_tricks import sliding_window_view
+
         k0 = self._k
         n = k_end - k0
         first_n0 = (k0 * self._down) // self._up
@@ -186,6 +207,8 @@ def float_to_int16(x: np.ndarray) -> np.ndarray:
     NaN becomes 0 (silence) explicitly: casting NaN to an integer is undefined in C, so what
     numpy's cast gives (and whether it warns) depends on the CPU and the numpy version.
     """
+    import numpy as np
+
     y = np.rint(x)
     np.clip(y, INT16_MIN, INT16_MAX, out=y)
     np.nan_to_num(y, copy=False, nan=0.0)
@@ -205,6 +228,8 @@ def _design_table(phases: int, h: int, cutoff: float, half_width: float) -> np.n
     rows at a time: ``np.i0`` makes a dozen temporaries the size of its input, which for the
     whole table at once came to 60 MB at 192 kHz (and 100 GB for a header claiming 4 GHz).
     """
+    import numpy as np
+
     table = np.empty((phases + 1, 2 * h), dtype=np.float64)
     j = np.arange(2 * h, dtype=np.float64)[None, :]
     block = max(1, DESIGN_BLOCK // (2 * h))
