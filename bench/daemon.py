@@ -49,11 +49,12 @@ utime + stime (10 ms ticks):
   moment + i × 100 ms). The end of the input: for ``wav`` its end (start + talk + idle);
   for ``alsa`` the SIGTERM, sent at start + talk + idle;
 - each thread (``/proc/<pid>/task/*/stat``, named by edgecap's workers: "ec-capture",
-  "ec-link", "ec-link-rd-N", "ec-out-socket" …; the main thread is the supervisor): the
+  "ec-link", "ec-out-socket" …; the main thread is the supervisor): the
   same phases, and its wake-ups per second of talk and of idle (``voluntary_ctxt_switches``
   in ``/proc/<pid>/task/*/status``: the ``wakes`` of each ``threads`` row in the JSON, per
   phase); a thread that is not a Worker keeps the name it inherited ("edgecap": the
-  OpenBLAS thread numpy starts at import, one per core but one). A thread that ended is
+  OpenBLAS thread numpy starts at import, one per core but one, when something uses numpy:
+  the screen, a resampled source, the offline engine). A thread that ended is
   counted up to its last sample, so the threads' sum can fall short of the process by what
   ended threads spent in their last ``SAMPLE_S``;
 - bytes up and down at the proxy (TCP payload: TLS and WebSocket framing included);
