@@ -170,3 +170,52 @@ def test_the_end_of_the_connection_is_the_last_item(emu: SonioxEmulator) -> None
         assert conn.fileno() is None and conn.read() == []
     finally:
         conn.close(timeout=2.0)
+
+
+def test_a_text_frame_that_is_not_utf8_ends_the_connection(tmp_path: Path) -> None:
+    """RFC 6455 §8.1: invalid UTF-8 in a text frame fails the connection. (The check is
+    ours, in C: websocket-client's own runs in Python byte by byte.) A plain ws:// server
+    on a raw socket, as no WebSocket library sends such a frame."""
+    import base64
+    import hashlib
+    import socket
+
+    from edgecap.services.codec import Handshake
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        peer, _ = server.accept()
+        with peer:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += peer.recv(4096)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            magic = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+            accept = base64.b64encode(hashlib.sha1(key + magic).digest())
+            peer.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            good = b'{"ok": 1}'
+            peer.sendall(bytes([0x81, len(good)]) + good + bytes([0x81, 3]) + b"a\xff\xfe")
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    conn = Connection(1, Handshake(f"ws://127.0.0.1:{port}/", ()), tls=tls_context(None))
+    try:
+        conn.open()
+        items = read_for(conn, 3)
+        assert items[0] == Message(1, '{"ok": 1}')
+        assert items[1:] == [Closed(1, None, "invalid UTF-8 in a text frame")]
+        assert conn.fileno() is None
+    finally:
+        conn.close()
+        thread.join(5)
+        server.close()
