@@ -10,7 +10,12 @@ and measures:
   serial bytes arrived on a pty — percentiles over paced updates (one every 70 ms, so the
   15 fps cap of the screen shows as it would live);
 - CPU: process CPU seconds per 1,000 updates published as fast as possible (coalescing
-  included), the bench's own publishing loop subtracted (measured alone first).
+  included), the bench's own publishing loop subtracted (measured alone first);
+- paced CPU: the output worker thread's own CPU seconds per 1,000 of the paced updates
+  (each one drawn, as during talk: × 36 gives CPU-s per hour at 10 updates a second);
+- the screen's typical update on its own: a provisional line that grew by a word, laid out,
+  drawn, packed and written (HdmiOutput.handle, no worker), back to back and 70 ms apart
+  (the caches of a thread that slept).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import tty
 from pathlib import Path
@@ -168,12 +174,16 @@ def measure(name: str, output, probe_factory, n_latency: int, n_cpu: int) -> dic
     probe = probe_factory()
     lat = []
     events = list(updates(n_latency))
+    thread = next(t for t in threading.enumerate() if t.name == f"edgecap-{worker.name}")
+    clock = time.pthread_getcpuclockid(thread.ident)  # type: ignore[arg-type]
+    w0 = time.clock_gettime(clock)
     for e in events:
         t0 = time.perf_counter()
         worker.publish(e)
         if probe.wait_change(2.0):
             lat.append((time.perf_counter() - t0) * 1000)
         time.sleep(0.07)
+    paced = time.clock_gettime(clock) - w0
     # CPU: as fast as possible
     cpu_events = list(updates(n_cpu))
     c0 = time.process_time()
@@ -195,7 +205,28 @@ def measure(name: str, output, probe_factory, n_latency: int, n_cpu: int) -> dic
         "n_cpu": n_cpu,
         "handled": worker.handled,
         "render": render,
+        "paced": paced / len(events) * 1000,
     }
+
+
+def word_update_ms(root: Path, width: int, height: int, bpp: int, pause: float) -> list[float]:
+    """Milliseconds of each HdmiOutput.handle() that adds a word to the provisional line
+    (three final lines above it; the first word and the final of each line not counted)."""
+    now = [1000.0]
+    dev = fake_fb(root, width, height, bpp)
+    out = HdmiOutput(dev, root / "sys", fonts=("DejaVuSans.ttf",), clock=lambda: now[0])
+    out.open()
+    times = []
+    for seq, event in enumerate(updates(8 * 12), 1):
+        now[0] += 0.1  # past the frame interval: every update is drawn
+        if pause:
+            time.sleep(pause)
+        t0 = time.perf_counter()
+        out.handle(event)
+        if seq > 24 and " " in event.text and not event.final:
+            times.append((time.perf_counter() - t0) * 1000)
+    out.close()
+    return times
 
 
 def main() -> int:
@@ -244,14 +275,17 @@ def main() -> int:
 
     print("Outputs benchmark (each on its OutputWorker, as in the daemon)")
     head = f"{'output':<20} {'p50 ms':>7} {'p90 ms':>7} {'max ms':>7} {'seen':>6}"
-    print(head + f" {'CPU s/1000 upd':>15} {'handled':>8} {'render p50/p90 ms':>18}")
+    print(
+        head + f" {'CPU s/1000 upd':>15} {'handled':>8} {'render p50/p90 ms':>18}"
+        f" {'paced CPU s/1000':>17}"
+    )
     for r in results:
         lat = r["lat"] or [float("nan")]
         cpu = (r["cpu"] - base * 0) / r["n_cpu"] * 1000
         print(
             f"{r['name']:<20} {statistics.median(lat):>7.1f} {pct(lat, 0.9):>7.1f} "
             f"{max(lat):>7.1f} {len(r['lat']):>6} {cpu:>15.3f} {r['handled']:>8} "
-            f"{r['render']:>18}"
+            f"{r['render']:>18} {r['paced']:>17.3f}"
         )
     print(
         f"(publishing loop alone: {base / args.updates * 1000:.4f} CPU s per 1000; "
@@ -259,6 +293,15 @@ def main() -> int:
     )
     os.close(master)
     os.close(slave)
+
+    print("\nHDMI, one provisional update that adds a word (layout, draw, pack, write):")
+    for w, h, bpp in ((1920, 1080, 16), (800, 480, 32)):
+        hot = word_update_ms(tmp / f"hot{w}", w, h, bpp, 0.0)
+        slept = word_update_ms(tmp / f"slept{w}", w, h, bpp, 0.07)
+        print(
+            f"  {w}x{h}x{bpp}: back to back p50 {pct(hot, 0.5):.2f} / p90 {pct(hot, 0.9):.2f} ms;"
+            f" 70 ms apart p50 {pct(slept, 0.5):.2f} / p90 {pct(slept, 0.9):.2f} ms"
+        )
     return 0
 
 

@@ -41,6 +41,7 @@ import functools
 import logging
 import math
 import os
+import re
 import struct
 import unicodedata
 from collections import OrderedDict
@@ -48,12 +49,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import PIL
 from PIL import ImageDraw, ImageFont, features
 
 log = logging.getLogger(__name__)
 
 HAVE_RAQM = features.check("raqm")
 RAQM = ImageFont.Layout.RAQM if HAVE_RAQM else ImageFont.Layout.BASIC
+# Since Pillow 10.2 (pull request 7497) a glyph is laid over those before it within one
+# draw.text call, as it is across calls; before, overlapping glyphs kept the larger coverage.
+_version = re.match(r"(\d+)\.(\d+)", PIL.__version__)
+GLYPHS_OVER = _version is not None and (int(_version[1]), int(_version[2])) >= (10, 2)
 
 # The room a caption row gives a glyph, in font sizes above and below the baseline (the
 # HDMI output's slots: baseline 1.07 from the top of a 1.45 tall slot).
@@ -626,7 +632,20 @@ class FontChain:
         line = self.line(text)
         if line.rtl and align_width is not None:
             x += align_width - line.width
-        for piece in line.pieces:
+        self.draw_pieces(draw, x, baseline, line.pieces, fill)
+        return line
+
+    def draw_pieces(
+        self,
+        draw: ImageDraw.ImageDraw,
+        x: float,
+        baseline: float,
+        pieces: Sequence[Piece],
+        fill: tuple[int, ...] | int,
+    ) -> None:
+        """Draw ``pieces`` (of a ``line``, or from ``appended``) of a line whose left edge
+        is at ``x``, in order."""
+        for piece in pieces:
             font = self.fonts[piece.font]
             y = baseline - self.raise_px[piece.font]
             if self._shaping[piece.font]:
@@ -641,7 +660,41 @@ class FontChain:
             else:  # no raqm: no shaping either; right-to-left at least in the right order
                 chunk = piece.text[::-1] if piece.direction == "rtl" else piece.text
                 draw.text((x + piece.x, y), chunk, font=font, fill=fill, anchor="ls")
-        return line
+
+    def appended(self, old: str, text: str) -> list[Piece] | None:
+        """The pieces that turn ``old``, drawn, into ``text`` drawn whole, when ``text`` is
+        ``old``, a space and more: drawn over ``old`` (``draw_pieces`` at the same place),
+        they give the same pixels for a fraction of the work — a caption growing word by
+        word is drawn a word at a time. Pillow lays each glyph over those drawn before it,
+        in one ``draw.text`` call as across calls, so this holds as long as ``old``'s pieces
+        stay as they were (the same fonts at the same places), all left to right, with
+        nothing kerned or shaped across the space: the advances add up. None otherwise
+        (right to left, a font or direction that changes, a word that grew; a Pillow older
+        than 10.2, which combined glyphs differently within one call)."""
+        if not GLYPHS_OVER or len(text) <= len(old) or not text.startswith(old):
+            return None
+        if not text[len(old)].isspace():
+            return None
+        before, after = self.line(old), self.line(text)
+        k = len(before.pieces)
+        if before.rtl or after.rtl or not k or len(after.pieces) < k:
+            return None
+        last, grown = before.pieces[-1], after.pieces[k - 1]
+        if (
+            after.pieces[: k - 1] != before.pieces[: k - 1]
+            or (grown.font, grown.x, last.direction) != (last.font, last.x, "ltr")
+            or not grown.text.startswith(last.text)
+            or any(p.direction != "ltr" for p in after.pieces[k - 1 :])
+        ):
+            return None
+        rest = grown.text[len(last.text) :]
+        pieces = list(after.pieces[k:])
+        if rest:
+            width = self._length(grown.font, rest, "ltr")
+            if not rest[0].isspace() or grown.width != last.width + width:
+                return None  # kerned, or shaped differently, across the join
+            pieces.insert(0, Piece(grown.font, rest, "ltr", grown.x + last.width, width))
+        return pieces
 
 
 def fit(ink: tuple[float, float], room: tuple[float, float]) -> tuple[float, float]:

@@ -32,17 +32,28 @@ and stays while the screen is on or dimmed; a blanked screen shows nothing.
 Font size (``font_size`` 0): min(height / 16, width / 26) — 67 px at 1920×1080, 30 px at
 800×480 — then shrunk, if needed, until every slot of the roll-up fits on the screen.
 
-No flicker, little work: each slot is rendered on its own into a strip already packed in
-the framebuffer's format, and strips are kept while they stay on screen (a line that
-scrolls up is not drawn again). The band is composed from strips, compared row by row
-with what the screen shows, and only the rows that differ are written, one ``pwrite``
-per run of adjacent rows. Redraws happen at most ``max_fps`` times a second: ``handle``
-only records what changed, and the redraw happens in ``handle`` or ``idle`` once
-1/max_fps has passed since the last one. Once a minute the whole screen is written again
+No flicker, little work: the output knows what each slot shows (its strip key: the kind,
+text and colour) and writes only the slots whose key changed — one ``pwrite`` of the rows
+the slot's old and new text cover (whole rows: the framebuffer is row-major), composed from
+the background row, the text and the QR code's columns where it stands beside them. A
+provisional line that grew by a word costs one strip and one write; a roll-up scroll changes
+every slot's key and rewrites each once, from strips kept while they stay on screen (a line
+that scrolls up is not drawn again). A strip is drawn only as wide as its text, into a
+coverage mask ("L"), and packed through a 256-entry table of its colour over the
+background (the arithmetic Pillow uses to draw text in RGB: the same pixels), over the
+text's bounding box only; the rest of the slot is the background row. Its coverage is kept:
+the same words in another colour (final, dimmed) are not drawn again, and a caption that
+continues one on screen by a word or more is drawn over that one's coverage, the added
+words only (``FontChain.appended``: exactly what drawing it whole gives).
+
+Redraws happen at most ``max_fps`` times a second: ``handle`` only records what changed, and
+the redraw happens in ``handle`` or ``idle`` once 1/max_fps has passed since the last one.
+Once a minute the whole screen is composed and written again, a slot's height at a time
 (identical pixels: no flicker), which repairs anything a console drew over the captions;
 while nothing is drawn in between, the rewrites back off (2, 4 … 16 minutes: a full frame
 costs a Pi Zero some 25 ms), and none is done while the screen is blanked (black and
-powered down) but one at once when it wakes.
+powered down) but one at once when it wakes. A write that fails leaves the screen unknown:
+the next frame is written whole.
 
 Between events the output sleeps until the next thing that changes the screen by itself
 (``wake_in``): a held-back frame, the end of a loss notice, "Listening…" coming back, the
@@ -52,9 +63,11 @@ the next event.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,13 +84,14 @@ from edgecap.outputs.framebuffer import (
     pack_color,
     read_geometry,
 )
-from edgecap.outputs.rollup import CaptionLines, Row, choose_translations, layout, wrap
+from edgecap.outputs.rollup import CaptionLines, Row, choose_translations, line_rows, wrap
 from edgecap.runtime.status import LINK_PROBLEMS, StatusSnapshot
 
 if TYPE_CHECKING:
     from edgecap.config.schema import HdmiConfig
 
 RGB = tuple[int, int, int]
+StripKey = tuple[str, str, RGB]  # (kind: "caption" or "status", text, colour)
 
 NORMAL_AUDIO = ("listening", "speech", "starting")
 IDLE_STATUS_AFTER = 10.0  # seconds without captions before "Listening…" shows again
@@ -89,6 +103,31 @@ STATUS_SCALE = 0.6  # status text size, in caption font sizes
 REFRESH_SECONDS = 60.0  # rewrite the whole screen this often (heals what others drew)
 REFRESH_QUIET_MAX = 960.0  # while nothing changes, the rewrites back off (×2) up to this
 MAX_STACK = 2  # translations under a line when no languages are listed
+
+
+@dataclass(frozen=True)
+class Strip:
+    """A slot's text, packed: ``pixels`` (rows × bytes) stand ``top`` rows into the slot and
+    ``left`` bytes into a row; everything else in the slot is background. ``cover`` is the
+    text's coverage over the same box (``x`` pixels into the row), kept so that the text
+    can grow or change colour without being drawn again."""
+
+    top: int
+    left: int
+    pixels: np.ndarray
+    text: str = ""
+    x: int = 0
+    cover: Image.Image | None = None
+    fill: RGB | None = None
+
+    @property
+    def rows(self) -> tuple[int, int]:
+        """The slot's rows the text covers (top, end); (0, 0) when it has no ink."""
+        h = self.pixels.shape[0]
+        return (self.top, self.top + h) if h else (0, 0)
+
+
+NO_INK = Strip(0, 0, np.zeros((0, 0), dtype=np.uint8))
 
 
 def screen_margin(width: int, height: int) -> int:
@@ -146,7 +185,7 @@ class HdmiOutput:
         provisional_color: RGB = (160, 160, 160),
         translation_color: RGB | Sequence[RGB] = ((255, 214, 102), (125, 200, 255)),
         background: RGB = (0, 0, 0),
-        max_fps: int = 15,
+        max_fps: int = 8,
         dim_after: float = 300.0,
         blank_after: float = 1800.0,
         offline_mark: str = "",
@@ -194,12 +233,20 @@ class HdmiOutput:
         self._refresh_every = REFRESH_SECONDS
         self._renders_refreshed = 0  # renders when the screen was last rewritten whole
         self._drawn: tuple[str, str] | None = None  # (phase, status text) on screen
-        self._shown: np.ndarray | None = None  # the packed band as on the screen
-        self._strips: dict[tuple[str, str, RGB], np.ndarray] = {}
+        # What the screen shows: each slot's strip key (0 = the status slot, then the
+        # caption slots top to bottom; None = background) and whether the QR code is up.
+        self._slots: list[StripKey | None] = []
+        self._qr_on = False
+        self._unknown = False  # a write failed: the next frame is written whole
+        self._strips: dict[StripKey, Strip] = {}  # the strips on screen
+        self._laid_out: dict[int, tuple[CaptionLine, list[Row]]] = {}  # seq → its rows
+        self._luts: dict[RGB, np.ndarray] = {}  # colour → packed pixel per coverage 0..255
         self._fonts_key: tuple[tuple[str, ...], int] | None = None
         # counters, for tests and bench/outputs.py
         self.renders = 0
-        self.render_ms: deque[float] = deque(maxlen=1000)  # compose + pack + write
+        self.render_ms: deque[float] = deque(maxlen=1000)  # layout + draw + pack + write
+        self.strips_drawn = 0  # strips whose text was drawn (rendered with FreeType)
+        self.strips_grown = 0  # … of them, only the words added to one on screen
 
     @classmethod
     def from_config(
@@ -241,20 +288,18 @@ class HdmiOutput:
     # --- Output -----------------------------------------------------------------------
     def open(self) -> None:
         """Read the geometry, open the device, lay out the slots and clear the screen
-        (the one full-frame write: whatever was there, a console, goes)."""
+        (a full-frame write: whatever was there, a console, goes)."""
         info = read_geometry(self.device, self.sysfs, **self.geometry)
         fb = Framebuffer(info)
         fb.open()
         try:
-            self._setup(info)
+            self._setup(info)  # every slot empty, no QR code: the frame is background
             fb.set_power(True)
-            row = np.tile(pack_color(self.background, info.bpp), info.width)
-            fb.write_rows(0, np.broadcast_to(row, (info.height, info.row_bytes)))
+            self._write_frame(fb)
         except BaseException:
             fb.close()
             raise
         self.fb, self.info = fb, info
-        self._shown = self._bg_band.copy()
         self._drawn = None
         self._dirty = True
         self._last_render = float("-inf")
@@ -312,8 +357,9 @@ class HdmiOutput:
                 self.fb.set_power(True)  # never leave the console on a powered-down screen
             self.fb.close()
             self.fb = None
-        self._shown = None
+        self._slots = []
         self._strips.clear()
+        self._laid_out.clear()
 
     # --- what to show -------------------------------------------------------------------
     def phase(self, now: float) -> str:
@@ -363,15 +409,12 @@ class HdmiOutput:
             self._renders_refreshed = self.renders
 
     def _refresh(self) -> None:
-        """Write the whole screen again as it should be. The diff only knows what this
+        """Write the whole screen again as it should be. The slot keys only know what this
         output wrote: kernel messages on a console bound to the framebuffer, or another
         program, may have drawn over it since. Identical pixels written again do not
         flicker; this costs one full-frame write a minute."""
-        assert self.fb is not None and self.info is not None and self._shown is not None
-        if self.band_top:
-            row = np.tile(pack_color(self.background, self.info.bpp), self.info.width)
-            self.fb.write_rows(0, np.broadcast_to(row, (self.band_top, self.info.row_bytes)))
-        self.fb.write_rows(self.band_top, self._shown)
+        assert self.fb is not None
+        self._write_frame(self.fb)
 
     # --- geometry ---------------------------------------------------------------------
     def _setup(self, info: FramebufferInfo) -> None:
@@ -405,10 +448,17 @@ class HdmiOutput:
         self.baseline = round(size * BASELINE)
         small_size = self.small.size if self.small else size
         self.status_baseline = round(line_h / 2 + small_size * 0.38)  # centred in its slot
-        bg_row = np.tile(pack_color(self.background, info.bpp), info.width)
-        self._bg_band = np.broadcast_to(bg_row, (self.band_height, info.row_bytes)).copy()
+        self._bg_row = np.tile(pack_color(self.background, info.bpp), info.width)
+        # rows are composed here before they are written: a slot's worth at a time
+        self._scratch = np.empty((line_h, info.row_bytes), dtype=np.uint8)
+        self._pixel = np.dtype("<u2" if info.bpp == 16 else "<u4")  # one packed pixel
+        self._width, self._height = info.width, info.height
+        self._slots = [None] * (rows + 1)
+        self._qr_on = False
+        self._unknown = False
         self._strips.clear()
-        self._row_bytes = info.row_bytes
+        self._laid_out.clear()
+        self._luts.clear()
 
     def _setup_qr(self, info: FramebufferInfo) -> None:
         """The join QR code, packed once for this layout; the text keeps to its left."""
@@ -443,31 +493,40 @@ class HdmiOutput:
         ``band_top``."""
         return self.status_y + self.line_height * (index + 1)
 
+    def _slot_top(self, slot: int) -> int:
+        """Screen row where slot ``slot`` of ``_slots`` begins (0 = the status slot)."""
+        return self.band_top + self.status_y + self.line_height * slot
+
     # --- drawing ----------------------------------------------------------------------
     def _render(self, phase: str, status: str) -> None:
-        assert self.fb is not None and self.info is not None and self._shown is not None
+        assert self.fb is not None
         t0 = time.perf_counter()
-        band = self._bg_band.copy()
-        used: dict[tuple[str, str, RGB], np.ndarray] = {}
+        wanted: list[StripKey | None] = [None] * len(self._slots)
         if phase != "blank":
             rows = self._rows()
             first = self.rows - len(rows) if self.layout_mode == "rollup" else 0
             for i, row in enumerate(rows):
-                fill = self._color(self._row_color(row), phase)
-                y = self.slot_y(first + i)
-                band[y : y + self.line_height] = self._strip("caption", row.text, fill, used)
+                wanted[1 + first + i] = (
+                    "caption",
+                    row.text,
+                    self._color(self._row_color(row), phase),
+                )
             if status:
-                fill = self._color(self.colors["status"], phase)
-                y = self.status_y
-                band[y : y + self.line_height] = self._strip("status", status, fill, used)
-            if self._qr is not None:
-                top, left = self._qr_at
-                h, w = self._qr.shape
-                band[top : top + h, left : left + w] = self._qr
-        self._strips = used  # keep only what is on screen now
+                wanted[0] = ("status", status, self._color(self.colors["status"], phase))
+        strips: dict[StripKey, Strip] = {}  # keep only what is on screen now
+        for key in wanted:
+            if key is not None and key not in strips:
+                strip = self._strips.get(key)
+                strips[key] = strip if strip is not None else self._draw_strip(*key)
+        qr_on = phase != "blank" and self._qr is not None
+        spans = self._changed_rows(wanted, strips, qr_on)
+        self._slots, self._strips, self._qr_on = wanted, strips, qr_on
         if phase != "blank" and self._drawn and self._drawn[0] == "blank":
             self.fb.set_power(True)  # wake before drawing
-        self._write_changed(band)
+        if self._unknown:
+            self._write_frame(self.fb)
+        else:
+            self._write_spans(spans)
         if phase == "blank" and (self._drawn is None or self._drawn[0] != "blank"):
             self.fb.set_power(False)
         self._drawn = (phase, status)
@@ -478,7 +537,8 @@ class HdmiOutput:
     def _rows(self) -> list[Row]:
         """The caption rows to show, oldest first. Only the newest lines are laid out: a
         line with something to show gives at least one row, so no more of them than rows
-        can be visible."""
+        can be visible. A line's rows are kept while it is among them and unchanged (only
+        the provisional line is wrapped again when it grows)."""
         assert self.fonts is not None
         recent: list[CaptionLine] = []
         visible = 0
@@ -493,47 +553,137 @@ class HdmiOutput:
             if visible >= self.rows:
                 break
         recent.reverse()
-        return layout(
-            recent,
-            self.rows,
-            self.text_width,
-            self.show,
-            self.fonts.width,
-            self.offline_mark,
-            self.languages,
-            limit,
-        )
+        out: list[Row] = []
+        laid_out: dict[int, tuple[CaptionLine, list[Row]]] = {}
+        for line in recent:
+            hit = self._laid_out.get(line.seq)
+            if hit is None or not (hit[0] is line or hit[0] == line):
+                rows = line_rows(
+                    line,
+                    self.text_width,
+                    self.show,
+                    self.fonts.width,
+                    self.offline_mark,
+                    self.languages,
+                    limit,
+                )
+                hit = (line, rows)
+            laid_out[line.seq] = hit
+            out += hit[1]
+        self._laid_out = laid_out
+        return out[-self.rows :] if self.rows else []
 
     def _row_color(self, row: Row) -> RGB:
         if row.style == "translation":
             return self.translation_colors[min(row.order, len(self.translation_colors) - 1)]
         return self.colors[row.style]
 
-    def _strip(
-        self, kind: str, text: str, fill: RGB, used: dict[tuple[str, str, RGB], np.ndarray]
-    ) -> np.ndarray:
-        """One slot's pixels, packed: from the cache when it was on screen last time."""
-        key = (kind, text, fill)
-        strip = used.get(key)
-        if strip is None:
-            strip = self._strips.get(key)
-        if strip is None:
-            strip = self._draw_strip(kind, text, fill)
-        used[key] = strip
-        return strip
-
-    def _draw_strip(self, kind: str, text: str, fill: RGB) -> np.ndarray:
-        assert self.info is not None and self.fonts is not None and self.small is not None
-        img = Image.new("RGB", (self.info.width, self.line_height), self.background)
-        draw = ImageDraw.Draw(img)
+    def _draw_strip(self, kind: str, text: str, fill: RGB) -> Strip:
+        """Draw one slot's text: into a coverage mask only as wide as the text (and an em
+        either side for overhangs), packed through the colour's table over its ink. A
+        caption that continues one on screen by a word or more is drawn over that one's
+        coverage, only the words added (``FontChain.appended``); the same words in
+        another colour are not drawn at all."""
+        assert self.fonts is not None and self.small is not None
         if kind == "status":
             chain, baseline = self.small, self.status_baseline
             rows = wrap(text, self.text_width, chain.width) or [""]
             text = rows[0] if len(rows) == 1 else self._ellipsize(chain, rows[0])
         else:
             chain, baseline = self.fonts, self.baseline
-        chain.draw(draw, self.margin, baseline, text, fill, align_width=self.text_width)
-        return pack(np.asarray(img), self.info.bpp)
+        base = self._base_for(text) if kind == "caption" else None
+        if base is not None and base.cover is not None and base.text == text:
+            return self._packed(base.cover, base.x, base.top, text, fill)
+        added = chain.appended(base.text, text) if base is not None else None
+        self.strips_drawn += 1
+        line = chain.line(text)
+        x = self.margin + (self.text_width - line.width if line.rtl else 0)  # its left edge
+        left = max(0, x - chain.size)
+        right = min(self._width, x + line.width + chain.size)
+        if right <= left:
+            return NO_INK
+        mask = Image.new("L", (right - left, self.line_height))
+        draw = ImageDraw.Draw(mask)
+        # At the same fractional positions as on a full-width strip: the shift is whole
+        # pixels, so the glyphs come out the same.
+        if added and base is not None and base.cover is not None:
+            mask.paste(base.cover, (base.x - left, base.top))
+            chain.draw_pieces(draw, self.margin - left, baseline, added, 255)
+            self.strips_grown += 1
+        else:
+            added = None
+            chain.draw(draw, self.margin - left, baseline, text, 255, align_width=self.text_width)
+        box = mask.getbbox()
+        if box is None:
+            return NO_INK
+        if not added:
+            return self._packed(mask.crop(box), left + box[0], box[1], text, fill)
+        # Ink two ems or more left of the added words is the base's, packed already.
+        keep = math.floor(self.margin + added[0].x) - 2 * chain.size - (left + box[0])
+        return self._packed(mask.crop(box), left + box[0], box[1], text, fill, base, keep)
+
+    def _base_for(self, text: str) -> Strip | None:
+        """The caption strip on screen whose text ``text`` is, or continues after a space
+        (the longest such); None when there is none."""
+        found: Strip | None = None
+        for key, strip in self._strips.items():
+            old = strip.text
+            if (
+                key[0] == "caption"
+                and strip.cover is not None
+                and text.startswith(old)
+                and (len(text) == len(old) or text[len(old)].isspace())
+                and (found is None or len(old) > len(found.text))
+            ):
+                found = strip
+        return found
+
+    def _packed(
+        self,
+        cover: Image.Image,
+        x: int,
+        top: int,
+        text: str,
+        fill: RGB,
+        base: Strip | None = None,
+        keep: int = 0,
+    ) -> Strip:
+        """A strip from the coverage of its ink box (at ``x``, ``top`` in the slot). With
+        ``base``: its first ``keep`` columns are the same as ``base``'s, which are taken as
+        they are when the box begins at the same place in the same colour."""
+        lut = self._lut(fill)
+        coverage = np.asarray(cover)
+        size = self._pixel.itemsize
+        keep = min(keep, coverage.shape[1])
+        if (
+            base is not None
+            and keep > 0
+            and (base.x, base.top, base.fill) == (x, top, fill)
+            and base.pixels.shape[0] == coverage.shape[0]
+            and base.pixels.shape[1] >= keep * size
+        ):
+            pixels = np.empty((coverage.shape[0], coverage.shape[1] * size), dtype=np.uint8)
+            pixels[:, : keep * size] = base.pixels[:, : keep * size]
+            pixels[:, keep * size :] = np.take(lut, coverage[:, keep:]).view(np.uint8)
+        else:
+            pixels = np.take(lut, coverage).view(np.uint8)
+        return Strip(top, x * size, pixels, text, x, cover, fill)
+
+    def _lut(self, fill: RGB) -> np.ndarray:
+        """The packed pixel for each coverage 0..255 of ``fill`` over the background:
+        round((bg × (255 − a) + fill × a) / 255) per channel, as Pillow blends text drawn
+        in RGB, then packed for the framebuffer."""
+        lut = self._luts.get(fill)
+        if lut is None:
+            a = np.arange(256, dtype=np.uint32)[:, None]
+            fg = np.array(fill, dtype=np.uint32)
+            bg = np.array(self.background, dtype=np.uint32)
+            t = bg * (255 - a) + fg * a + 128
+            rgb = (((t >> 8) + t) >> 8).astype(np.uint8)
+            bpp = self._pixel.itemsize * 8
+            lut = pack(rgb[None], bpp).view(self._pixel).reshape(256)
+            self._luts[fill] = lut
+        return lut
 
     def _ellipsize(self, chain: FontChain, text: str) -> str:
         while text and chain.width(text + "…") > self.text_width:
@@ -546,22 +696,80 @@ class HdmiOutput:
         bg = self.background
         return tuple(round(b + (c - b) * DIM) for c, b in zip(rgb, bg, strict=True))  # type: ignore[return-value]
 
-    def _write_changed(self, band: np.ndarray) -> None:
-        """Write the rows of ``band`` that differ from the screen, one pwrite per run of
-        adjacent rows."""
-        assert self.fb is not None and self._shown is not None
-        old, new = self._shown, band
-        if self._row_bytes % 8 == 0:  # compare 8 bytes at a time
-            old, new = old.view(np.uint64), new.view(np.uint64)
-        changed = np.flatnonzero((old != new).any(axis=1))
-        if changed.size:
-            breaks = np.flatnonzero(np.diff(changed) > 1)
-            starts = np.concatenate(([changed[0]], changed[breaks + 1]))
-            ends = np.concatenate((changed[breaks], [changed[-1]]))
-            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-                try:
-                    self.fb.write_rows(self.band_top + a, band[a : b + 1])
-                except OutputUnavailable:
-                    self._shown = None  # unknown now; open() starts from a clear screen
-                    raise
-                self._shown[a : b + 1] = band[a : b + 1]
+    # --- writing ----------------------------------------------------------------------
+    def _changed_rows(
+        self, wanted: list[StripKey | None], strips: dict[StripKey, Strip], qr_on: bool
+    ) -> list[tuple[int, int]]:
+        """Screen rows (start, end) that differ between what the screen shows and
+        ``wanted``: per slot whose key changed, the rows its old and new text cover; the
+        QR code's rows when it comes or goes. Everything else is background in both."""
+        spans: list[tuple[int, int]] = []
+        if qr_on != self._qr_on and self._qr is not None:
+            top = self.band_top + self._qr_at[0]
+            spans.append((top, top + self._qr.shape[0]))
+        for slot, (old, new) in enumerate(zip(self._slots, wanted, strict=True)):
+            if old == new:
+                continue
+            before = self._strips[old].rows if old else (0, 0)
+            after = strips[new].rows if new else (0, 0)
+            covered = [r for r in (before, after) if r[1] > r[0]]
+            if covered:
+                top = self._slot_top(slot)
+                spans.append((top + min(r[0] for r in covered), top + max(r[1] for r in covered)))
+        return spans
+
+    def _write_spans(self, spans: list[tuple[int, int]]) -> None:
+        """Each run of rows (overlapping runs merged) composed from what the screen now
+        shows and written, one pwrite per slot's height. A failed write leaves the screen
+        unknown."""
+        assert self.fb is not None
+        merged: list[list[int]] = []
+        for a, b in sorted(spans):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        try:
+            for a, b in merged:
+                self._write_rows(self.fb, a, b)
+        except OutputUnavailable:
+            self._unknown = True
+            raise
+
+    def _write_frame(self, fb: Framebuffer) -> None:
+        """The whole screen as it should be, a slot's height of rows at a time (no full
+        frame is held in memory)."""
+        try:
+            self._write_rows(fb, 0, self._height)
+        except OutputUnavailable:
+            self._unknown = True
+            raise
+        self._unknown = False
+
+    def _write_rows(self, fb: Framebuffer, a: int, b: int) -> None:
+        """Screen rows ``a``..``b`` composed and written, one pwrite per scratch's worth."""
+        step = self._scratch.shape[0]
+        for y in range(a, b, step):
+            fb.write_rows(y, self._compose(y, min(b, y + step)))
+
+    def _compose(self, a: int, b: int) -> np.ndarray:
+        """Screen rows ``a``..``b`` (at most the scratch's height) as they should be:
+        background, each slot's text, then the QR code over them."""
+        out = self._scratch[: b - a]
+        out[:] = self._bg_row
+        for slot, key in enumerate(self._slots):
+            if key is not None:
+                strip = self._strips[key]
+                self._paste(out, a, b, self._slot_top(slot) + strip.top, strip.left, strip.pixels)
+        if self._qr_on and self._qr is not None:
+            top, left = self._qr_at
+            self._paste(out, a, b, self.band_top + top, left, self._qr)
+        return out
+
+    @staticmethod
+    def _paste(out: np.ndarray, a: int, b: int, y: int, x: int, pixels: np.ndarray) -> None:
+        """Put ``pixels`` (packed rows) at screen row ``y``, byte ``x`` into ``out``, which
+        holds screen rows ``a``..``b``; only the rows that fall inside."""
+        lo, hi = max(a, y), min(b, y + pixels.shape[0])
+        if lo < hi:
+            out[lo - a : hi - a, x : x + pixels.shape[1]] = pixels[lo - y : hi - y]
