@@ -753,7 +753,11 @@ class HdmiConfig:
         "translations: a colour for each place under the line, in order (the last repeats)",
     )
     background: Any = key(Color(), (0, 0, 0), "background")
-    max_fps: int = key(Int(min=1, max=60), 15, "most screen updates per second")
+    max_fps: int = key(
+        Int(min=1, max=60),
+        8,
+        "most screen updates per second (a reader follows no more; each costs CPU)",
+    )
     dim_after: float = key(
         Duration(min=0, max=86400),
         300.0,
