@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/outputs.py
 	$(BIN)/python bench/offline.py
+	$(BIN)/python bench/wakeups.py
 	$(BIN)/python bench/daemon.py --suite
 	$(BIN)/python bench/compare.py
 
