@@ -29,6 +29,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 
 def thread_cpu() -> float:
@@ -43,15 +44,17 @@ def timer(n: int, period: float) -> tuple[float, float]:
     return (thread_cpu() - c0) / n, 0.0
 
 
-def eventfd(n: int, period: float) -> tuple[float, float]:
-    fd = os.eventfd(0, os.EFD_NONBLOCK)
+def woken_by_a_thread(
+    n: int, period: float, wait: Callable[[], object], wake: Callable[[], object]
+) -> tuple[float, float]:
+    """A thread sleeping in ``wait()``, woken by this one calling ``wake()`` every
+    ``period``: each side's CPU per wake-up."""
     sleeper: list[float] = []
 
     def sleep() -> None:
         c0 = thread_cpu()
         for _ in range(n):
-            select.select([fd], [], [], 5.0)
-            os.eventfd_read(fd)
+            wait()
         sleeper.append(thread_cpu() - c0)
 
     t = threading.Thread(target=sleep)
@@ -60,11 +63,23 @@ def eventfd(n: int, period: float) -> tuple[float, float]:
     for _ in range(n):
         time.sleep(period)
         c0 = thread_cpu()
-        os.eventfd_write(fd, 1)
+        wake()
         waker += thread_cpu() - c0
     t.join()
-    os.close(fd)
     return sleeper[0] / n, waker / n
+
+
+def eventfd(n: int, period: float) -> tuple[float, float]:
+    fd = os.eventfd(0, os.EFD_NONBLOCK)
+
+    def wait() -> None:
+        select.select([fd], [], [], 5.0)
+        os.eventfd_read(fd)
+
+    try:
+        return woken_by_a_thread(n, period, wait, lambda: os.eventfd_write(fd, 1))
+    finally:
+        os.close(fd)
 
 
 def pipe_across_processes(n: int, period: float) -> tuple[float, float]:
@@ -89,25 +104,12 @@ def pipe_across_processes(n: int, period: float) -> tuple[float, float]:
 
 def event(n: int, period: float) -> tuple[float, float]:
     ev = threading.Event()
-    sleeper: list[float] = []
 
-    def sleep() -> None:
-        c0 = thread_cpu()
-        for _ in range(n):
-            ev.wait(5.0)
-            ev.clear()
-        sleeper.append(thread_cpu() - c0)
+    def wait() -> None:
+        ev.wait(5.0)
+        ev.clear()
 
-    t = threading.Thread(target=sleep)
-    t.start()
-    waker = 0.0
-    for _ in range(n):
-        time.sleep(period)
-        c0 = thread_cpu()
-        ev.set()
-        waker += thread_cpu() - c0
-    t.join()
-    return sleeper[0] / n, waker / n
+    return woken_by_a_thread(n, period, wait, ev.set)
 
 
 SHAPES = {
