@@ -36,7 +36,6 @@ import socket
 import stat
 import struct
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ from edgecap import __version__
 from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import SocketConfig
 from edgecap.outputs.base import TEXT, OutputEvent, OutputUnavailable
+from edgecap.outputs.client_history import CaptionHistory, poll_with_wake
 from edgecap.outputs.dirwatch import DirWatch
 from edgecap.runtime.logsetup import fields
 from edgecap.runtime.status import StatusSnapshot
@@ -63,7 +63,6 @@ _PATH_CHECK_EVERY = 1.0
 _PATH_RETRY = 30.0  # seconds before trying again to serve a path someone else holds now
 _ACCEPT_PAUSE = 1.0  # seconds without accepting after the process ran out of descriptors
 _PROBE_TIMEOUT = 0.3  # seconds to wait on another server when the path is taken
-_PROVISIONAL_KEEP = 4  # provisional lines remembered for new clients (the board has one)
 _BACKLOG = 128  # connections not accepted yet; a full backlog blocks connect()
 
 _HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
@@ -203,8 +202,7 @@ class SocketOutput:
         self._cut: list[_Client] = []
         self._scratch = bytearray(_READ_CHUNK)
         # What a new client is sent after hello; kept across close()/open().
-        self._history: OrderedDict[int, bytes] = OrderedDict()  # seq → newest final message
-        self._provisional: OrderedDict[int, bytes] = OrderedDict()
+        self._history = CaptionHistory(cfg.history)  # for clients that come mid-talk
         self._status: bytes | None = None
         self._dirwatch: DirWatch | None = None  # the socket's directory, while open
         self._next_path_check: float | None = None  # None: when the directory changes
@@ -235,7 +233,7 @@ class SocketOutput:
     def handle(self, event: OutputEvent) -> None:
         if isinstance(event, CaptionLine):
             data = encode(caption_message(event))
-            self._remember(event, data)
+            self._history.remember(event, data)
         elif isinstance(event, AudioLoss):
             data = encode(gap_message(event))
         elif isinstance(event, StatusSnapshot):
@@ -249,12 +247,7 @@ class SocketOutput:
     def wait_io(self, timeout: float | None, wake_fd: int) -> None:
         """Sleep in poll() until a socket or the directory watch is ready, ``wake_fd`` is
         readable, or ``timeout`` passed; idle() does the work."""
-        ms = None if timeout is None else math.ceil(timeout * 1000)  # never wake too early
-        self._poller.register(wake_fd, select.POLLIN)
-        try:
-            self._poller.poll(ms)
-        finally:
-            self._poller.unregister(wake_fd)
+        poll_with_wake(self._poller, timeout, wake_fd)
 
     def wake_in(self, now: float) -> float | None:
         """The next deadline: a slow client's notice grace ending, accepting again after a
@@ -509,8 +502,7 @@ class SocketOutput:
             greeting = b"".join(
                 [
                     self._hello,
-                    *self._history.values(),
-                    *self._provisional.values(),
+                    *self._history.messages(),
                     *([self._status] if self._status is not None else []),
                 ]
             )
@@ -639,21 +631,6 @@ class SocketOutput:
                     self._read(client)
 
     # --- history for new clients --------------------------------------------------------
-    def _remember(self, line: CaptionLine, data: bytes) -> None:
-        if not line.final:
-            self._provisional[line.seq] = data
-            self._provisional.move_to_end(line.seq)
-            while len(self._provisional) > _PROVISIONAL_KEEP:
-                self._provisional.popitem(last=False)
-            return
-        self._provisional.pop(line.seq, None)
-        if not (line.text or line.translations):
-            self._history.pop(line.seq, None)  # withdrawn: a newcomer never saw it
-            return
-        # An update (its translation grew) keeps the line's place: history stays in order.
-        self._history[line.seq] = data
-        while len(self._history) > self.cfg.history:
-            self._history.popitem(last=False)
 
 
 def _why(exc: OSError) -> str:

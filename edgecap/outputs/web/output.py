@@ -56,6 +56,7 @@ from edgecap.captions.events import AudioLoss, CaptionLine
 from edgecap.config.schema import WebConfig, parse_listen
 from edgecap.config.secrets import SecretNotFound
 from edgecap.outputs.base import TEXT, OutputEvent, OutputUnavailable
+from edgecap.outputs.client_history import CaptionHistory, poll_with_wake
 from edgecap.outputs.socket_server import caption_message, encode, gap_message
 from edgecap.outputs.web import page as pages
 from edgecap.outputs.web.address import access_code, base_url
@@ -83,7 +84,6 @@ _ACCEPT_PAUSE = 1.0  # seconds without accepting after the process ran out of de
 _CODE_TRIES = 10  # wrong access codes from one address …
 _CODE_WINDOW = 60.0  # … per this many seconds
 _CODE_PEERS = 256  # addresses remembered for that
-_PROVISIONAL_KEEP = 4
 _BACKLOG = 128
 COOKIE = "edgecap_access"
 _COOKIE_AGE = 30 * 86400
@@ -201,8 +201,7 @@ class WebOutput:
         self._streams: dict[int, _Conn] = {}  # the viewers
         self._scratch = bytearray(_READ_CHUNK)
         # What a new viewer is sent after hello; kept across close()/open().
-        self._history: OrderedDict[int, bytes] = OrderedDict()
-        self._provisional: OrderedDict[int, bytes] = OrderedDict()
+        self._history = CaptionHistory(cfg.history)  # for clients that come mid-talk
         self._status_frame: bytes | None = None
         self._summary: str | None = None
         self._mac: bytes | None = None  # the cookie a viewer must show; None: no code
@@ -259,7 +258,7 @@ class WebOutput:
             if event.done and (event.text or event.translations):
                 self.captions[event.offline] += 1
             data = frame("caption", self._caption(event))
-            self._remember(event, data)
+            self._history.remember(event, data)
         elif isinstance(event, AudioLoss):
             data = frame("gap", gap_message(event))
         elif isinstance(event, StatusSnapshot):
@@ -275,12 +274,7 @@ class WebOutput:
     def wait_io(self, timeout: float | None, wake_fd: int) -> None:
         """Sleep in poll() until a socket is ready, ``wake_fd`` is readable (an event or a
         stop) or ``timeout`` passed; idle() does the work."""
-        ms = None if timeout is None else math.ceil(timeout * 1000)  # never wake too early
-        self._poller.register(wake_fd, select.POLLIN)
-        try:
-            self._poller.poll(ms)
-        finally:
-            self._poller.unregister(wake_fd)
+        poll_with_wake(self._poller, timeout, wake_fd)
 
     def wake_in(self, now: float) -> float | None:
         """The next deadline: a request or answer taking too long, the next heartbeat, or
@@ -572,8 +566,7 @@ class WebOutput:
             [
                 head,
                 self._hello,
-                *self._history.values(),
-                *self._provisional.values(),
+                *self._history.messages(),
                 *([self._status_frame] if self._status_frame is not None else []),
                 _LIVE,
             ]
@@ -766,21 +759,6 @@ class WebOutput:
                 t for t in message["translations"] if t["language"] in self._only
             ]
         return message
-
-    def _remember(self, line: CaptionLine, data: bytes) -> None:
-        if not line.final:
-            self._provisional[line.seq] = data
-            self._provisional.move_to_end(line.seq)
-            while len(self._provisional) > _PROVISIONAL_KEEP:
-                self._provisional.popitem(last=False)
-            return
-        self._provisional.pop(line.seq, None)
-        if not (line.text or line.translations):
-            self._history.pop(line.seq, None)  # withdrawn: a newcomer never saw it
-            return
-        self._history[line.seq] = data  # an update keeps the line's place
-        while len(self._history) > self.cfg.history:
-            self._history.popitem(last=False)
 
 
 def _query_code(query: bytes) -> str | None:
