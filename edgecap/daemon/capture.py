@@ -8,9 +8,11 @@ input it ends the open utterance, so nothing already captured is lost in flight.
 
 Audio moves in blocks (about 100 ms, ``runtime.frames``): per block one ``read()``, one
 ``gate.feed_block()`` and one queue put per event the gate returns — about one per block
-while someone speaks, none in silence. The thread sleeps in ``read()`` until the block is
-there, as a thread waiting for input (``Worker.waiting``): no wake-ups in between, and a stop
-interrupts the source at once (``AudioSource.interrupt``) rather than waiting for a timeout.
+while someone speaks, none in silence. A put may send the block on to the service from
+this thread (the link's producer turn, link/worker.py), never waiting on the network.
+The thread sleeps in ``read()`` until the block is there, as a thread waiting for input
+(``Worker.waiting``): no wake-ups in between, and a stop interrupts the source at once
+(``AudioSource.interrupt``) rather than waiting for a timeout.
 """
 
 from __future__ import annotations

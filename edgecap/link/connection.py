@@ -34,10 +34,13 @@ once instead of after ``connect_timeout`` — a stop is not held up by a network
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import select
 import socket
 import ssl
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 
 READ_SLICE = 0.05  # the longest a read waits for the rest of a frame that came in pieces
 READ_LIMIT = 64  # frames one read() takes at most (the link handles them, then reads again)
+# What a send from a thread that must not wait (``has_room``) may add to the socket: a second
+# of 16 kHz PCM in the largest encoding (base64), with room to spare.
+SEND_ROOM = 48 * 1024
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,25 @@ class Connection:
             ws.ping(b"edgecap")
         except (OSError, websocket.WebSocketException, AttributeError) as exc:
             raise SendFailed(_short(exc)) from None
+
+    def has_room(self, need: int = SEND_ROOM) -> bool:
+        """The kernel takes ``need`` more bytes at once: a send now will not wait.
+
+        For a caller that must never wait on the network (the capture thread sending on the
+        link's behalf): what the kernel holds unsent or unacknowledged (``TIOCOUTQ``) plus
+        ``need`` fits in half its send buffer (the other half: the kernel's own overhead per
+        segment). A stalled or slow connection fills it, and the caller leaves the send to
+        the link's thread. Two system calls, no wait; False when it cannot tell."""
+        ws = self._ws
+        if ws is None or self.ended or ws.sock is None:
+            return False
+        try:
+            sock = ws.sock
+            held = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+            size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return held + need <= size // 2
 
     # --- reading ----------------------------------------------------------------------
     def fileno(self) -> int | None:

@@ -43,6 +43,12 @@ the service may be sent to and nothing is dropped — unless the service is give
 Every loss is reported once, with its cause, and added to ``lost``: the totals at stop are
 the sum of what was reported.
 
+Speech is sent without a thread hand-over when it can be: while the link thread sleeps
+with an open session that only needs it sent, the producer (capture) that just put it takes
+the link's turn (``_turn``, a lock the link thread holds except while it sleeps) and sends
+it itself (``_producer_turn``); whatever else is to do wakes the link thread. So every codec
+call and every use of the connection still happens in the link's turn, one at a time.
+
 The link thread sleeps until something happens, in one ``select()`` on its connection's
 socket (a message, the end of the connection) and on one wake-up flag (``_wake``, an
 eventfd: ``runtime.wakeup``) that everything else able to give it work sets: the speech
@@ -172,6 +178,15 @@ class LinkWorker(Worker):
         # What the link thread sleeps on, with its connection's socket (module docstring).
         self._wake = Wakeup()
         self._speech_wanted = False  # a put into the speech queue wakes the thread
+        # Held by whoever runs the link's state machine: the link thread for each turn of
+        # its loop, released only while it sleeps — and, during that sleep, a producer
+        # thread that sends its speech itself (``_speech_arrived``: no hand-over per block).
+        self._turn = threading.Lock()
+        self._asleep = False  # the link thread sleeps (set and read under _turn)
+        self._asleep_until: float | None = None  # ... until then (link clock; None: an event)
+        self._send_failed: SendFailed | None = None  # a send on a producer's thread failed
+        self._on_producer = False  # _turn is held by a producer's thread
+        self.producer_turns = 0  # speech sent on the producer's thread (tests, benchmarks)
         self._room_watched: SpeechQueue | None = None  # a queue whose room wakes the thread
         self.wakeups = 0  # times the thread woke from its wait (tests, benchmarks)
         self._conn: Connection | None = None
@@ -260,12 +275,16 @@ class LinkWorker(Worker):
     # --- the loop ---------------------------------------------------------------------
     def run(self) -> None:
         self._set_state("idle")
+        self._turn.acquire()
         self.speech.set_waker(self._speech_arrived)
         try:
             while True:
                 # Cleared before looking at anything: whatever comes from now on wakes the
                 # wait at the end of this turn.
                 self._wake.clear()
+                failed, self._send_failed = self._send_failed, None
+                if failed is not None and self._conn is not None:
+                    self._lost(failed)  # a send on a producer's thread failed: handled here
                 self._pull()
                 self._read_connection()
                 self._drain_inbox()
@@ -297,12 +316,61 @@ class LinkWorker(Worker):
                 self._conn.close(1.0)
                 self._conn = None
             self._wake.close()
+            self._turn.release()
 
     # --- sleeping ---------------------------------------------------------------------
     def _speech_arrived(self) -> None:
-        """The speech queue's waker (the producer's thread): wake the link if it takes."""
-        if self._speech_wanted:
-            self._wake.set()
+        """The speech queue's waker, on the producer's thread (capture): wake the link if
+        it takes — or, while it sleeps with a session that only needs this speech sent,
+        send it from here (``_producer_turn``): a thread hand-over per block costs more
+        than the send itself."""
+        if not self._speech_wanted:
+            return
+        if self._asleep and self._turn.acquire(blocking=False):
+            try:
+                if self._asleep and self._producer_turn():
+                    return
+            finally:
+                self._turn.release()
+        self._wake.set()
+
+    def _producer_turn(self) -> bool:
+        """Take the speech that came and send what the pace allows, on the producer's
+        thread, while the link thread sleeps (``_turn`` held). Only the plain case: an open
+        session that is neither ending nor failing, no reload or hand-over pending, no
+        offline engine in use, and a socket that takes the bytes without waiting (a
+        producer never waits on the network). False: the link thread must look — it is woken.
+        Everything else (reading, timers, failures, ends) stays on the link thread."""
+        conn = self._conn
+        fb = self.fallback
+        if (
+            conn is None
+            or self._wake.is_set()
+            or self._finishing_since is not None
+            or self._input_closed
+            or self._open_loss is not None
+            or self.stopping
+            or self.handing_over.is_set()
+            or self._reload.is_set()
+            or (fb is not None and fb.active)
+            or not conn.has_room()
+        ):
+            return False
+        self._on_producer = True
+        try:
+            now = self._clock()
+            self._pull()
+            if self._input_closed or self._open_loss is not None:
+                return False
+            self._pump(now, flush=False)
+        finally:
+            self._on_producer = False
+        self.producer_turns += 1
+        if self._send_failed is not None or self._conn is not conn:
+            return False
+        # The sleeping thread's deadline still holds unless this made an earlier one.
+        due = self._next_due(self._clock())
+        return due is None or (self._asleep_until is not None and due >= self._asleep_until)
 
     def _sleep(self) -> None:
         """Sleep until something happens or the next deadline, in one wait."""
@@ -330,8 +398,16 @@ class LinkWorker(Worker):
         conn = self._conn
         if timeout == 0.0 or (conn is not None and conn.buffered):
             return
-        with self.waiting():
-            self._wake.wait(timeout, None if conn is None else conn.fileno())
+        fd = None if conn is None else conn.fileno()
+        self._asleep_until = due
+        self._asleep = True
+        self._turn.release()  # a producer may send its speech meanwhile (_speech_arrived)
+        try:
+            with self.waiting():
+                self._wake.wait(timeout, fd)
+        finally:
+            self._turn.acquire()
+            self._asleep = False
         self.wakeups += 1
 
     def _watch_room(self, speech: SpeechQueue | None) -> None:
@@ -994,6 +1070,11 @@ class LinkWorker(Worker):
             self._finalize_marks.append(self.buffer.session_samples)
 
     def _lost(self, exc: SendFailed) -> None:
+        if self._on_producer:
+            # Not on the producer's thread: tearing the session down may wait (a close
+            # frame). The link thread, woken, handles it first thing.
+            self._send_failed = exc
+            return
         self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
 
     def _audio_run(self, limit: int) -> int:

@@ -218,6 +218,11 @@ class LinkRun:
         self._feeder = threading.Thread(target=run, name="test-feeder")
         self._feeder.start()
 
+    @property
+    def feeder_ident(self) -> int | None:
+        """The feeder thread's id (it may send its speech itself, while the link sleeps)."""
+        return None if self._feeder is None else self._feeder.ident
+
     def wait_fed(self, timeout: float = 30.0) -> None:
         if self._feeder is not None:
             self._feeder.join(timeout)

@@ -1,6 +1,7 @@
 """The link's side of the codec contract v2, through real sessions: every codec call happens
-on the link's thread, and an event the link does not know is counted and logged, not lost
-in silence."""
+in the link's turn — on the link's thread, or on the producer's while the link sleeps, never
+two at once — and an event the link does not know is counted and logged, not lost in
+silence."""
 
 from __future__ import annotations
 
@@ -53,12 +54,15 @@ CODEC_METHODS = frozenset(
 
 
 class ThreadRecordingCodec:
-    """Any codec, with every method call recorded as (method, thread id)."""
+    """Any codec, with every method call recorded as (method, thread id), and every call
+    that began while another was under way (``overlaps``)."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.calls: list[tuple[str, int]] = []
         self._lock = threading.Lock()
+        self._busy = False
+        self.overlaps: list[tuple[str, int]] = []
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._inner, name)
@@ -68,7 +72,14 @@ class ThreadRecordingCodec:
         def call(*args: Any, **kwargs: Any) -> Any:
             with self._lock:
                 self.calls.append((name, threading.get_ident()))
-            return value(*args, **kwargs)
+                if self._busy:
+                    self.overlaps.append((name, threading.get_ident()))
+                self._busy = True
+            try:
+                return value(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._busy = False
 
         return call
 
@@ -133,9 +144,10 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Service]
             yield Service(emu, lambda url: StatefulCodec(url))
 
 
-def test_every_codec_call_happens_on_the_link_thread(service: Service) -> None:
-    """Through a session that is cut mid-utterance and replaced (the reader threads of two
-    connections read every answer): the codec is only ever called from the link's thread."""
+def test_every_codec_call_happens_in_the_links_turn(service: Service) -> None:
+    """Through a session that is cut mid-utterance and replaced: the codec is only ever
+    called from the link's thread, or from the thread that feeds the speech queue (sending
+    its speech while the link sleeps), and never by two at once."""
     emu = service.emu
     with FaultProxy(("127.0.0.1", emu.port)) as proxy:
         codec = ThreadRecordingCodec(service.make_codec(proxied(emu, proxy)))
@@ -149,7 +161,15 @@ def test_every_codec_call_happens_on_the_link_thread(service: Service) -> None:
         assert wait_until(lambda: len(emu.sessions) >= 2 and run.link.buffer.empty, 10)
         run.stop()
     link_thread = run.link._thread.ident
-    assert codec.threads() == {link_thread}
+    assert link_thread in codec.threads()
+    assert codec.threads() <= {link_thread, run.feeder_ident}
+    assert codec.overlaps == []
+    # parsing (and everything but sending speech) stays on the link thread
+    assert {
+        ident
+        for name, ident in codec.calls
+        if name != "audio" and name != "begin_turn" and name != "end_turn"
+    } == {link_thread}
     assert {"handshake", "reset", "start", "begin_turn", "audio", "end_turn", "parse"} <= (
         codec.methods()
     )

@@ -21,6 +21,7 @@ import pytest
 from edgecap.config.secrets import SecretValue
 from edgecap.link.connection import (
     READ_SLICE,
+    SEND_ROOM,
     Closed,
     Connection,
     InboxItem,
@@ -28,9 +29,11 @@ from edgecap.link.connection import (
     SendFailed,
     tls_context,
 )
+from edgecap.services.codec import Outgoing
 from edgecap.services.soniox import SonioxCodec
+from tests.emulators.fault_proxy import FaultProxy
 from tests.emulators.soniox import SessionPlan, SonioxEmulator, noise_pcm
-from tests.link.harness import soniox_config
+from tests.link.harness import proxied, soniox_config
 
 KEY = SecretValue("test", "test-key")
 
@@ -219,3 +222,31 @@ def test_a_text_frame_that_is_not_utf8_ends_the_connection(tmp_path: Path) -> No
         conn.close()
         thread.join(5)
         server.close()
+
+
+def test_has_room_follows_the_kernels_send_queue(emu: SonioxEmulator) -> None:
+    """A stalled peer: the kernel's send queue fills, and ``has_room`` says so before a send
+    would wait (the producer thread relies on it never to wait on the network)."""
+    with FaultProxy(("127.0.0.1", emu.port)) as proxy:
+        codec = SonioxCodec(soniox_config(proxied(emu, proxy)))
+        conn = Connection(
+            1, codec.handshake(KEY), tls=tls_context(Path(emu.ca_file)), connect_timeout=2.0
+        )
+        conn.open()
+        try:
+            assert conn.has_room()
+            proxy.stall()
+            payload = Outgoing(b"\0" * SEND_ROOM, "audio")
+            sends = 0
+            while conn.has_room():
+                began = time.monotonic()
+                conn.send(payload)  # the kernel takes it at once: has_room said so
+                assert time.monotonic() - began < 0.5
+                sends += 1
+                assert sends < 2000, "the send queue never filled"
+            assert sends >= 1
+            # it said so before the kernel's buffer was full: half is kept for its overhead
+            assert not conn.has_room()
+        finally:
+            conn.close(timeout=0.5)
+    assert not conn.has_room()  # closed
