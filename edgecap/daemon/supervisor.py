@@ -663,7 +663,8 @@ class Daemon:
             self._wake.set()
 
     def _on_socket_clients(self, clients: int) -> None:
-        """The socket output's thread: a client came or went. STATUS= counts listeners."""
+        """The socket output's thread (or a publisher's, for an inline caption): a client
+        came or went. STATUS= counts listeners."""
         self.status.put("socket_clients", clients)
         if self.notifier.enabled and self._ready:
             self._wake.set()

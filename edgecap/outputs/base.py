@@ -11,7 +11,9 @@ others.
 Between those calls the worker's thread sleeps: it wakes for an event the output takes
 (``takes``), for the output's next deadline (``wake_in``), for its device (``wait_io``) or
 for stop — never on a timer of its own. On a Pi Zero every wake-up is CPU time, and an idle
-daemon should cost next to nothing.
+daemon should cost next to nothing. An output whose handle() is cheap and never blocks (the
+caption socket, the web page) may even be given its events on the publisher's thread while
+its own sleeps (``inline``, below): no wake-up at all.
 """
 
 from __future__ import annotations
@@ -87,18 +89,35 @@ class Output(Protocol):
     #
     # Compatibility: an output without ``wake_in`` but with ``idle_interval`` (seconds)
     # has idle() called that long after each event or idle() call, as before.
+    #
+    # Optional: ``inline = True`` says "handle() and idle() never block and are cheap; they
+    # may run on the publisher's thread" (the link's, the supervisor's). The worker then
+    # hands an event straight to the output on the publisher's thread whenever its own
+    # thread is asleep with nothing queued, sparing the hand-over (a wake-up costs more
+    # than the socket output's whole handle()). The worker's lock keeps every call on one
+    # thread at a time, so the output needs no locks of its own; any callback it makes
+    # (``on_clients``) may run on the publisher's thread too. An output with ``wait_io``
+    # gets no idle() on that path (its thread sleeps in the poll idle() would repeat):
+    # whatever idle() would have found wakes that poll anyway.
+    # With ``inline``, an output that sleeps in ``wait_io`` should have ``wants_thread``: a
+    # property, True when handle() changed what its thread must wait on (a client's backlog
+    # now needs POLLOUT, a client was dropped) since wait_io last started to poll; the
+    # worker then wakes its thread to poll again. Its deadline coming nearer (``wake_in``)
+    # or the output becoming ``busy`` wakes the thread without it.
 
     def open(self) -> None:
         """Acquire the device. Raise OutputUnavailable to be retried later."""
         ...
 
     def handle(self, event: OutputEvent) -> None:
-        """Show one event. Raise OutputUnavailable when the device went away."""
+        """Show one event. Raise OutputUnavailable when the device went away. (With
+        ``inline``, possibly on the publisher's thread: then never block.)"""
         ...
 
     def idle(self, now: float) -> None:
-        """Called after every event, when the deadline ``wake_in`` gave has come, and after
-        ``wait_io`` returned: do timed work (pacing, a held-back redraw, dimming) and the
+        """Called after every event (an inline one to an output with ``wait_io``: see
+        ``inline``), when the deadline ``wake_in`` gave has come, and after ``wait_io``
+        returned: do timed work (pacing, a held-back redraw, dimming) and the
         device's I/O, without blocking. ``now`` is time.monotonic(). Raise
         OutputUnavailable when the device went away."""
         ...

@@ -13,8 +13,16 @@ the kernel would not take at once), a watch on the socket's directory and the wo
 wake-up descriptor (an event or a stop), with no timeout unless a deadline is near (a slow
 client's notice grace). When it returns, ``idle`` asks ``poll(0)`` which sockets are ready:
 it accepts new clients, flushes backlogs, reads and throws away whatever clients send, and
-drops clients that hung up. One thread owning all state needs no locks; a client is served
-the moment its socket is ready, and an idle server costs no CPU at all.
+drops clients that hung up. A client is served the moment its socket is ready, and an idle
+server costs no CPU at all.
+
+``inline``: handle() never blocks, so the worker may call it on the publisher's thread while
+its own thread sleeps in ``wait_io`` (worker.py): a caption then reaches the readers with no
+thread woken at all. The worker's lock keeps every call on one thread at a time, so there
+are still no locks here. The poll object is shared with that sleeping thread: handle() only
+changes its registrations (allowed while another thread polls; the running poll keeps the
+set it started with), and ``wants_thread`` tells the worker to wake its thread to poll the
+new set — a client whose backlog now needs POLLOUT, or one that was dropped.
 
 A client that stops reading is cut once more than ``client_buffer`` bytes wait for it: the
 line already begun is completed, everything after it is dropped, an ``error`` notice is the
@@ -171,10 +179,12 @@ class _Client:
 
 class SocketOutput:
     """The ``socket`` output. The counters below are plain attributes, safe to read from
-    any thread (each is a single int written by the worker's thread)."""
+    any thread (each is a single int, written by one thread at a time: the worker's, or a
+    publisher's inline, under the worker's lock)."""
 
     name = "socket"
     takes = TEXT  # captions, losses and status; never synthesized speech
+    inline = True  # handle() never blocks: it may run on the publisher's thread (base.py)
 
     def __init__(
         self,
@@ -190,7 +200,8 @@ class SocketOutput:
         target languages, in display order; ``translation_only``: lines carry translations
         and no transcript. All three are told to every client in ``hello``.
         ``on_clients``: called with the number of clients whenever it changes (on this
-        output's thread: must be quick and never block)."""
+        output's thread, or on the publisher's when a caption is delivered inline: must be
+        quick and never block)."""
         self.cfg = cfg
         self._on_clients = on_clients
         self.path = Path(cfg.path)
@@ -198,6 +209,7 @@ class SocketOutput:
         self._listener: socket.socket | None = None
         self._file_id: tuple[int, int] | None = None  # (st_dev, st_ino) of our socket file
         self._poller = select.poll()
+        self._poll_changed = False  # registrations changed since wait_io began to poll
         self._clients: dict[int, _Client] = {}
         self._cut: list[_Client] = []
         self._scratch = bytearray(_READ_CHUNK)
@@ -247,7 +259,14 @@ class SocketOutput:
     def wait_io(self, timeout: float | None, wake_fd: int) -> None:
         """Sleep in poll() until a socket or the directory watch is ready, ``wake_fd`` is
         readable, or ``timeout`` passed; idle() does the work."""
+        self._poll_changed = False  # before the poll: it is about to see every change
         poll_with_wake(self._poller, timeout, wake_fd)
+
+    @property
+    def wants_thread(self) -> bool:
+        """After an inline handle(): the sleeping poll watches a stale set (a client's
+        backlog needs POLLOUT, or a client was dropped); the worker wakes it."""
+        return self._poll_changed
 
     def wake_in(self, now: float) -> float | None:
         """The next deadline: a slow client's notice grace ending, accepting again after a
@@ -595,6 +614,7 @@ class SocketOutput:
             # Still registered with mask 0: poll always reports a hang-up.
             self._poller.modify(client.fd, mask)
             client.mask = mask
+            self._poll_changed = True  # after the change (see wants_thread)
 
     def _drop(self, client: _Client) -> None:
         if self._clients.pop(client.fd, None) is None:
@@ -607,6 +627,7 @@ class SocketOutput:
                 self._cut.remove(client)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._poller.unregister(client.fd)
+        self._poll_changed = True
         _close_quietly(client.sock)
 
     def _say_bye(self) -> None:

@@ -11,12 +11,30 @@ The thread sleeps whenever there is nothing to do, with no timeout of its own: u
 event, the output's next deadline (``wake_in``), its device (``wait_io``), the time to try a
 lost device again, or stop. Each such sleep is inside ``waiting()``, so the watchdog counts
 the worker as healthy however long it lasts; ``request_stop`` wakes it at once.
+
+Inline delivery (issue 14). Handing an event to a sleeping thread costs a wake-up: on a
+quiet machine more CPU than an output such as the caption socket spends on the event. An
+output that says ``inline = True`` (its handle() never blocks and is cheap: base.py) is
+therefore given an event on the publisher's own thread when nothing stands in the way: it
+is open and not busy, its queue is empty (nothing older may be overtaken), its thread is
+asleep waiting for events, no stop was asked, and the worker's lock is free. The worker is
+a monitor: its thread holds ``_turn`` for every turn (everything but its sleeps), and the
+publisher only ever *tries* it, so a publisher never waits for an output and the output's
+state is only ever touched by one thread at a time. After an inline event the thread is
+woken only if it must do something: the output's deadline came nearer than the one it
+sleeps until, the output became busy, or it wants its thread (``wants_thread``: what it
+waits on changed, e.g. a client's backlog now needs POLLOUT). An exception in the inline
+handle() never reaches the publisher: it is kept, and the woken thread treats it as it
+treats its own (logged with its traceback, the output closed and reopened with backoff).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from collections.abc import Iterator
 
 from edgecap.outputs.base import Output, OutputUnavailable, takes_of
 from edgecap.outputs.event_queue import EventQueue
@@ -30,6 +48,9 @@ log = logging.getLogger(__name__)
 # A busy output with neither wait_io nor a deadline (against the contract) is retried this
 # often rather than never.
 BUSY_RETRY = 0.1
+# After an inline event, the thread is woken for a deadline only when it came nearer than
+# this (seconds): the same deadline, computed again, differs by microseconds.
+EARLIER = 0.001
 
 
 class OutputWorker(Worker):
@@ -58,10 +79,63 @@ class OutputWorker(Worker):
         self._retry_at = 0.0
         self._wake_at: float | None = None  # monotonic time the output's idle() is due
         self._wait_io = getattr(output, "wait_io", None)
+        # Events on the publisher's thread when the output allows it (see the module doc);
+        # a plain attribute, so a bench or a test can turn it off.
+        self.inline = bool(getattr(output, "inline", False))
+        self.inlined = 0  # of ``handled``, those handled on the publisher's thread
+        self._turn = threading.Lock()  # held by the thread for every turn (not its sleeps)
+        self._asleep = False  # the thread sleeps waiting for events (set under _turn)
+        self._sleep_until: float | None = None  # the deadline that sleep ends at by itself
+        self._inline_error: Exception | None = None  # raised inline, not yet dealt with
 
     def publish(self, event) -> None:  # type: ignore[no-untyped-def]
-        """Called from any thread; never blocks."""
+        """Called from any thread; never blocks. Handled here and now when the output is
+        inline and its thread asleep with nothing queued; else queued for the thread."""
+        if self.inline and self._asleep and self._turn.acquire(blocking=False):
+            try:
+                if self._may_inline():
+                    self._deliver(event)
+                    return
+            finally:
+                self._turn.release()
         self.queue.put(event)
+
+    def _may_inline(self) -> bool:
+        """Under ``_turn``: nothing stands between this event and the output."""
+        return (
+            self._asleep
+            and self._open
+            and self._inline_error is None
+            and not self.stopping
+            and not self._busy()
+            and not len(self.queue)
+        )
+
+    def _deliver(self, event) -> None:  # type: ignore[no-untyped-def]
+        """Under ``_turn``, on the publisher's thread: what the thread does with an event.
+        idle() is left to the thread when the output sleeps in wait_io: its idle() polls
+        the same poll object that sleeping thread is in (CPython refuses a second poll()
+        on one object), and whatever it would find makes that poll return anyway."""
+        try:
+            self.output.handle(event)
+            self.handled += 1
+            self.inlined += 1
+            if self._wait_io is None:
+                self.output.idle(time.monotonic())
+            self._schedule()
+        except Exception as exc:  # never to the publisher: the thread deals with it
+            self._inline_error = exc
+            self.queue.wake()
+            return
+        if self._needs_thread():
+            self.queue.wake()
+
+    def _needs_thread(self) -> bool:
+        """After an inline event: must the sleeping thread wake (see the module doc)?"""
+        if self._busy() or getattr(self.output, "wants_thread", False):
+            return True
+        due, until = self._wake_at, self._sleep_until
+        return due is not None and (until is None or due < until - EARLIER)
 
     def request_stop(self) -> None:
         super().request_stop()
@@ -72,14 +146,17 @@ class OutputWorker(Worker):
         self.queue.wake()
 
     def run(self) -> None:
+        self._turn.acquire()  # released only while asleep (_unlocked)
         try:
             while not self.stopping:
+                if self._inline_failed():
+                    continue
                 if not self._open:
                     delay = self._retry_at - time.monotonic()
                     if delay > 0:
                         # Keep only what matters while the device is away: finals stay
                         # queued (bounded), provisional and status keep coalescing.
-                        with self.waiting():
+                        with self._unlocked(events=False):
                             self.wait(delay)
                         continue
                     self._try_open()
@@ -97,13 +174,32 @@ class OutputWorker(Worker):
                         self._sleep(delay, events=True)
                         if self.stopping:
                             break
+                        if self._inline_failed() or self._busy():
+                            continue  # busy: an inline handle() filled its device
                         event = self.queue.get(timeout=0)
                 self.beat()
                 self._guarded(event)  # None: the output's deadline came, or its device woke it
             self._drain()
         finally:
-            self._close()
-            self.queue.close()
+            try:
+                self._close()
+                self.queue.close()
+            finally:
+                self._turn.release()
+
+    @contextlib.contextmanager
+    def _unlocked(self, *, events: bool) -> Iterator[None]:
+        """The thread's sleep: ``_turn`` is free meanwhile (for inline events, if
+        ``events``: the thread sleeps waiting for them, until ``_wake_at`` at the latest)."""
+        self._asleep = events
+        self._sleep_until = self._wake_at
+        self._turn.release()
+        try:
+            with self.waiting():
+                yield
+        finally:
+            self._turn.acquire()
+            self._asleep = False
 
     def _delay(self) -> float | None:
         """Seconds until the output's idle() is due; None: only an event (or its device)."""
@@ -115,7 +211,7 @@ class OutputWorker(Worker):
         """Block until an event (if ``events``), the output's device, ``timeout`` or stop."""
         if not events and timeout is None and self._wait_io is None:
             timeout = BUSY_RETRY  # busy, and nothing to tell when the device has room
-        with self.waiting():
+        with self._unlocked(events=events):
             if self._wait_io is None:
                 self.queue.wait(timeout, events=events)
             elif self.queue.arm(events=events):
@@ -128,6 +224,7 @@ class OutputWorker(Worker):
     def _drain(self) -> None:
         """At stop: hand over what is queued (finals last said) within drain_timeout."""
         deadline = time.monotonic() + self.drain_timeout
+        self._inline_failed()  # an output that failed inline is closed, not drained
         while self._open and time.monotonic() < deadline:
             if self._busy():
                 delay = self._delay()
@@ -150,11 +247,25 @@ class OutputWorker(Worker):
                 self.handled += 1
             self.output.idle(time.monotonic())
             self._schedule()
-        except OutputUnavailable as exc:
-            self._lost(str(exc))
         except Exception as exc:
-            log.exception("output %s failed", self.output.name)
-            self._lost(f"{type(exc).__name__}: {exc}")
+            self._failed(exc)
+
+    def _inline_failed(self) -> bool:
+        """Deal with what an inline handle()/idle() raised, if anything (True then)."""
+        exc, self._inline_error = self._inline_error, None
+        if exc is None:
+            return False
+        self._failed(exc)
+        return True
+
+    def _failed(self, exc: Exception) -> None:
+        """The output raised: a lost device is retried; anything else is a bug, logged with
+        its traceback, and then retried the same way."""
+        if isinstance(exc, OutputUnavailable):
+            self._lost(str(exc))
+            return
+        log.error("output %s failed", self.output.name, exc_info=exc)
+        self._lost(f"{type(exc).__name__}: {exc}")
 
     def _schedule(self) -> None:
         """Ask the output when its idle() is next due."""

@@ -26,6 +26,10 @@ buffer and sent with one non-blocking ``send``; a viewer whose buffer passes
 ``client_buffer`` has stopped reading and is cut (its page reconnects by itself, and gets
 the history again), so a stuck phone never delays the others; a comment every
 ``heartbeat`` seconds, with ``TCP_USER_TIMEOUT``, finds phones that left without a word.
+Like the caption socket's, ``handle`` never blocks (encode once, append, one non-blocking
+``send`` per viewer, a stuck viewer cut), so it is ``inline``: the worker may call it on the
+publisher's thread while its own sleeps (worker.py), and ``wants_thread`` tells it when
+that thread must poll again (a viewer's backlog needs POLLOUT, a viewer was dropped).
 
 The access code (``[web] access_code``): the page asks for it once, checks it (both sides
 hashed, compared in constant time, at most ``_CODE_TRIES`` wrong tries a minute from one
@@ -149,6 +153,7 @@ class WebOutput:
 
     name = "web"
     takes = TEXT  # captions, losses and status
+    inline = True  # handle() never blocks: it may run on the publisher's thread (base.py)
 
     def __init__(
         self,
@@ -195,6 +200,7 @@ class WebOutput:
             "throttled": pages.throttled_page(cfg.title),
         }
         self._poller = select.poll()
+        self._poll_changed = False  # registrations changed since wait_io began to poll
         self._listeners: dict[int, tuple[socket.socket, str]] = {}
         self._conns: dict[int, _Conn] = {}  # every connection
         self._timed: dict[int, _Conn] = {}  # of those, the ones not streaming (a deadline)
@@ -274,7 +280,14 @@ class WebOutput:
     def wait_io(self, timeout: float | None, wake_fd: int) -> None:
         """Sleep in poll() until a socket is ready, ``wake_fd`` is readable (an event or a
         stop) or ``timeout`` passed; idle() does the work."""
+        self._poll_changed = False  # before the poll: it is about to see every change
         poll_with_wake(self._poller, timeout, wake_fd)
+
+    @property
+    def wants_thread(self) -> bool:
+        """After an inline handle(): the sleeping poll watches a stale set (a viewer's
+        backlog needs POLLOUT, or a viewer was dropped); the worker wakes it."""
+        return self._poll_changed
 
     def wake_in(self, now: float) -> float | None:
         """The next deadline: a request or answer taking too long, the next heartbeat, or
@@ -699,6 +712,7 @@ class WebOutput:
         if mask != conn.mask:
             self._poller.modify(conn.fd, mask)  # with mask 0, a hang-up is still reported
             conn.mask = mask
+            self._poll_changed = True  # after the change (see wants_thread)
 
     def _cut(self, conn: _Conn) -> None:
         self.viewers_cut += 1
@@ -724,6 +738,7 @@ class WebOutput:
         self._streams.pop(conn.fd, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self._poller.unregister(conn.fd)
+        self._poll_changed = True
         with contextlib.suppress(OSError):
             conn.sock.close()
 
