@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 import select
 import socket
 import ssl
@@ -263,7 +264,9 @@ class Connection:
         # One thread reads and writes. websocket-client's own UTF-8 check of text frames runs in
         # Python byte by byte (a fifth of the link's CPU on Soniox); read() decodes strictly
         # in C instead, with the same outcome for a bad frame.
-        ws = websocket.WebSocket(enable_multithread=False, skip_utf8_validation=True)
+        ws = websocket.WebSocket(
+            enable_multithread=False, skip_utf8_validation=True, get_mask_key=_MaskKeys()
+        )
         try:
             ws.connect(
                 self._handshake.url,
@@ -319,7 +322,7 @@ class Connection:
         if isinstance(out.payload, bytes):
             opcode = websocket.ABNF.OPCODE_BINARY
         try:
-            ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
+            _timeout(ws.sock, self._connect_timeout)  # a send that long stalled is a dead link
             ws.send(out.payload, opcode=opcode)
         except (OSError, websocket.WebSocketException, AttributeError) as exc:
             # AttributeError: the socket is gone (closed under us)
@@ -331,7 +334,7 @@ class Connection:
         if ws is None:
             raise SendFailed("not connected")
         try:
-            ws.sock.settimeout(self._connect_timeout)  # a send that long stalled is a dead link
+            _timeout(ws.sock, self._connect_timeout)  # a send that long stalled is a dead link
             ws.ping(b"edgecap")
         except (OSError, websocket.WebSocketException, AttributeError) as exc:
             raise SendFailed(_short(exc)) from None
@@ -387,7 +390,7 @@ class Connection:
                 if not self.buffered and not select.select([sock], [], [], 0)[0]:
                     break
                 try:
-                    sock.settimeout(READ_SLICE)
+                    _timeout(sock, READ_SLICE)
                     opcode, frame = ws.recv_data_frame(control_frame=True)
                 except websocket.WebSocketTimeoutException:
                     break  # the rest of the frame comes later: resumed on the next read
@@ -417,6 +420,32 @@ class Connection:
             items.append(Closed(self.number, None, _short(exc)))
             self.ended = True
         return items
+
+
+def _timeout(sock: socket.socket, seconds: float) -> None:
+    """Set the socket's timeout if it differs: reads and sends each want their own, and
+    setting it is a system call every time (once per audio message otherwise)."""
+    if sock.gettimeout() != seconds:
+        sock.settimeout(seconds)
+
+
+class _MaskKeys:
+    """WebSocket masking keys (RFC 6455 §5.3: from a strong source of entropy), from
+    ``os.urandom`` a page at a time rather than one system call per frame."""
+
+    _PAGE = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self, length: int) -> bytes:
+        if self._at + length > len(self._pool):
+            self._pool = os.urandom(max(self._PAGE, length))
+            self._at = 0
+        key = self._pool[self._at : self._at + length]
+        self._at += length
+        return key
 
 
 def _tunnel(sock: socket.socket, host: str, port: int) -> None:

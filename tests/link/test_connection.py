@@ -250,3 +250,15 @@ def test_has_room_follows_the_kernels_send_queue(emu: SonioxEmulator) -> None:
         finally:
             conn.close(timeout=0.5)
     assert not conn.has_room()  # closed
+
+
+def test_masking_keys_come_from_the_pool_and_never_repeat_within_it() -> None:
+    from edgecap.link.connection import _MaskKeys
+
+    keys = _MaskKeys()
+    drawn = [keys(4) for _ in range(3000)]  # three pages: the pool is refilled
+    assert all(len(k) == 4 for k in drawn)
+    # 4 random bytes: a repeat among 3000 is possible but a 1-in-1400 chance; all equal
+    # (a constant key) or a pool handed out twice would show as many repeats
+    assert len(set(drawn)) >= 2990
+    assert keys(10_000) and len(keys(10_000)) == 10_000  # longer than a page
