@@ -4,6 +4,8 @@ test).
     .venv/bin/python bench/compare.py [--service soniox|azure|sarvam|all] [--minutes 5]
         [--idle-minutes 1] [--runs 1] [--results bench/results.json]
         [--clients daemon,example,sdk] [--source alsa|wav]
+        [--what compare,idle] [--idle-hold-minutes 2]
+    .venv/bin/python bench/compare.py --markdown     # the compare table, from the results
 
 For each service, in one run, on the same audio (bench/daemon.py's WAV: corpus talk with
 2-4 s pauses of quiet room noise, then ``--idle-minutes`` of quiet) into the same emulator
@@ -34,10 +36,23 @@ framing included; "vs ungated": bytes up over the raw PCM of the whole file, 115
 hour); the results the client got (caption lines for the daemon; final tokens, transcripts
 or phrases for the peers). Ratios: the daemon over the example client and over the SDK.
 
+The daemon's row also has, from bench/daemon.py: ``start_to_ready_s`` (exec → READY=1 on
+the NOTIFY_SOCKET the bench listens on), ``rss_growth_mb_per_h`` (the slope of VmRSS) and
+``latency`` (percentiles in ms: block captured → on the wire, service message → socket
+client, speech end → final caption less the emulator's answer); medians over the rounds,
+key by key.
+
 Prints a table per service, writes the figures into ``--results`` (bench/results.json;
 merged, keyed ``compare-<service>``, with the machine, the date and the git commit; the
 daemon's source is its row's ``source`` and the entry's ``daemon_source``).
 ``--runs N`` repeats the round N times and reports medians (issue 15 asks for >= 3).
+
+``--what idle`` (or ``compare,idle``) measures the daemon's idle costs instead (or as well):
+per service, ``--runs`` rounds of two daemon runs, ``[link] connect = warm`` (connected and
+silent, measured from 10 s after a little talk) and the default ``on_demand`` (measured
+after the link closed, ``idle_close`` after the talk), each over ``--idle-hold-minutes`` of
+quiet: CPU-s per idle hour, what each thread took and how often it woke, the start to
+READY. Keyed ``idle-<service>``. bench/report.py writes all of it into docs/performance.md.
 """
 
 from __future__ import annotations
@@ -60,7 +75,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import CORPUS_DIR, corpus_available
 from bench.daemon import (
+    IDLE_SETTLE_S,
     KEY,
+    LATENCY_LABELS,
     SAMPLE_S,
     SOURCE_TEXT,
     SOURCES,
@@ -74,6 +91,7 @@ from bench.daemon import (
     run_daemon,
 )
 from bench.daemon import report as daemon_report
+from edgecap.config.schema import LinkConfig
 from edgecap.runtime.frames import SAMPLE_RATE
 from tests.emulators.fault_proxy import FaultProxy
 
@@ -108,6 +126,15 @@ ANCHORS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 PEER_TIMEOUT_S = 120.0  # beyond the audio's length
+PARTS = ("compare", "idle")
+# The idle costs: a little talk (the link connects, on_demand too, and serves a turn), then
+# quiet; measured over the last ``--idle-hold-minutes`` of it: connected (warm, from
+# IDLE_SETTLE_S after the talk) and disconnected (on_demand, from the link's close after
+# [link] idle_close, the configuration's default).
+IDLE_TALK_MINUTES = 0.25
+IDLE_CONNECTS = ("warm", "on_demand")
+IDLE_PHASE = {"warm": "idle, settled", "on_demand": "idle, link closed"}
+IDLE_TARGET_PER_H = 2.0  # issue 15: CPU-s per idle hour
 
 
 # --- the SDK venv ------------------------------------------------------------------------------
@@ -254,6 +281,10 @@ def row_from_daemon(r: dict[str, Any], audio: Audio) -> dict[str, Any]:
         "sessions": r["service_side"]["sessions"],
         "violations": r["service_side"]["violations"],
         "note": "" if ok else f"exit {r['exit_status']}, {len(r['log_errors'])} errors logged",
+        # exec → READY=1, the slope of VmRSS, latency percentiles (bench/daemon.py)
+        "start_to_ready_s": (r.get("ready") or {}).get("start_to_ready_s"),
+        "rss_growth_mb_per_h": (r["memory"].get("rss_growth") or {}).get("mb_per_h"),
+        "latency": r.get("latency"),
         # bench/daemon.py's own figures: phases, per-thread CPU, captions, service side
         "detail": {
             k: r[k]
@@ -397,14 +428,29 @@ def medians(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             r for rs in rounds for r in rs if (r["client"], r["measured"]) == (client, measured)
         ]
         merged = dict(rows[-1])
-        for name, value in rows[0].items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                values = [r[name] for r in rows if r[name] is not None]
-                merged[name] = statistics.median(values) if values else None
+        for name in {k for r in rows for k in r}:
+            values = [r.get(name) for r in rows]
+            if any(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                merged[name] = median_tree(values)
+        if any(isinstance(r.get("latency"), dict) for r in rows):
+            merged["latency"] = median_tree([r.get("latency") for r in rows])
         merged["ok"] = all(r["ok"] for r in rows)
         merged["n"] = len(rows)
         out.append(merged)
     return out
+
+
+def median_tree(values: list[Any]) -> Any:
+    """The median of numbers (None left out; None if none), key by key through dicts
+    (percentile tables: the median of the rounds' p50s, p90s …)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if all(isinstance(v, dict) for v in present):
+        keys = list(dict.fromkeys(k for v in present for k in v))
+        return {k: median_tree([v.get(k) for v in present]) for k in keys}
+    numbers = [v for v in present if isinstance(v, int | float) and not isinstance(v, bool)]
+    return statistics.median(numbers) if numbers else present[-1]
 
 
 def carry_over(result: dict[str, Any], path: Path, clients: tuple[str, ...]) -> None:
@@ -439,6 +485,117 @@ def carry_over(result: dict[str, Any], path: Path, clients: tuple[str, ...]) -> 
             )
     order = {c: i for i, c in enumerate(CLIENTS)}
     result["median"].sort(key=lambda r: (order[r["client"]], not r["measured"]))
+
+
+# --- idle costs ----------------------------------------------------------------------------------
+def idle_row(connect: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One idle run's figures: CPU-s per hour over its measured window, what each thread took
+    and how often it woke in the quiet, the start to READY."""
+    phase = r["phases"].get(IDLE_PHASE[connect])
+    idle = r["phases"]["idle"]
+    ok = r["exit_status"] == 0 and not r["log_errors"] and phase is not None
+    note = ""
+    if phase is None:
+        note = "the link never closed" if connect == "on_demand" else "no quiet to measure"
+    elif not ok:
+        note = f"exit {r['exit_status']}, {len(r['log_errors'])} errors logged"
+    wall = idle["wall_s"] or 1e-9
+    return {
+        "connect": connect,
+        "ok": ok,
+        "cpu_per_hour": phase["per_hour"] if phase else None,
+        "window_s": phase["wall_s"] if phase else None,
+        "link_closed_after_talk_s": r["link_closed_after_talk_s"],
+        "start_to_ready_s": (r.get("ready") or {}).get("start_to_ready_s"),
+        "peak_rss_mb": r["memory"]["peak_rss_mb"],
+        "bytes_idle": r["bytes"]["up"] - r["bytes"]["talk_up"],
+        # the whole idle phase (warm: all connected; on_demand: idle_close, then closed)
+        "threads_idle": {
+            name: {
+                "cpu_per_hour": t["idle"] / wall * 3600,
+                "wakes_per_s": t["wakes"]["idle"] / wall,
+            }
+            for name, t in r["threads"].items()
+        },
+        "note": note,
+    }
+
+
+def run_idle(service: str, hold_minutes: float, runs: int, source: str) -> dict[str, Any]:
+    """The daemon's cost per idle hour, connected (warm) and disconnected (on_demand),
+    ``runs`` rounds of both, one daemon at a time, against the service's emulator."""
+    idle_close = LinkConfig().idle_close
+    with tempfile.TemporaryDirectory(prefix=f"edgecap-bench-idle-{service}-") as tmp:
+        directory = Path(tmp)
+        audios = {}
+        for connect in IDLE_CONNECTS:
+            lead = IDLE_SETTLE_S if connect == "warm" else idle_close + 2 * SAMPLE_S
+            (directory / connect).mkdir()
+            audios[connect] = build_wav(
+                directory / connect, IDLE_TALK_MINUTES, hold_minutes + lead / 60
+            )
+        rounds: list[list[dict[str, Any]]] = []
+        with (
+            emulator(service, directory / "emu") as emu,
+            FaultProxy(("127.0.0.1", emu.port)) as proxy,
+        ):
+            for n in range(runs):
+                rows = []
+                for connect in IDLE_CONNECTS:
+                    progress(f"[{service}] idle run {n + 1}/{runs}: {connect}")
+                    run_dir = directory / f"{connect}-{n}"
+                    run_dir.mkdir()
+                    setup = Setup(service, "recognition", source=source, connect=connect)
+                    r = run_daemon(setup, audios[connect], run_dir, emu, proxy)
+                    rows.append(idle_row(connect, r))
+                rounds.append(rows)
+        audio = audios["warm"]
+        return {
+            "service": service,
+            "source": source,
+            "hold_minutes": hold_minutes,
+            "talk_s": audio.talk_s,
+            "idle_close_s": idle_close,
+            "target_per_hour": IDLE_TARGET_PER_H,
+            "runs": rounds,
+            "median": {
+                connect: {
+                    "cpu_per_hour": median_tree(
+                        [r["cpu_per_hour"] for rs in rounds for r in rs if r["connect"] == connect]
+                    ),
+                    "n": sum(
+                        r["cpu_per_hour"] is not None
+                        for rs in rounds
+                        for r in rs
+                        if r["connect"] == connect
+                    ),
+                    "ok": all(r["ok"] for rs in rounds for r in rs if r["connect"] == connect),
+                }
+                for connect in IDLE_CONNECTS
+            },
+            "start_to_ready_s": median_tree([r["start_to_ready_s"] for rs in rounds for r in rs]),
+        }
+
+
+def report_idle(result: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{result['service']}: idle costs, CPU-s per hour (target <= {IDLE_TARGET_PER_H:g}); "
+        f"{len(result['runs'])} round(s) of {result['hold_minutes']:g} min measured"
+    ]
+    for connect in IDLE_CONNECTS:
+        m = result["median"][connect]
+        runs = [r for rs in result["runs"] for r in rs if r["connect"] == connect]
+        each = ", ".join(fmt(r["cpu_per_hour"]) for r in runs)
+        notes = "; ".join(sorted({r["note"] for r in runs if r["note"]}))
+        lines.append(
+            f"  {connect:10s} median {fmt(m['cpu_per_hour'])} ({each})"
+            + (f"; {notes}" if notes else "")
+        )
+    ready = result.get("start_to_ready_s")
+    lines.append(
+        f"  start to READY: median {fmt(None if ready is None else ready * 1000, '.0f')} ms"
+    )
+    return lines
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -481,6 +638,18 @@ def report(result: dict[str, Any]) -> list[str]:
             f"{fmt(down, '.2f'):>8s}  {tail}"
         )
     daemon = next((r for r in rows if r["client"] == "daemon"), None)
+    if daemon is not None and daemon.get("start_to_ready_s") is not None:
+        lines.append(
+            f"daemon: exec → READY {daemon['start_to_ready_s'] * 1000:.0f} ms; RSS growth "
+            f"{fmt(daemon.get('rss_growth_mb_per_h'), '+.1f')} MB per audio-hour"
+        )
+    for name, label in LATENCY_LABELS.items():
+        q = ((daemon or {}).get("latency") or {}).get(name)
+        if q:
+            lines.append(
+                f"daemon latency, {label}: p50 {q['p50']:.1f} / p90 {q['p90']:.1f} / "
+                f"p99 {q['p99']:.1f} ms"
+            )
     if daemon is not None:
         for peer in rows:
             if peer["client"] == "daemon":
@@ -497,9 +666,66 @@ def report(result: dict[str, Any]) -> list[str]:
 
 
 def markdown(path: Path) -> list[str]:
-    """The compare-* entries of the results file as one Markdown table (the one in
-    docs/performance.md)."""
+    """The compare-* entries of the results file as Markdown: the table and, per service,
+    what was run, when, on what (docs/performance.md's, written there by bench/report.py)."""
     results = json.loads(path.read_text())
+    return [*markdown_table(results), "", *markdown_notes(results)]
+
+
+def when(date: str | None) -> str:
+    """A results entry's date ("2026-12-07T17:12:52Z") as "2026-12-07 17:12 UTC"."""
+    return "?" if not date else date.replace("T", " ")[:16] + " UTC"
+
+
+def machine_text(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return "?"
+    return (
+        f"{machine.get('cpu') or '?'}, {machine.get('cores', '?')} cores, "
+        f"{machine.get('kernel', '?')}, Python {machine.get('python', '?')}"
+    )
+
+
+def markdown_notes(results: dict[str, Any]) -> list[str]:
+    """Per service in the table: rounds (the table gives their medians), audio, the daemon's
+    source, commit, date; rows carried over from an earlier invocation; the machine(s)."""
+    lines, machines = [], []
+    for service in SERVICES:
+        entry = results.get(f"compare-{service}")
+        if not entry:
+            continue
+        f = entry["figures"]
+        audio, runs = f["audio"], len(f["runs"])
+        source = f.get("daemon_source") or next(
+            (r.get("source", "wav") for r in f["median"] if r["client"] == "daemon"), None
+        )
+        text = (
+            f"- **{service}**: "
+            + (f"medians of {runs} rounds" if runs > 1 else "1 round (no median)")
+            + f", {audio['talk_s'] / 60:g} min of talk ({audio['clips']} corpus clips) + "
+            f"{audio['idle_s'] / 60:g} min of quiet at real time, one client after the other "
+            f"({', '.join(dict.fromkeys(r['client'] for r in f['median'] if r['measured']))})"
+            + ("; the daemon on ALSA capture" if source == "alsa" else "")
+            + ("; the daemon reading the WAV" if source == "wav" else "")
+            + f"; commit {entry['code'].get('commit') or '?'}"
+            + (" with changes" if entry["code"].get("changed") else "")
+            + f", {when(entry.get('date'))}"
+        )
+        for carried in f.get("carried_over", []):
+            text += (
+                f"; the {carried['client']} row from an earlier invocation "
+                f"({when(carried['date'])}, commit {carried['code'].get('commit') or '?'})"
+            )
+        lines.append(text + ".")
+        machines.append(machine_text(entry.get("machine")))
+    if machines:
+        lines.append("- Machine: " + "; ".join(dict.fromkeys(machines)) + ".")
+    return lines
+
+
+def markdown_table(results: dict[str, Any]) -> list[str]:
+    """The compare-* entries of the results as one Markdown table: per service, the daemon
+    and its peers from the same run, medians, the daemon over each peer as ratios."""
     lines = [
         "| service | client | CPU-s / audio-h | CPU-s / wall-h | peak RSS MB | MB up "
         "| up vs ungated | MB down | daemon ÷ client (CPU, RSS, bytes up) |",
@@ -555,6 +781,19 @@ def main() -> int:
         "production) or wav (the daemon paces the file); the peers read the file",
     )
     parser.add_argument(
+        "--what",
+        default="compare",
+        help="what runs, comma-separated: compare (the clients side by side, keyed "
+        "compare-<service>), idle (the daemon's idle costs, warm and on_demand, --runs "
+        "rounds, keyed idle-<service>)",
+    )
+    parser.add_argument(
+        "--idle-hold-minutes",
+        type=float,
+        default=2.0,
+        help="idle: the quiet measured per run (after the talk settled, or the link closed)",
+    )
+    parser.add_argument(
         "--markdown",
         action="store_true",
         help="print the results file's compare tables as Markdown and exit (no run)",
@@ -566,22 +805,32 @@ def main() -> int:
     clients = tuple(c.strip() for c in args.clients.split(",") if c.strip())
     if not set(clients) <= set(CLIENTS) or args.runs < 1:
         parser.error(f"--clients takes {', '.join(CLIENTS)}; --runs at least 1")
+    parts = tuple(p.strip() for p in args.what.split(",") if p.strip())
+    if not parts or not set(parts) <= set(PARTS):
+        parser.error(f"--what takes {', '.join(PARTS)}")
     if not corpus_available():
         progress(f"the corpus is not at {CORPUS_DIR} (EDGECAP_CORPUS names it)")
         return 1
-    sdk_state = ensure_sdk_venv() if "sdk" in clients else {}
+    sdk_state = ensure_sdk_venv() if "sdk" in clients and "compare" in parts else {}
     services = SERVICES if args.service == "all" else (args.service,)
     wall = time.monotonic()
     ok = True
     for service in services:
-        result = run_service(
-            service, args.minutes, args.idle_minutes, args.runs, clients, sdk_state, args.source
-        )
-        carry_over(result, args.results, clients)
-        print("\n".join(report(result)) + "\n")
-        sys.stdout.flush()
-        merge_results(args.results, f"compare-{service}", result)
-        ok &= all(r["ok"] for r in result["median"] if r["measured"])
+        if "compare" in parts:
+            result = run_service(
+                service, args.minutes, args.idle_minutes, args.runs, clients, sdk_state, args.source
+            )
+            carry_over(result, args.results, clients)
+            print("\n".join(report(result)) + "\n")
+            sys.stdout.flush()
+            merge_results(args.results, f"compare-{service}", result)
+            ok &= all(r["ok"] for r in result["median"] if r["measured"])
+        if "idle" in parts:
+            idle = run_idle(service, args.idle_hold_minutes, args.runs, args.source)
+            print("\n".join(report_idle(idle)) + "\n")
+            sys.stdout.flush()
+            merge_results(args.results, f"idle-{service}", idle)
+            ok &= all(m["ok"] for m in idle["median"].values())
     print(f"(benchmark ran in {time.monotonic() - wall:.0f} s; figures in {args.results})")
     return 0 if ok else 1
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/daemon.py [--service azure|soniox|sarvam|local]
         [--mode recognition|translation] [--source alsa|wav]
-        [--minutes 5] [--idle-minutes 1] [--hdmi] [--json FILE]
+        [--minutes 5] [--idle-minutes 1] [--hdmi] [--connect on_demand|warm] [--json FILE]
     .venv/bin/python bench/daemon.py --suite     # Azure recognition, Azure translation,
                                                  # Soniox: one after the other
 
@@ -59,19 +59,32 @@ utime + stime (10 ms ticks):
   ended threads spent in their last ``SAMPLE_S``;
 - bytes up and down at the proxy (TCP payload: TLS and WebSocket framing included);
 - captions on the socket: final lines, caption messages (provisional updates included),
-  translations, gaps; and what the emulator saw (sessions, seconds of audio, violations).
+  translations, gaps; and what the emulator saw (sessions, seconds of audio, violations);
+- the start: the daemon runs as systemd starts it (``Type=notify``): ``NOTIFY_SOCKET``
+  names a datagram socket the bench reads (``NotifyListener``), ``WATCHDOG_USEC`` is the
+  unit's; exec → READY=1 is ``ready.start_to_ready_s``;
+- memory growth: the slope of VmRSS over the audio (its first 30 s left out), MB per hour
+  of audio (``memory.rss_growth``);
+- latency percentiles (``latency``, ms; the ALSA source only: its capture times are the
+  bench's FIFO writes): an audio block captured → its bytes at the emulator (Soniox,
+  Sarvam: the Azure emulator does not record when audio came); the emulator's message →
+  the caption it caused read on the socket; a clip's speech end (bench.corpus's ground
+  truth) → the final caption, and the same less the emulator's answer to the end of the
+  utterance (see ``latency_figures``).
 
 The official SDKs are not run here (bench/compare.py runs them, and the example client,
 beside the daemon via ``run_daemon``); their figures from the issues (12, 13, 14) are
 printed beside the result as anchors. ``--results FILE`` merges the figures into the
 bench's results file (bench/results.json), keyed ``daemon-<service>-<mode>[-hdmi]`` for
-the ALSA source, with ``-wav`` after it for the WAV source; the figures' ``setup`` and
-``input`` say which source it was.
+the ALSA source, with ``-wav`` after it for the WAV source (and ``-warm`` for
+``--connect warm``); the figures' ``setup`` and ``input`` say which source it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import bisect
 import contextlib
 import dataclasses
@@ -84,19 +97,21 @@ import select
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.corpus import CORPUS_DIR, clips, corpus_available, quiet_noise
+from bench.corpus import CORPUS_DIR, clips, corpus_available, quiet_noise, speech_bounds
 from edgecap.runtime.frames import BLOCK_MS, SAMPLE_RATE
 from tests.emulators.azure import AzureEmulator
 from tests.emulators.fault_proxy import FaultProxy
@@ -138,6 +153,13 @@ ANCHORS_SHORT = {
 }
 TARGET_CPU_PER_H = 10.0
 PHASES = ("startup", "talk", "idle", "shutdown")
+LATENCY_LABELS = {
+    "capture_to_wire": "block captured → on the wire",
+    "service_to_socket": "service message → socket client",
+    "speech_end_to_final": "speech end → final caption",
+    "emulator_answer": "the emulator's answer to the end of an utterance",
+    "speech_end_to_final_less_answer": "speech end → final caption, less the emulator's answer",
+}
 SOURCES = ("alsa", "wav")
 ALSA_DEVICE = "edgecap_bench_mic"
 SOURCE_TEXT = {
@@ -165,6 +187,9 @@ class Audio:
     idle_s: float
     clips: int  # clips (or parts of one) in the talk
     speech_s: float  # of the talk, clip audio (the rest is pauses)
+    # where each whole clip's speech ends (bench.corpus's energy ground truth), in samples
+    # from the WAV's start: the "speech end" of the latency to the final caption
+    speech_ends: tuple[int, ...] = ()
 
 
 def build_wav(directory: Path, minutes: float, idle_minutes: float, seed: int = 7) -> Audio:
@@ -174,6 +199,7 @@ def build_wav(directory: Path, minutes: float, idle_minutes: float, seed: int = 
     talk_n = round(minutes * 60 * SAMPLE_RATE)
     parts: list[bytes] = []
     have = speech_n = used = 0
+    ends: list[int] = []
     order: list = []
     while have < talk_n:
         if not order:
@@ -183,6 +209,8 @@ def build_wav(directory: Path, minutes: float, idle_minutes: float, seed: int = 
         for chunk, is_speech in ((pause, False), (pcm, True)):
             take = chunk[: max(0, talk_n - have) * 2]
             parts.append(take)
+            if is_speech and len(take) == len(chunk):
+                ends.append(have + speech_bounds(chunk)[1])
             have += len(take) // 2
             if is_speech and take:
                 speech_n += len(take) // 2
@@ -196,7 +224,9 @@ def build_wav(directory: Path, minutes: float, idle_minutes: float, seed: int = 
         w.setframerate(SAMPLE_RATE)
         for part in parts:
             w.writeframes(part)
-    return Audio(path, talk_n / SAMPLE_RATE, idle_n / SAMPLE_RATE, used, speech_n / SAMPLE_RATE)
+    return Audio(
+        path, talk_n / SAMPLE_RATE, idle_n / SAMPLE_RATE, used, speech_n / SAMPLE_RATE, tuple(ends)
+    )
 
 
 # --- the configuration ---------------------------------------------------------------------
@@ -206,10 +236,16 @@ class Setup:
     mode: str  # recognition or translation
     hdmi: bool = False
     source: str = "alsa"  # how the audio comes in: alsa (as in production) or wav
+    connect: str = "on_demand"  # [link] connect: the default, or warm (the idle costs)
 
     @property
     def label(self) -> str:
-        return f"{self.service} {self.mode}" + (" + hdmi" if self.hdmi else "") + f", {self.source}"
+        return (
+            f"{self.service} {self.mode}"
+            + (" + hdmi" if self.hdmi else "")
+            + f", {self.source}"
+            + (f", {self.connect}" if self.connect != "on_demand" else "")
+        )
 
 
 def write_config(
@@ -231,6 +267,8 @@ def write_config(
     }
     if setup.service != "local":
         sections["link"] = {"ca_file": ca_file}
+        if setup.connect != "on_demand":
+            sections["link"]["connect"] = setup.connect
     targets = TARGETS.get(setup.service, ())
     if setup.service == "local":
         pass  # [local]'s defaults: pocketsphinx and its built-in en-US model
@@ -375,6 +413,8 @@ class SocketClient:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = CaptionCount()
+        # (when read, monotonic; a final line with text or translations) of each caption
+        self.captions: list[tuple[float, bool]] = []
         self._sock: socket.socket | None = None
         self._thread = threading.Thread(target=self._run, name="bench-socket-client")
 
@@ -407,7 +447,12 @@ class SocketClient:
         try:
             with self._sock, self._sock.makefile(encoding="utf-8") as lines:
                 for raw in lines:
-                    self._take(json.loads(raw), c)
+                    now = time.monotonic()
+                    m = json.loads(raw)
+                    if m.get("type") == "caption":
+                        done = bool(m.get("done")) and bool(m["text"] or m["translations"])
+                        self.captions.append((now, done))
+                    self._take(m, c)
         except (OSError, ValueError) as exc:
             c.error = str(exc)
 
@@ -476,6 +521,9 @@ class AlsaFeed:
         self.t0: float | None = None  # boot time of the daemon's first capture read
         self.dropped = 0  # blocks of the audio that found the FIFO full
         self.after = 0  # quiet blocks written after the audio
+        # when each block of the audio went into the FIFO (monotonic): the daemon's capture
+        # read returns it then, so this is when it was "captured" (block 0: its first read)
+        self.written: list[float] = []
         self.error: BaseException | None = None
         self._fd = self._stop_r = self._stop_w = -1
         self._thread = threading.Thread(target=self._run, name="bench-alsa-feed")
@@ -547,6 +595,7 @@ class AlsaFeed:
         if select.select([stop], [fd], [])[0]:
             return
         self.t0, start = boottime(), time.monotonic()
+        self.written.append(start)
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, FEED_PIPE)
         os.set_blocking(fd, False)
         i = 1
@@ -559,9 +608,96 @@ class AlsaFeed:
             except BlockingIOError:
                 if i < self.blocks:
                     self.dropped += 1
+            if i < self.blocks:
+                self.written.append(time.monotonic())
             if i >= self.blocks:
                 self.after += 1
             i += 1
+
+
+# --- systemd's side of sd_notify, and when the emulator answered ----------------------------
+WATCHDOG_USEC = 30_000_000  # systemd/edgecap.service: WatchdogSec=30s
+NOTIFY_STOP = b"\0bench-notify-stop"
+
+
+class NotifyListener:
+    """What systemd does for a ``Type=notify`` service: a datagram socket, named to the
+    daemon in ``NOTIFY_SOCKET`` (with ``WATCHDOG_USEC`` as the unit sets it), which one
+    thread of the bench ("bench-notify") reads, blocked in ``recv``, noting when each
+    message came (monotonic). The daemon sends READY=1 once its capture has opened the
+    source: from its exec to then is the start to READY. Stopped by a datagram of its own."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.messages: list[tuple[float, str]] = []
+        self.error: BaseException | None = None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._thread = threading.Thread(target=self._run, name="bench-notify")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": str(self.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+
+    def __enter__(self) -> NotifyListener:
+        try:
+            self._sock.bind(str(self.path))
+            self._thread.start()
+        except BaseException:
+            self._sock.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(NOTIFY_STOP, str(self.path))
+            self._thread.join(5)
+        self._sock.close()
+        if self._thread.is_alive():
+            raise RuntimeError("the notify listener did not stop")
+
+    def _run(self) -> None:
+        try:
+            while True:
+                data = self._sock.recv(65536)
+                if data == NOTIFY_STOP:
+                    return
+                self.messages.append((time.monotonic(), data.decode(errors="replace")))
+        except BaseException as exc:  # surfaced by the owner (measure) after the run
+            self.error = exc
+
+
+@contextlib.contextmanager
+def send_times(emu: Emulator | None) -> Iterator[list[float]]:
+    """When the emulator sent each of its messages (monotonic, once on the socket), for as
+    long as the context lasts: the emulators record what they sent, not when, so the
+    connection runner's ``_send`` is wrapped (this process is the emulator's only user)."""
+    times: list[float] = []
+    if emu is None:
+        yield times
+        return
+    runner = sys.modules[type(emu).__module__]._SessionRunner  # type: ignore[attr-defined]
+    original = runner.__dict__["_send"]
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        times.append(time.monotonic())
+
+    runner._send = timed
+    try:
+        yield times
+    finally:
+        runner._send = original
+
+
+@dataclass
+class Probes:
+    """What one run's start and latency figures are computed from (monotonic times)."""
+
+    exec_at: float = 0.0  # just before the daemon's exec
+    notify: list[tuple[float, str]] = field(default_factory=list)  # sd_notify messages
+    written: list[float] = field(default_factory=list)  # block i of the audio into the FIFO
+    captions: list[tuple[float, bool]] = field(default_factory=list)  # read on the socket
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -705,8 +841,14 @@ def run_daemon(
     ini, sock = write_config(directory, setup, audio, port, ca_file)
     code = code_state()  # what the daemon is about to load
     up0, down0 = (proxy.bytes_up, proxy.bytes_down) if proxy is not None else (0, 0)
-    result = measure(setup, audio, ini, sock, proxy, directory / "daemon.log", (up0, down0))
+    probes = Probes()
+    with send_times(emu) as sends:
+        log = directory / "daemon.log"
+        result = measure(setup, audio, ini, sock, proxy, log, (up0, down0), probes)
     result["service_side"] = emulator_figures(emu, before)
+    result["ready"] = ready_figures(probes)
+    sessions = emu.sessions[before:] if emu is not None else []
+    result["latency"] = latency_figures(audio, probes, sessions, sends)
     return result | {"code": code}
 
 
@@ -718,7 +860,11 @@ def measure(
     proxy: FaultProxy | None,
     log: Path,
     bytes_before: tuple[int, int] = (0, 0),
+    probes: Probes | None = None,
 ) -> dict[str, Any]:
+    """One daemon run, started as systemd would (``NotifyListener``), measured from /proc;
+    ``probes`` (if given) gets the times the start and latency figures are made of."""
+    probes = probes if probes is not None else Probes()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     if setup.service in KEY_VARIABLES:
         env[KEY_VARIABLES[setup.service]] = KEY
@@ -728,6 +874,8 @@ def measure(
     term_at: float | None = None  # boot time of the SIGTERM at the end of an ALSA input
     stopping = False  # SIGTERM sent
     with contextlib.ExitStack() as stack:
+        notify = stack.enter_context(NotifyListener(log.parent / "notify.sock"))
+        env |= notify.env
         feed: AlsaFeed | None = None
         if setup.source == "alsa":  # the FIFO open, block 0 in it, before the daemon starts
             with wave.open(str(audio.path), "rb") as w:
@@ -735,6 +883,7 @@ def measure(
             feed = stack.enter_context(AlsaFeed(log.parent / "alsa", pcm))
             env |= feed.env
         with log.open("wb") as err:
+            probes.exec_at = time.monotonic()
             proc = subprocess.Popen(
                 [*edgecap_command(), "run", "-c", str(ini)],
                 stdin=subprocess.DEVNULL,
@@ -791,6 +940,12 @@ def measure(
                 proc.wait()
             ended = boottime()
             client.join(10)  # the daemon closed the socket: its end is there to read
+    if notify.error is not None:
+        raise RuntimeError(f"the notify listener failed: {notify.error!r}") from notify.error
+    probes.notify = list(notify.messages)
+    probes.captions = list(client.captions)
+    if feed is not None:
+        probes.written = list(feed.written)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = log.read_text(errors="replace").splitlines()
     errors = [line for line in lines if " ERROR " in line]  # the log's format: "time LEVEL …"
@@ -837,6 +992,171 @@ def measure(
 
 
 # --- the figures -----------------------------------------------------------------------------
+IDLE_SETTLE_S = 10.0  # after the talk: its last caption and the link's turn are done
+RSS_WARMUP_S = 30.0  # the first part of the audio, left out of the RSS slope (at most)
+FINAL_WITHIN_S = 5.0  # a final caption this long after a speech end is its utterance's
+CAUSE_WITHIN_S = 1.0  # a caption this long after the emulator's last message is its answer
+SAMPLES_PER_BLOCK = FEED_BLOCK_BYTES // 2
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """n, p50, p90, p99 and max (nearest rank) of ``values``; None if there are none."""
+    if not values:
+        return None
+    v = sorted(values)
+
+    def rank(q: float) -> float:
+        return v[min(len(v) - 1, max(0, int(q * len(v) + 0.5) - 1))]
+
+    return {"n": len(v), "p50": rank(0.5), "p90": rank(0.9), "p99": rank(0.99), "max": v[-1]}
+
+
+def rss_slope(samples: list[Sample], start: float, end: float) -> dict[str, Any] | None:
+    """VmRSS over the audio (least squares over the samples from ``start`` to ``end``, boot
+    times): MB per hour, and the window. None under 30 s or 20 samples."""
+    points = [(s.t, s.rss_kb / 1024) for s in samples if start <= s.t <= end]
+    if len(points) < 20 or end - start < 30:
+        return None
+    mt = statistics.fmean(t for t, _ in points)
+    mr = statistics.fmean(r for _, r in points)
+    var = sum((t - mt) ** 2 for t, _ in points)
+    slope = sum((t - mt) * (r - mr) for t, r in points) / var
+    return {
+        "mb_per_h": slope * 3600,
+        "window_s": end - start,
+        "first_mb": points[0][1],
+        "last_mb": points[-1][1],
+    }
+
+
+def ready_figures(probes: Probes) -> dict[str, Any]:
+    """From the exec to READY=1 (sd_notify), and what was sent."""
+    first = next((m for m in probes.notify if "READY=1" in m[1].splitlines()), None)
+    ready = None if first is None else first[0]
+    status = None
+    if first is not None:
+        status = next((x[7:] for x in first[1].splitlines() if x.startswith("STATUS=")), None)
+    return {
+        "start_to_ready_s": None if ready is None else ready - probes.exec_at,
+        "status": status,
+        "messages": len(probes.notify),
+        "watchdogs": sum("WATCHDOG=1" in m.splitlines() for _, m in probes.notify),
+    }
+
+
+def audio_chunks(session: Any) -> list[tuple[float, int]] | None:
+    """(when, PCM bytes) of each audio message an emulator session received, in order;
+    None when the emulator does not record it (Azure)."""
+    frames = getattr(session, "frames", None)
+    if frames is None or not hasattr(session, "audio"):
+        return None
+    chunks: list[tuple[float, int]] = []
+    for t, kind, what in list(frames):
+        if kind == "binary":  # Soniox: raw PCM
+            chunks.append((t, int(what)))
+        elif kind == "text" and '"audio"' in str(what):  # Sarvam: base64 in JSON
+            with contextlib.suppress(ValueError, KeyError, TypeError, binascii.Error):
+                data = json.loads(str(what))["audio"]["data"]
+                chunks.append((t, len(base64.b64decode(data))))
+    return chunks
+
+
+def capture_to_wire(pcm: bytes, written: list[float], sessions: list[Any]) -> list[float] | None:
+    """Seconds from the capture of each audio message's last block (its write into the
+    FIFO: the daemon's read returns it then) to the message's arrival at the emulator.
+    Each message is found in the WAV by its last 20 ms (unique in corpus speech and random
+    room noise); pre-roll and what queued while connecting are sent late by design and are
+    in the tail."""
+    if not written:
+        return None
+    out: list[float] = []
+    hint = 0
+    block = FEED_BLOCK_BYTES
+    for session in sessions:
+        chunks = audio_chunks(session)
+        if chunks is None:
+            return None
+        audio = bytes(session.audio)
+        pos = 0
+        for t, n in chunks:
+            piece = audio[pos : pos + n]
+            pos += n
+            tail = piece[-640:]
+            if len(tail) < 64:
+                continue
+            at = pcm.find(tail, max(0, hint - 10 * 2 * SAMPLE_RATE))
+            if at < 0 or at % 2:
+                continue  # not from the WAV (a keepalive's silence)
+            end = at + len(tail)
+            hint = end
+            b = (end - 1) // block
+            if b < len(written):
+                out.append(t - written[b])
+    return out
+
+
+def latency_figures(
+    audio: Audio, probes: Probes, sessions: list[Any], sends: list[float]
+) -> dict[str, Any]:
+    """Latency percentiles (ms) of one run, where the run can tell them (an ALSA source:
+    the capture times are the bench's FIFO writes; WAV runs have none):
+    - capture_to_wire: an audio block captured → its bytes at the emulator;
+    - service_to_socket: the emulator's message → the caption it caused read on the
+      socket (each caption message against the emulator's last message before it);
+    - speech_end_to_final: the block holding a clip's speech end captured → the final
+      caption read on the socket (the first within ``FINAL_WITHIN_S``, before the next
+      clip's end), with ``emulator_answer`` (the utterance's end signal at the emulator —
+      Soniox's finalize, Sarvam's flush — to its next message; Azure's is not recorded: 0)
+      subtracted in ``speech_end_to_final_less_answer``."""
+    ms = 1000.0
+    written = probes.written
+    out: dict[str, Any] = {}
+    with wave.open(str(audio.path), "rb") as w:
+        pcm = w.readframes(w.getnframes())
+    wire = capture_to_wire(pcm, written, sessions) if sessions else None
+    out["capture_to_wire"] = percentiles([x * ms for x in wire]) if wire else None
+
+    cause: list[float] = []
+    sends = sorted(sends)
+    for t, _ in probes.captions:
+        i = bisect.bisect_right(sends, t) - 1
+        if i >= 0 and t - sends[i] <= CAUSE_WITHIN_S:
+            cause.append((t - sends[i]) * ms)
+    out["service_to_socket"] = percentiles(cause)
+
+    signals: list[float] | None = None
+    if sessions and hasattr(sessions[0], "finalize_times"):  # Soniox
+        signals = sorted(t for s in sessions for t in s.finalize_times)
+    elif sessions and hasattr(sessions[0], "messages"):  # Sarvam
+        signals = sorted(t for s in sessions for t, k in s.messages if k == "flush")
+    finals = [t for t, done in probes.captions if done]
+    ends = [
+        written[b] for e in audio.speech_ends if (b := (e - 1) // SAMPLES_PER_BLOCK) < len(written)
+    ]
+    totals, answers, less = [], [], []
+    missed = 0
+    for k, e in enumerate(ends):
+        limit = min(e + FINAL_WITHIN_S, ends[k + 1] if k + 1 < len(ends) else float("inf"))
+        final = next((t for t in finals if e < t <= limit), None)
+        if final is None:
+            missed += 1
+            continue
+        answer = 0.0
+        if signals is not None:
+            sig = next((t for t in signals if e < t <= final), None)
+            reply = next((t for t in sends if sig is not None and sig <= t <= final), None)
+            if sig is not None and reply is not None:
+                answer = reply - sig
+        totals.append((final - e) * ms)
+        answers.append(answer * ms)
+        less.append((final - e - answer) * ms)
+    out["speech_end_to_final"] = percentiles(totals)
+    out["emulator_answer"] = percentiles(answers) if signals is not None else None
+    out["speech_end_to_final_less_answer"] = percentiles(less)
+    out["speech_ends"] = {"captured": len(ends), "without_final": missed}
+    return out
+
+
 def audio_start(samples: list[Sample]) -> float:
     """When the WAV's clock started (``--source wav``): the capture worker's thread start
     (it opens the file first thing)."""
@@ -887,6 +1207,8 @@ def analyse(
         closed_at = next((s.t for s in samples if s.t > talk_b and s.live == 0), None)
     if closed_at is not None and idle_b - closed_at >= 10:
         bounds["idle, link closed"] = (closed_at, idle_b)
+    if idle_b - (talk_b + IDLE_SETTLE_S) >= 10:  # the quiet, once the last words are done
+        bounds["idle, settled"] = (talk_b + IDLE_SETTLE_S, idle_b)
 
     def over(series: list[tuple[float, float]], phase: str) -> float:
         a, b = bounds[phase]
@@ -895,7 +1217,7 @@ def analyse(
     phases = {}
     for phase, (a, b) in bounds.items():
         phases[phase] = {"wall_s": b - a, "cpu_s": over(cpu_series, phase)}
-    for phase in ("talk", "idle", "idle, link closed"):
+    for phase in ("talk", "idle", "idle, link closed", "idle, settled"):
         if phase in phases:
             p = phases[phase]
             p["per_hour"] = p["cpu_s"] / p["wall_s"] * 3600 if p["wall_s"] > 0 else None
@@ -948,6 +1270,7 @@ def analyse(
             "mode": setup.mode,
             "hdmi": setup.hdmi,
             "source": setup.source,
+            "connect": setup.connect,
         },
         "audio": {
             "talk_s": audio.talk_s,
@@ -965,6 +1288,11 @@ def analyse(
         "memory": {
             "peak_rss_mb": (last.hwm_kb if last else 0) / 1024,
             "rss_end_of_talk_mb": (at_talk_end.rss_kb if at_talk_end else 0) / 1024,
+            # the slope of VmRSS over the audio, its first part (allocations that happen
+            # once: imports, the first connection) left out
+            "rss_growth": rss_slope(
+                samples, t0 + min(RSS_WARMUP_S, 0.25 * (input_end - t0)), input_end
+            ),
         },
         "bytes": {
             "up": bytes_total[0],
@@ -1017,6 +1345,9 @@ def report(r: dict[str, Any]) -> None:
     if "idle, link closed" in ph:  # a part of the idle phase, after the link closed
         closed = ph["idle, link closed"]
         rows.insert(3, ("  of which link closed", closed, closed["per_hour"]))
+    if "idle, settled" in ph:  # the idle phase from IDLE_SETTLE_S after the talk
+        settled = ph["idle, settled"]
+        rows.insert(3, (f"  from talk+{IDLE_SETTLE_S:g} s", settled, settled["per_hour"]))
     for name, p, rate in rows:
         print(f"{name:22s} {p['wall_s']:7.1f} {p['cpu_s']:7.2f}  {fmt_rate(rate)}")
     print(f"{'whole run':22s} {w['wall_s']:7.1f} {w['cpu_s']:7.2f}  {w['per_wall_hour']:7.1f}")
@@ -1026,10 +1357,30 @@ def report(r: dict[str, Any]) -> None:
         f"whole run per hour of audio (startup and shutdown in): {w['per_audio_hour']:.1f}"
     )
     m = r["memory"]
+    growth = m.get("rss_growth")
     print(
         f"memory: peak RSS (VmHWM) {m['peak_rss_mb']:.1f} MB; RSS at the end of the talk "
-        f"{m['rss_end_of_talk_mb']:.1f} MB"
+        f"{m['rss_end_of_talk_mb']:.1f} MB; RSS growth "
+        + (
+            f"{growth['mb_per_h']:+.2f} MB per hour of audio (slope over "
+            f"{growth['window_s']:.0f} s: {growth['first_mb']:.1f} → {growth['last_mb']:.1f} MB)"
+            if growth
+            else "- (run too short)"
+        )
     )
+    ready = r.get("ready") or {}
+    if ready.get("start_to_ready_s") is not None:
+        print(
+            f"start: exec → READY=1 (sd_notify) {ready['start_to_ready_s'] * 1000:.0f} ms; "
+            f"{ready['messages']} notify messages, {ready['watchdogs']} WATCHDOG=1"
+        )
+    for name, label in LATENCY_LABELS.items():
+        q = (r.get("latency") or {}).get(name)
+        if q:
+            print(
+                f"latency, {label}: p50 {q['p50']:.1f} / p90 {q['p90']:.1f} / p99 "
+                f"{q['p99']:.1f} / max {q['max']:.1f} ms (n {q['n']})"
+            )
     dec = r.get("decoding")
     if dec:
         print(
@@ -1142,6 +1493,12 @@ def main() -> int:
     parser.add_argument("--idle-minutes", type=float, default=1.0, help="quiet after the talk")
     parser.add_argument("--hdmi", action="store_true", help="add the HDMI output (a file)")
     parser.add_argument(
+        "--connect",
+        choices=("on_demand", "warm"),
+        default="on_demand",
+        help="[link] connect (the default: on_demand)",
+    )
+    parser.add_argument(
         "--source",
         choices=SOURCES,
         default="alsa",
@@ -1174,7 +1531,7 @@ def main() -> int:
             Setup("soniox", "recognition", args.hdmi, args.source),
         ]
     else:
-        setups = [Setup(args.service, args.mode, args.hdmi, args.source)]
+        setups = [Setup(args.service, args.mode, args.hdmi, args.source, args.connect)]
     wall = time.monotonic()
     results = []
     for setup in setups:  # one at a time: two daemons would share the machine's 2 cores
@@ -1190,6 +1547,7 @@ def main() -> int:
             s = r["setup"]
             name = f"daemon-{s['service']}-{s['mode']}" + ("-hdmi" if s["hdmi"] else "")
             name += "-wav" if s["source"] == "wav" else ""
+            name += "-warm" if s.get("connect", "on_demand") == "warm" else ""
             merge_results(args.results, name, r)
     print(f"(benchmark ran in {time.monotonic() - wall:.0f} s)")
     return 0 if all(r["exit_status"] == 0 and not r["log_errors"] for r in results) else 1

@@ -1,16 +1,18 @@
 """Benchmark of the offline engine (not a test): prints a table.
 
-    .venv/bin/python bench/offline.py
+    .venv/bin/python bench/offline.py [--results bench/results.json]
 
 For every English speech clip of the shared corpus: word error rate against its reference
 transcript (a) decoding the whole file directly with pocketsphinx and (b) through the speech
 gate and the LocalWorker, as the daemon does (utterance by utterance); the real-time factor
 (decoding CPU / audio duration) and the latency from speech end to the final caption
-(pocketsphinx's end of utterance).
+(pocketsphinx's end of utterance). ``--results FILE`` merges the figures into the bench's
+results file, keyed ``offline`` (``final_ms``: percentiles of speech end → final caption).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -19,12 +21,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.corpus import clips, corpus_available
+from bench.daemon import merge_results, percentiles
 from edgecap.services.local.recognizers import PocketsphinxRecognizer
 from tests.services.local.test_worker import gate_events, run_worker
 from tests.services.local.wer import direct_decode, transcript, wer, words
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, help="merge the figures in (key: offline)")
+    args = parser.parse_args()
     if not corpus_available():
         print("shared corpus not found")
         return 1
@@ -67,6 +73,19 @@ def main() -> int:
     print(f"decoding CPU: {statistics.median(rtfs) * 3600:.0f} CPU-s per audio-hour "
           f"(median clip), {sum(cpu) / sum(speech) * 3600:.0f} over all clips; the gate "
           f"keeps silence away from the engine")  # fmt: skip
+    if args.results:
+        merge_results(
+            args.results,
+            "offline",
+            {
+                "wer_direct": errors_direct / words_total,
+                "wer_daemon": errors_daemon / words_total,
+                "reference_words": words_total,
+                "rtf_median": statistics.median(rtfs),
+                "cpu_per_audio_hour": sum(cpu) / sum(speech) * 3600,
+                "final_ms": percentiles(finals),
+            },
+        )
     return 0
 
 

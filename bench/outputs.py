@@ -1,6 +1,6 @@
 """Benchmark of the outputs (not a test): prints a table.
 
-    .venv/bin/python bench/outputs.py [--updates N]
+    .venv/bin/python bench/outputs.py [--updates N] [--results bench/results.json]
 
 Each output runs as in the daemon, on its OutputWorker thread behind its queue; the bench
 publishes caption updates (provisional text growing word by word, a final every 8 words)
@@ -16,6 +16,8 @@ and measures:
 - the screen's typical update on its own: a provisional line that grew by a word, laid out,
   drawn, packed and written (HdmiOutput.handle, no worker), back to back and 70 ms apart
   (the caches of a thread that slept).
+``--results FILE`` merges the figures into the bench's results file, keyed ``outputs``
+(latency percentiles per output, in ms: bench/report.py's latency table).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.daemon import merge_results, percentiles
 from edgecap.captions.events import CaptionLine
 from edgecap.config.schema import SerialConfig, SocketConfig
 from edgecap.outputs.hdmi import HdmiOutput
@@ -232,6 +235,7 @@ def word_update_ms(root: Path, width: int, height: int, bpp: int, pause: float) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=2000, help="for the CPU figure")
+    parser.add_argument("--results", type=Path, help="merge the figures in (key: outputs)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="edgecap-bench-"))
     n_lat = 120
@@ -293,6 +297,17 @@ def main() -> int:
     )
     os.close(master)
     os.close(slave)
+    if args.results:
+        merge_results(
+            args.results,
+            "outputs",
+            {
+                "updates": args.updates,
+                "latency": {r["name"]: percentiles(r["lat"]) for r in results},
+                "cpu_s_per_1000": {r["name"]: r["cpu"] / r["n_cpu"] * 1000 for r in results},
+                "paced_cpu_s_per_1000": {r["name"]: r["paced"] for r in results},
+            },
+        )
 
     print("\nHDMI, one provisional update that adds a word (layout, draw, pack, write):")
     for w, h, bpp in ((1920, 1080, 16), (800, 480, 32)):
