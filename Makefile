@@ -24,7 +24,7 @@ TEST_APT_PACKAGES = systemd-container debootstrap chromium chromium-driver
 
 STAMP = $(VENV)/.edgecap-installed
 
-.PHONY: demo test bench lint format check-config clean deps install uninstall
+.PHONY: demo test bench soak lint format check-config clean deps install uninstall
 
 demo: $(STAMP)
 	$(BIN)/edgecap run -c config/demo.ini
@@ -39,11 +39,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/link.py
-	$(BIN)/python bench/outputs.py
-	$(BIN)/python bench/offline.py
+	$(BIN)/python bench/outputs.py --results bench/results.json
+	$(BIN)/python bench/offline.py --results bench/results.json
 	$(BIN)/python bench/wakeups.py
 	$(BIN)/python bench/daemon.py --suite
-	$(BIN)/python bench/compare.py
+	$(BIN)/python bench/compare.py --minutes 2 --idle-minutes 1 --runs 3 --what compare,idle
+	$(BIN)/python bench/report.py
+
+# Hours of corpus audio through the daemon under a fault schedule (docs/soak.md); not part of
+# test or bench. A quick check: make soak SOAK_ARGS="--hours 0.05 --services soniox".
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgecap tests bench

@@ -1,0 +1,112 @@
+"""The soak's verdict (bench/soak.py) on synthetic figures: each check fails on what it is
+there to catch, and a clean run passes. The soak itself runs with ``make soak``."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from typing import Any
+
+from bench.soak import FAULTS, Final, Gap, duplicates, failures
+
+
+def clean() -> dict[str, Any]:
+    return {
+        "exit_status": 0,
+        "starts": 1,
+        "tracebacks": 0,
+        "schedule": list(FAULTS),
+        "faults": dict.fromkeys(FAULTS, 1),
+        "fault_records": [
+            {"kind": k, "at_s": 20.0 + i, "observed": True, "recovered": True, "note": ""}
+            for i, k in enumerate(FAULTS)
+        ],
+        "captions": {"finals": 100, "duplicates": [], "bye": True},
+        "speech": {"missing_s": 30.5, "reported_lost_s": 30.0, "mic_faults": 1},
+        "gaps": [
+            {
+                "seconds": 30.0,
+                "reason": "buffer full while the service was unreachable",
+                "fault": "stall",
+                "fault_may_lose": True,
+                "at_stop": False,
+            }
+        ],
+        "service_side": {"violations": []},
+        "rss_mb": {"growth": 1.2},
+        "threads": {"start": 5, "end": 5},
+        "fds": {"start": 19, "end": 19},
+    }
+
+
+def test_a_clean_run_passes() -> None:
+    assert failures(clean()) == []
+
+
+def test_each_check_fails_on_what_it_catches() -> None:
+    cases = {
+        "exit status -9": ("exit_status", -9),
+        "2 daemon starts": ("starts", 2),
+        "1 tracebacks": ("tracebacks", 1),
+        "RSS growth 5.5": ("rss_mb", {"growth": 5.5}),
+        "fds: 19 at the start, 21": ("fds", {"start": 19, "end": 21}),
+        "threads: 5 at the start, 6": ("threads", {"start": 5, "end": 6}),
+        "service-side violations": ("service_side", {"violations": ["too fast"]}),
+    }
+    for expected, (key, value) in cases.items():
+        r = clean()
+        r[key] = value
+        found = failures(r)
+        assert len(found) == 1 and found[0].startswith(expected), (expected, found)
+
+
+def test_speech_missing_beyond_what_was_reported_fails_within_the_slack_passes() -> None:
+    r = clean()
+    r["speech"]["missing_s"] = 30.0 + 1.0 + 0.5  # the slack: 1 s, and 0.5 s per mic fault
+    assert failures(r) == []
+    r["speech"]["missing_s"] = 32.0
+    assert failures(r) == ["speech lost unreported: 32.0 s never reached the service, "
+                           "30.0 s reported lost"]  # fmt: skip
+
+
+def test_losses_only_after_an_outage_that_could_fill_the_buffer() -> None:
+    r = clean()
+    r["gaps"][0] |= {"fault": None, "fault_may_lose": None}
+    assert failures(r)[0].startswith("30.0 s lost without an outage")
+    r = clean()
+    r["gaps"][0] |= {"fault": "cut", "fault_may_lose": False}
+    assert "too short to fill the buffer" in failures(r)[0]
+    r["gaps"][0]["at_stop"] = True  # at SIGTERM: reported, and not a fault's
+    assert failures(r) == []
+
+
+def test_a_fault_not_observed_or_not_recovered_or_never_injected_fails() -> None:
+    r = clean()
+    r["fault_records"][0] |= {"recovered": False, "note": "no new session"}
+    assert failures(r) == ["fault cut at 20 s not recovered: no new session"]
+    r = clean()
+    del r["faults"]["stall"]
+    assert failures(r) == ["faults never injected: stall"]
+
+
+def test_duplicates_same_seq_twice_or_same_text_over_the_same_audio() -> None:
+    finals = [
+        Final(1, "w1 w2", 1.0, 2.0, 0.0),
+        Final(2, "w3", 2.5, 3.0, 0.0),
+        Final(3, "w1 w2", 1.5, 2.5, 0.0),  # the same words over overlapping audio
+        Final(4, "w3", 9.0, 9.5, 0.0),  # the same words later: a repeated clip, fine
+    ]
+    done = Counter({1: 1, 2: 2, 3: 1, 4: 1})
+    assert duplicates(finals, done, []) == [
+        "seq 2 done 2 times",
+        "seq 1 and 3: the same text over the same audio",
+    ]
+    inside = [Gap(3.0, 1.2, 1.8, "buffer full", 0.0)]  # around a reported gap: excused
+    assert duplicates(finals, Counter({1: 1}), inside) == []
+
+
+def test_the_verdict_does_not_change_its_input() -> None:
+    r = clean()
+    before = copy.deepcopy(r)
+    failures(r)
+    assert r == before
