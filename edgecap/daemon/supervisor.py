@@ -440,7 +440,6 @@ class Daemon:
     def _replace_consumer(self) -> None:
         old = self.consumer
         old_fallback = self.fallback_worker
-        first_seq = self.board.next_seq if self.board is not None else 1
         old.hand_over()
         if not old.join(self.stop_timeout):
             log.error("reload: the old %s worker did not stop; restart edgecap", old.name)
@@ -451,6 +450,9 @@ class Daemon:
                 log.error("reload: the old offline fallback did not stop; restart edgecap")
                 self.hung.append(old_fallback.name)
             self.status.set("fallback", "off")
+        # Numbered only now: the old link (and its fallback) end their open lines with the
+        # next numbers as they finish, and the new board must not hand those out again.
+        first_seq = self.board.next_seq if self.board is not None else 1
         self.consumer = self._make_consumer(first_seq)
         if self.fallback_worker is not None:
             self.fallback_worker.start(self._on_worker_exit)

@@ -159,3 +159,40 @@ def test_any_exception_while_reloading_keeps_the_running_config(tmp_path):
         runner.join(20)
     assert not runner.is_alive()
     assert daemon.exit_code == 0
+
+
+def test_a_reload_mid_speech_never_gives_two_lines_one_number(tmp_path, emu):
+    """The old link ends its open line as it hands over, numbered after the lines before
+    it; the new link's first line must come after that one, not take its number again.
+    (Whether the old link opens a line during its hand-over depends on timing, so this
+    catches the fault only when it does; ``make soak --faults reload_good`` found it and
+    shows it every time.)"""
+    ini = tmp_path / "edgecap.ini"
+    cfg = base(tmp_path)
+    cfg["daemon"]["service"] = "soniox"
+    cfg["soniox"] = {"url": emu.url, "api_key": "env:SONIOX_API_KEY"}
+    cfg["link"] = {"ca_file": emu.ca_file, "connect": "warm"}
+    write(ini, cfg)
+    proc = edgecap("run", "-c", str(ini), env={"SONIOX_API_KEY": "the-key"}, own_socket=True)
+    try:
+        # in the middle of the demo's speech: a line is open when the link is replaced
+        assert emu.wait_for(lambda: emu.sessions and emu.sessions[0].audio_ms > 3000, 15)
+        cfg["link"]["idle_close"] = "45s"  # a link setting: the link is replaced
+        write(ini, cfg)
+        proc.send_signal(signal.SIGHUP)
+        assert emu.wait_for(lambda: len(emu.sessions) >= 2 and emu.sessions[1].audio_ms > 3000, 15)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "reload: speech now goes to soniox" in err
+    finals: dict[int, set[str]] = {}
+    for raw in out.splitlines():
+        if raw.strip():
+            event = json.loads(raw)
+            if event["type"] == "caption" and event["final"] and event["text"]:
+                finals.setdefault(event["seq"], set()).add(event["text"])
+    assert len(finals) >= 2
+    assert {seq: texts for seq, texts in finals.items() if len(texts) > 1} == {}
