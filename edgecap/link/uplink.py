@@ -10,7 +10,10 @@ unconfirmed audio is replayed, no caption is finalized twice.
 
 The buffer holds at most ``max_samples`` of audio. Past that the oldest audio is dropped —
 utterance markers stay, so every utterance remains well formed — and each dropped stretch
-is recorded exactly (seconds, capture time), for status and for every output. The audio not
+is recorded exactly (seconds, capture time), for status and for every output. Audio dropped
+after it was sent and before the service confirmed it is lost only if the session then fails
+(a graceful end, or a confirmation past it, means the service had it): it is kept track of
+per session and reported with the session's failure. The audio not
 yet sent (``unsent_samples``) is counted as it changes: the link asks for it with every
 event it takes, to hold back a source that waits for it.
 """
@@ -91,6 +94,8 @@ class UplinkBuffer:
     dropped: Loss = field(default_factory=Loss)  # since the daemon started
     _unreported: Loss = field(default_factory=Loss)
     unconfirmed_dropped_samples: int = 0  # sent, then dropped before the service confirmed
+    # of those, this session's not confirmed since: (session_pos, capture start, samples)
+    _dropped_sent: deque[tuple[int, int, int]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         if self.max_samples <= 0:
@@ -130,7 +135,9 @@ class UplinkBuffer:
 
     def new_session(self, replay: bool = True) -> None:
         """A session ended: everything it did not confirm is sent again on the next one
-        (``replay`` False: it goes elsewhere — to the offline engine at stop)."""
+        (``replay`` False: it goes elsewhere — to the offline engine at stop). Audio it was
+        sent and dropped from the full buffer unconfirmed is lost: counted for ``take_loss``."""
+        self._lose_dropped_sent()
         while self.sent:
             item = self.sent.pop()
             if replay and item.session_pos >= 0 and isinstance(item.event, SpeechAudio):
@@ -147,6 +154,10 @@ class UplinkBuffer:
         self.held_samples -= loss.samples
         self.sent.clear()
         self.session_samples = 0
+        for _, start, samples in self._dropped_sent:
+            loss.add(start, samples)
+            self.dropped.add(start, samples)
+        self._dropped_sent.clear()
         return loss
 
     def take_pending(self) -> Loss:
@@ -188,6 +199,13 @@ class UplinkBuffer:
     def confirm_audio(self, session_samples: int) -> int:
         """The service's recognition is final up to ``session_samples`` of this session's
         audio: drop every sent item before that point. Returns the samples confirmed."""
+        dropped = self._dropped_sent
+        while dropped and dropped[0][0] < session_samples:
+            pos, start, samples = dropped.popleft()
+            if pos + samples > session_samples:  # confirmed part-way: the rest stays open
+                cut = session_samples - pos
+                dropped.appendleft((session_samples, start + cut, samples - cut))
+                break
         done = 0
         while self.sent:
             item = self.sent[0]
@@ -243,6 +261,14 @@ class UplinkBuffer:
         return loss
 
     # --- bound --------------------------------------------------------------------
+    def _lose_dropped_sent(self) -> None:
+        """The session ended without confirming audio that was dropped from the full buffer
+        after it was sent: it cannot be sent again, so it is lost (reported as dropped)."""
+        for _, start, samples in self._dropped_sent:
+            self.dropped.add(start, samples)
+            self._unreported.add(start, samples)
+        self._dropped_sent.clear()
+
     def _drop_oldest_audio(self) -> None:
         for queue_ in (self.sent, self.pending):
             for index, item in enumerate(queue_):
@@ -252,8 +278,9 @@ class UplinkBuffer:
                     frame = item.event.frame
                     if queue_ is self.sent:
                         # The service had it but had not confirmed it: it may well be
-                        # recognised; it is counted apart, not as lost.
+                        # recognised — unless the session fails (``_lose_dropped_sent``).
                         self.unconfirmed_dropped_samples += item.samples
+                        self._dropped_sent.append((item.session_pos, frame.start, item.samples))
                     else:
                         self.unsent_samples -= item.samples
                         self.dropped.add(frame.start, item.samples)

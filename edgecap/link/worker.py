@@ -512,8 +512,22 @@ class LinkWorker(Worker):
         return self._down_since is not None and now - self._down_since >= self.patience
 
     def _shutdown(self) -> None:
+        self._account_drops(False)  # dropped and not reported yet
         self._close_loss()
-        if self.fallback is not None:
+        if self.handing_over.is_set():
+            # A reload: the link that replaces this one takes what this one did not get
+            # captioned, before what is still queued (well-formed utterances, in order).
+            held = self.buffer.take_all()
+            if held:
+                self.speech.requeue(held)
+                log.info(
+                    "%.1f s of speech left for the new link",
+                    sum(e.frame.samples for e in held if isinstance(e, SpeechAudio))
+                    / SAMPLE_RATE,
+                )
+            if self.fallback is not None:
+                self.fallback.close()
+        elif self.fallback is not None:
             if self.buffer.held_samples:
                 # not delivered at stop: the offline engine captions it rather than nothing
                 self.fallback.take_at_stop(self.buffer.take_all())
@@ -850,10 +864,12 @@ class LinkWorker(Worker):
             self._conn = None
         self._finishing_since = None
         self._stop_send_until = None
-        if not self.stopping:
-            self.buffer.new_session()  # replayed on the next session
-        elif self.fallback is not None:
-            self.buffer.new_session(replay=False)  # for the offline engine, at shutdown
+        if not self.stopping or self.fallback is not None or self.handing_over.is_set():
+            # replayed on the next session — or, stopping, for the offline engine or the
+            # link that replaces this one (a reload), at shutdown
+            self.buffer.new_session(replay=not self.stopping)
+            # what the full buffer dropped of this session's unconfirmed audio is lost now
+            self._account_drops(False)
         else:
             # the last session: what it did not confirm will never be captioned
             loss = self.buffer.discard_unconfirmed()

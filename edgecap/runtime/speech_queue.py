@@ -77,6 +77,26 @@ class SpeechQueue:
             self._cond.notify()
         self._wake()
 
+    def requeue(self, events: list[GateEvent]) -> None:
+        """Put ``events`` back in front, in order: what a consumer took and leaves to the
+        one that replaces it (a link handed over at a reload). Never blocks; past the bound
+        the oldest audio goes, counted, as in ``put``."""
+        if not events:
+            return
+        with self._cond:
+            self._items.extendleft(reversed(events))
+            for event in events:
+                if isinstance(event, SpeechAudio):
+                    self._held_samples += event.frame.samples
+                else:
+                    self._markers += 1
+            while self._held_samples > self.max_samples:
+                self._drop_oldest_audio()
+            while self._markers > MAX_MARKERS:
+                self._drop_oldest_marker()
+            self._cond.notify()
+        self._wake()
+
     def close(self) -> None:
         """No more events will come; ``get`` returns None once the queue is drained."""
         with self._cond:

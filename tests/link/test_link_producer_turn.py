@@ -11,14 +11,22 @@ sent each message.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 from edgecap.link.connection import Connection
 from edgecap.runtime.frames import Frame
 from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
-from tests.emulators.soniox import noise_pcm
-from tests.link.harness import LinkRun, coverage_gaps, proxied, wait_until
+from tests.emulators.soniox import SonioxEmulator, noise_pcm
+from tests.link.harness import (
+    LinkRun,
+    coverage_gaps,
+    forwarded_pcm,
+    proxied,
+    utterances,
+    wait_until,
+)
 
 BLOCK_MS = 100
 BLOCK_BYTES = BLOCK_MS * 32
@@ -119,3 +127,28 @@ def test_a_send_that_fails_on_the_producers_thread_is_handled_on_the_links(emu, 
     received = [bytes(s.audio) for s in emu.sessions]
     assert coverage_gaps(pcm, received) == []
     assert max(durations) < 0.5, max(durations)
+
+
+def test_a_link_handed_over_leaves_what_it_did_not_send_to_its_successor(tmp_path):
+    """A reload replaces the link while the service is unreachable: the old link's buffer
+    goes back in front of the speech queue, whole and in order, and nothing is lost."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once this block ends: nothing listens there
+    with SonioxEmulator(tmp_path, api_key="test-key") as emu:
+        run = LinkRun(emu, url=f"wss://127.0.0.1:{port}/transcribe-websocket").start()
+        events = utterances([600, 400])
+        run.feed(events)  # all at once: the link takes them and cannot send them
+        assert wait_until(lambda: len(run.queue) == 0 and run.link.frames > 0, 5)
+        run.queue.put(SpeechStart(9, 900_000, 900_000, 0.0))  # came after: stays behind
+        run.link.hand_over()
+        assert run.link.join(5)
+        assert run.link.error is None
+        assert run.link.lost.samples == 0 and run.link.loss_reports == 0
+        left = []
+        while len(run.queue):
+            left.append(run.queue.get(0))
+        run.queue.close()
+    assert forwarded_pcm(left) == forwarded_pcm(events)
+    assert [type(e).__name__ for e in left[:1]] == ["SpeechStart"]
+    assert isinstance(left[-1], SpeechStart) and left[-1].utterance == 9

@@ -106,6 +106,52 @@ def test_dropping_sent_but_unconfirmed_audio_is_not_called_lost():
         buf.push(e)
     assert buf.unconfirmed_dropped_samples == 3 * FRAME
     assert buf.dropped.samples == 0
+    assert buf.take_loss() is None  # not yet: the service may still confirm it
+
+
+def _sent_then_dropped() -> UplinkBuffer:
+    """Ten frames sent (session positions 0..10 frames), the first three of them dropped
+    unconfirmed by three new frames that do not fit."""
+    buf = UplinkBuffer(max_samples=10 * FRAME)
+    for e in utterance(1, 10, 16_000):
+        buf.push(e)
+    send_all(buf)
+    for e in utterance(2, 3, 50_000):
+        buf.push(e)
+    return buf
+
+
+def test_sent_audio_dropped_unconfirmed_is_lost_when_the_session_fails():
+    buf = _sent_then_dropped()
+    buf.new_session()  # the session failed: what it did not confirm is replayed …
+    loss = buf.take_loss()  # … but the dropped frames cannot be: reported lost
+    assert loss is not None
+    assert loss.samples == 3 * FRAME
+    assert (loss.first, loss.last) == (1.0, 1.0 + 3 * FRAME / 16_000)
+    assert buf.dropped.samples == 3 * FRAME
+    assert audio_starts(send_all(buf))[:7] == [16_000 + k * FRAME for k in range(3, 10)]
+    buf.new_session()
+    assert buf.take_loss() is None  # reported once
+
+
+def test_sent_audio_dropped_and_then_confirmed_is_not_lost():
+    buf = _sent_then_dropped()
+    buf.confirm_audio(2 * FRAME)  # final up to two of the three dropped frames
+    buf.new_session()
+    loss = buf.take_loss()
+    assert loss is not None and loss.samples == FRAME  # only the third one
+    assert loss.first == 1.0 + 2 * FRAME / 16_000
+
+    graceful = _sent_then_dropped()
+    graceful.confirm_all_sent()  # the session ended well: the service had all of it
+    graceful.new_session()
+    assert graceful.take_loss() is None
+
+
+def test_sent_audio_dropped_unconfirmed_is_in_the_loss_at_stop():
+    buf = _sent_then_dropped()
+    loss = buf.discard_unconfirmed()
+    assert loss.samples == 10 * FRAME  # 7 held unconfirmed + 3 dropped unconfirmed
 
 
 @settings(max_examples=60, deadline=None)

@@ -160,3 +160,20 @@ def test_a_consumer_that_ends_removes_only_its_own_waker():
     new.clear()
     q.put(audio(1, 1))
     assert not new.is_set()
+
+
+def test_requeued_events_come_first_in_order_and_count_against_the_bound():
+    q = SpeechQueue(max_samples=5 * N)
+    woken: list[int] = []
+    q.set_waker(lambda: woken.append(1))
+    later = [SpeechStart(2, 10 * N, 10 * N, 0.0), audio(2, 10)]
+    for ev in later:
+        q.put(ev)
+    held = [audio(1, 3), audio(1, 4), SpeechEnd(1, 5 * N, "silence", 0.0)]
+    q.requeue(held)
+    assert len(woken) == 3  # two puts and the requeue
+    assert q.held_samples == 3 * N
+    q.requeue([audio(1, 0), audio(1, 1), audio(1, 2)])  # 6 frames now: the oldest goes
+    assert (q.dropped_frames, q.dropped_samples) == (1, N)
+    q.close()
+    assert drain(q) == [audio(1, 1), audio(1, 2), *held, *later]
