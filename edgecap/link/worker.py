@@ -522,8 +522,7 @@ class LinkWorker(Worker):
                 self.speech.requeue(held)
                 log.info(
                     "%.1f s of speech left for the new link",
-                    sum(e.frame.samples for e in held if isinstance(e, SpeechAudio))
-                    / SAMPLE_RATE,
+                    sum(e.frame.samples for e in held if isinstance(e, SpeechAudio)) / SAMPLE_RATE,
                 )
             if self.fallback is not None:
                 self.fallback.close()
