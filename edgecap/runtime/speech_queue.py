@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from edgecap.runtime.speech import GateEvent, SpeechAudio
 
@@ -66,15 +66,7 @@ class SpeechQueue:
             if self._closed:
                 raise RuntimeError("put() on a closed SpeechQueue")
             self._items.append(event)
-            if isinstance(event, SpeechAudio):
-                self._held_samples += event.frame.samples
-            else:
-                self._markers += 1
-            while self._held_samples > self.max_samples:
-                self._drop_oldest_audio()
-            while self._markers > MAX_MARKERS:
-                self._drop_oldest_marker()
-            self._cond.notify()
+            self._admitted((event,))
         self._wake()
 
     def requeue(self, events: list[GateEvent]) -> None:
@@ -85,17 +77,22 @@ class SpeechQueue:
             return
         with self._cond:
             self._items.extendleft(reversed(events))
-            for event in events:
-                if isinstance(event, SpeechAudio):
-                    self._held_samples += event.frame.samples
-                else:
-                    self._markers += 1
-            while self._held_samples > self.max_samples:
-                self._drop_oldest_audio()
-            while self._markers > MAX_MARKERS:
-                self._drop_oldest_marker()
-            self._cond.notify()
+            self._admitted(events)
         self._wake()
+
+    def _admitted(self, events: Iterable[GateEvent]) -> None:
+        """Under the lock: ``events`` were added; count them, keep the bound (the oldest
+        audio goes first, counted), and tell a consumer waiting in ``get``."""
+        for event in events:
+            if isinstance(event, SpeechAudio):
+                self._held_samples += event.frame.samples
+            else:
+                self._markers += 1
+        while self._held_samples > self.max_samples:
+            self._drop_oldest_audio()
+        while self._markers > MAX_MARKERS:
+            self._drop_oldest_marker()
+        self._cond.notify()
 
     def close(self) -> None:
         """No more events will come; ``get`` returns None once the queue is drained."""
