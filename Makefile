@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/outputs.py --results bench/results.json
 	$(BIN)/python bench/offline.py --results bench/results.json
 	$(BIN)/python bench/wakeups.py
-	$(BIN)/python bench/daemon.py --suite
+	$(BIN)/python bench/daemon.py --suite --minutes 2 --idle-minutes 1 --results bench/results.json
 	$(BIN)/python bench/compare.py --minutes 2 --idle-minutes 1 --runs 3 --what compare,idle
 	$(BIN)/python bench/report.py
 

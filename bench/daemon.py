@@ -3,8 +3,9 @@
     .venv/bin/python bench/daemon.py [--service azure|soniox|sarvam|local]
         [--mode recognition|translation] [--source alsa|wav]
         [--minutes 5] [--idle-minutes 1] [--hdmi] [--connect on_demand|warm] [--json FILE]
-    .venv/bin/python bench/daemon.py --suite     # Azure recognition, Azure translation,
-                                                 # Soniox: one after the other
+    .venv/bin/python bench/daemon.py --suite     # the offline engine, Azure translation,
+                                                 # Soniox with the HDMI screen: one after
+                                                 # the other (what bench/compare.py lacks)
 
 The real daemon, ``edgecap run -c <generated ini>``, runs as a process of its own on the
 bench's audio paced in real time, against the strict emulator of the service
@@ -1508,7 +1509,8 @@ def main() -> int:
     parser.add_argument(
         "--suite",
         action="store_true",
-        help="Azure recognition, Azure translation and Soniox, one after the other",
+        help="the offline engine, Azure translation into two languages, and Soniox with the "
+        "HDMI screen (1080p16), one after the other: what bench/compare.py does not run",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
     parser.add_argument(
@@ -1526,9 +1528,9 @@ def main() -> int:
         return 1
     if args.suite:
         setups = [
-            Setup("azure", "recognition", args.hdmi, args.source),
+            Setup("local", "recognition", args.hdmi, args.source),
             Setup("azure", "translation", args.hdmi, args.source),
-            Setup("soniox", "recognition", args.hdmi, args.source),
+            Setup("soniox", "recognition", True, args.source),
         ]
     else:
         setups = [Setup(args.service, args.mode, args.hdmi, args.source, args.connect)]

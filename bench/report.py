@@ -18,6 +18,10 @@ with NAME one of ``SECTIONS``:
   after ``idle_close``), medians (``idle-<service>``: ``bench/compare.py --what idle``);
 - ``daemon``: start to READY (sd_notify), peak RSS and RSS growth per hour of audio, from
   the daemon's rounds of ``compare-<service>`` (and the idle runs' starts);
+- ``single``: the single runs of ``bench/daemon.py --results`` (``daemon-<service>-<mode>
+  [-hdmi][-wav][-warm]``): the whole daemon's CPU per audio-hour, during the talk and the
+  quiet, the offline engine's decoding apart, peak RSS — the local engine and the HDMI
+  screen, which bench/compare.py does not run;
 - ``latency``: percentiles of block captured → on the wire, service message → socket
   client, speech end → final caption (less the emulator's answer), from the daemon's
   rounds; and, when the results hold them, the outputs bench's publish → socket client /
@@ -198,6 +202,54 @@ def section_daemon(results: Results) -> list[str]:
     ]
 
 
+def section_single(results: Results) -> list[str]:
+    rows = [
+        "| service, mode | outputs | CPU-s per audio-hour | talk, per hour | quiet, per hour "
+        "| offline decoding, per audio-hour | peak RSS MB | captions | audio | commit, date |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    machines = []
+    for key in sorted(k for k in results if k.startswith("daemon-")):
+        entry = results[key]
+        f = entry["figures"]
+        setup, phases, audio = f["setup"], f["phases"], f["audio"]
+        outputs = "socket" + (" + HDMI 1080p16" if setup.get("hdmi") else "")
+        source = "" if setup.get("source", "alsa") == "alsa" else f", {setup['source']} source"
+        connect = setup.get("connect", "on_demand")
+        dec = f.get("decoding")
+        # with the offline engine, the first figures are the daemon's without its decoding
+        whole = dec["rest_per_audio_hour"] if dec else f["whole"]["per_audio_hour"]
+        talk = dec["rest_talk_per_hour"] if dec else phases.get("talk", {}).get("per_hour")
+        decoding = (
+            f"{fmt(dec['per_audio_hour'])} ({fmt(dec['talk_per_hour'])} in the talk)"
+            if dec
+            else "-"
+        )
+        quiet = phases.get("idle", {}).get("per_hour")
+        mark = "" if f["exit_status"] == 0 and not f["log_errors"] else " (!)"
+        rows.append(
+            f"| {setup['service']}, {setup['mode']}{source}"
+            f"{', ' + connect if connect != 'on_demand' else ''}{mark} | {outputs} "
+            f"| {fmt(whole)} | {fmt(talk)} | {fmt(quiet)} | {decoding} "
+            f"| {fmt(f['memory']['peak_rss_mb'])} | {f['captions']['lines']} lines "
+            f"| {audio['talk_s'] / 60:g} min talk + {audio['idle_s'] / 60:g} min quiet "
+            f"| {entry['code'].get('commit') or '?'}, {when(entry.get('date'))} |"
+        )
+        machines.append(machine_text(entry.get("machine")))
+    if not machines:
+        return ["No figures yet: `bench/daemon.py --results bench/results.json` makes them."]
+    return [
+        *rows,
+        "",
+        "One run each of `bench/daemon.py` (the whole daemon, the configuration's defaults, the "
+        "ALSA source, real time; no peers beside it). With the offline engine (`local`) the "
+        "CPU columns are the daemon without its decoding (the ec-local thread), which has "
+        "its own column; (!) marks a run that exited non-zero or logged an error. Machine: "
+        + "; ".join(dict.fromkeys(machines))
+        + ".",
+    ]
+
+
 def percentile_cells(q: dict[str, Any] | None) -> str:
     if not q:
         return "- | - | - | - | -"
@@ -287,6 +339,7 @@ SECTIONS: dict[str, Callable[[Results], list[str]]] = {
     "compare": section_compare,
     "idle": section_idle,
     "daemon": section_daemon,
+    "single": section_single,
     "latency": section_latency,
 }
 

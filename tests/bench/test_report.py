@@ -189,6 +189,47 @@ def test_idle_start_and_latency_sections_show_medians_and_the_runs() -> None:
     assert "`offline` (bench/offline.py)" in sections["latency"]  # not in these results
 
 
+def single_run(service: str, hdmi: bool, decoding: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "date": "2026-12-07T19:00:00Z",
+        "machine": MACHINE,
+        "code": CODE,
+        "figures": {
+            "setup": {"service": service, "mode": "recognition", "hdmi": hdmi, "source": "alsa"},
+            "audio": {"talk_s": 120.0, "idle_s": 60.0},
+            "phases": {"talk": {"per_hour": 90.0}, "idle": {"per_hour": 40.0}},
+            "whole": {"per_audio_hour": 70.0},
+            "decoding": decoding,
+            "memory": {"peak_rss_mb": 63.1},
+            "captions": {"lines": 68},
+            "exit_status": 0,
+            "log_errors": [],
+        },
+    }
+
+
+def test_single_runs_show_the_offline_engine_apart_from_the_rest_of_the_daemon() -> None:
+    decoding = {
+        "per_audio_hour": 900.0,
+        "talk_per_hour": 1300.0,
+        "rest_per_audio_hour": 60.0,
+        "rest_talk_per_hour": 75.0,
+    }
+    given = {
+        "daemon-local-recognition": single_run("local", False, decoding),
+        "daemon-soniox-recognition-hdmi": single_run("soniox", True, None),
+    }
+    given["daemon-soniox-recognition-hdmi"]["figures"]["log_errors"] = ["boom"]
+    lines = report.render(given)["single"].splitlines()
+    local = next(line for line in lines if line.startswith("| local"))
+    # the daemon without its decoding, then the decoding in its own column
+    assert local.startswith("| local, recognition | socket | 60.0 | 75.0 | 40.0 | 900.0 (1300.0 ")
+    hdmi = next(line for line in lines if line.startswith("| soniox"))
+    assert hdmi.startswith("| soniox, recognition (!) | socket + HDMI 1080p16 | 70.0 | 90.0 |")
+    assert "| - | 63.1 | 68 lines | 2 min talk + 1 min quiet | abc1234," in hdmi
+    assert "bench/daemon.py --results" in report.render({})["single"]
+
+
 def test_apply_replaces_only_the_marked_bodies_and_is_idempotent() -> None:
     sections = report.render(results())
     once = report.apply(DOC, sections)
