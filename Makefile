@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/gate.py
+	$(BIN)/python bench/gate.py --results bench/results.json
 	$(BIN)/python bench/link.py
 	$(BIN)/python bench/outputs.py --results bench/results.json
 	$(BIN)/python bench/offline.py --results bench/results.json

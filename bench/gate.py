@@ -1,6 +1,6 @@
 """Benchmark of the speech gate on the shared corpus (not a test): prints tables.
 
-    .venv/bin/python bench/gate.py [--runs N]
+    .venv/bin/python bench/gate.py [--runs N] [--results bench/results.json]
 
 Accuracy: every clip is fed on its own, frame by frame (``feed``: the frame on which each
 decision falls; the capture thread feeds blocks of 100 ms with ``feed_block``, which decides
@@ -9,7 +9,7 @@ and 2 s after, so the gate starts listening and can close.
 - sent %: share of the clip's audio forwarded (pauses and the clip's own leading and
   trailing room sound included);
 - GT sent %: share of the ground-truth speech (bench.corpus: energy-based, independent of
-  webrtcvad) that was forwarded;
+  webrtcvad) that was forwarded (what the service gets of what was said);
 - onset delay: from the true speech onset to the frame on which SpeechStart was decided
   (negative: the gate opened on sound before the speech, which the pre-roll then covers);
 - release: from the true end of speech to the frame on which SpeechEnd was decided (the
@@ -19,6 +19,8 @@ five frames, as the capture thread feeds them) built beforehand, ``time.process_
 around the feed loop, median of N runs, extrapolated to one hour of audio; the bare
 webrtcvad calls on the same frames are timed in alternation with it. This is the gate's own
 work in a tight loop: in the daemon the capture thread also pays for waking up per block.
+``--results FILE`` merges the default settings' figures into the bench's results file,
+keyed ``gate`` (bench/report.py's gate table).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from bench.corpus import (
     speech_bounds,
     speech_mask,
 )
+from bench.daemon import merge_results
 from edgecap.gate.speech_gate import GateSettings, SpeechGate
 from edgecap.runtime.frames import SAMPLE_RATE, Frame, block_frames
 from edgecap.runtime.speech import SpeechAudio, SpeechEnd, SpeechStart
@@ -190,6 +193,46 @@ def cpu_per_hour(
     )
 
 
+def quantiles(values: list[float]) -> dict[str, float | int] | None:
+    if not values:
+        return None
+    return {
+        "n": len(values),
+        "p50": float(np.percentile(values, 50)),
+        "p90": float(np.percentile(values, 90)),
+        "max": float(max(values)),
+    }
+
+
+def figures(cats: dict[str, Category], settings: GateSettings, cpu: tuple[float, ...]) -> dict:
+    """What ``--results`` keeps: per category, the share of the audio forwarded (bytes on
+    the wire vs an ungated client) and of the reference speech; onset and release; CPU."""
+    gate_cpu, block_cpu, vad_cpu = cpu
+    return {
+        "settings": {
+            "aggressiveness": settings.aggressiveness,
+            "frame_ms": settings.frame_ms,
+            "preroll_ms": settings.preroll_ms,
+            "hangover_ms": settings.hangover_ms,
+            "min_speech_ms": settings.min_speech_ms,
+        },
+        "categories": {
+            name: {
+                "clips": len(cat.results),
+                "audio_s": cat.audio_s,
+                "sent_pct": cat.sent_pct,
+                "gt_sent_pct": cat.gt_sent_pct,
+                "utterances": sum(r.utterances for r in cat.results),
+                "onset_ms": quantiles(cat.values("onset_ms")),
+                "release_ms": quantiles(cat.values("release_ms")),
+            }
+            for name, cat in cats.items()
+            if cat.results  # a corpus may lack a category
+        },
+        "cpu_per_audio_hour": {"frames": gate_cpu, "blocks": block_cpu, "webrtcvad": vad_cpu},
+    }
+
+
 def pct(values: list[float], q: float) -> str:
     return f"{np.percentile(values, q):6.0f}" if values else "     -"
 
@@ -201,6 +244,7 @@ def fmt(value: float | None, spec: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="CPU runs (median)")
+    parser.add_argument("--results", type=Path, help="merge the figures in (key: gate)")
     args = parser.parse_args()
     if not corpus_available():
         print(f"corpus not found at {CORPUS_DIR} (set EDGECAP_CORPUS)", file=sys.stderr)
@@ -270,6 +314,8 @@ def main() -> int:
         f"gate/webrtcvad {gate_cpu / vad_cpu:.2f} (blocks {block_cpu / vad_cpu:.2f})"
     )
     print()
+    if args.results:
+        merge_results(args.results, "gate", figures(cats, base, (gate_cpu, block_cpu, vad_cpu)))
 
     # Per aggressiveness, compact.
     print(

@@ -16,6 +16,9 @@ with NAME one of ``SECTIONS``:
   ``--markdown``), with the rounds, audio, commit, date and machine of each;
 - ``idle``: CPU-s per idle hour, connected (``warm``) and disconnected (``on_demand``
   after ``idle_close``), medians (``idle-<service>``: ``bench/compare.py --what idle``);
+- ``gate``: the speech gate on the corpus (``gate``: bench/gate.py): per category the share
+  of the audio forwarded (the bytes on the wire vs an ungated client) and of the reference
+  speech, onset and release, and its CPU;
 - ``daemon``: start to READY (sd_notify), peak RSS and RSS growth per hour of audio, from
   the daemon's rounds of ``compare-<service>`` (and the idle runs' starts);
 - ``single``: the single runs of ``bench/daemon.py --results`` (``daemon-<service>-<mode>
@@ -155,6 +158,47 @@ def section_idle(results: Results) -> list[str]:
         "a run that failed or never reached the state. Machine: "
         + "; ".join(dict.fromkeys(machines))
         + ".",
+    ]
+
+
+def section_gate(results: Results) -> list[str]:
+    entry = results.get("gate")
+    if not entry:
+        return ["No figures yet: `bench/gate.py --results bench/results.json` makes them."]
+    f = entry["figures"]
+    rows = [
+        "| clips | n | audio s | forwarded % (bytes vs ungated) | reference speech forwarded % "
+        "| utterances | onset p50 / p90 ms | release p50 / p90 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def pair(q: dict[str, Any] | None) -> str:
+        return "-" if not q else f"{fmt(q['p50'], '.0f')} / {fmt(q['p90'], '.0f')}"
+
+    for name, c in f["categories"].items():
+        rows.append(
+            f"| {name} | {c['clips']} | {fmt(c['audio_s'])} | {fmt(c['sent_pct'])} "
+            f"| {fmt(c['gt_sent_pct'], '.2f')} | {c['utterances']} | {pair(c['onset_ms'])} "
+            f"| {pair(c['release_ms'])} |"
+        )
+    st, cpu = f["settings"], f["cpu_per_audio_hour"]
+    return [
+        *rows,
+        "",
+        f"The default settings (aggressiveness {st['aggressiveness']}, {st['frame_ms']} ms "
+        f"frames, pre-roll {st['preroll_ms']} ms, hang-over {st['hangover_ms']} ms, minimum "
+        f"speech {st['min_speech_ms']} ms), each clip fed on its own between 1 s of digital "
+        "silence and 2 s after. Forwarded: the share of the clip's audio the gate lets "
+        "through (its room sound before and after the speech included): what a gated client "
+        "sends against an ungated one. Reference speech: the corpus's energy-based speech "
+        "frames (independent of webrtcvad) that were forwarded. Onset: true speech onset to "
+        "the frame that opened the gate (negative: opened on the room sound before, which "
+        "the pre-roll covers); release: true speech end to the close (the hang-over is in "
+        f"it). CPU, the gate alone in a tight loop: {fmt(cpu['blocks'], '.2f')} CPU-s per "
+        f"audio-hour fed 100 ms blocks as the capture thread does "
+        f"({fmt(cpu['webrtcvad'], '.2f')} of it the bare webrtcvad calls). "
+        f"{entry['code'].get('commit') or '?'}, {when(entry.get('date'))}; "
+        f"{machine_text(entry.get('machine'))}.",
     ]
 
 
@@ -338,6 +382,7 @@ def section_latency(results: Results) -> list[str]:
 SECTIONS: dict[str, Callable[[Results], list[str]]] = {
     "compare": section_compare,
     "idle": section_idle,
+    "gate": section_gate,
     "daemon": section_daemon,
     "single": section_single,
     "latency": section_latency,

@@ -14,6 +14,10 @@ import pytest
 
 from bench import report
 from bench.compare import median_tree
+from bench.corpus import Clip
+from bench.gate import CATEGORY_ORDER, Category, ClipResult
+from bench.gate import figures as gate_figures
+from edgecap.gate.speech_gate import GateSettings
 
 MACHINE = {
     "cpu": "Test CPU 9000",
@@ -228,6 +232,27 @@ def test_single_runs_show_the_offline_engine_apart_from_the_rest_of_the_daemon()
     assert hdmi.startswith("| soniox, recognition (!) | socket + HDMI 1080p16 | 70.0 | 90.0 |")
     assert "| - | 63.1 | 68 lines | 2 min talk + 1 min quiet | abc1234," in hdmi
     assert "bench/daemon.py --results" in report.render({})["single"]
+
+
+def test_gate_section_shows_the_share_forwarded_per_category_from_the_gate_bench() -> None:
+    def result(category: str, samples: int, sent: int, gt: int, gt_sent: int) -> ClipResult:
+        clip = Clip(f"x_{category}", category, "en", Path("/nowhere.wav"))
+        return ClipResult(clip, samples, sent, gt, gt_sent, 1, -40.0, 500.0)
+
+    cats = {name: Category() for name in CATEGORY_ORDER}
+    cats["speech"].add(result("speech", 160_000, 120_000, 100_000, 99_000))
+    cats["speech"].add(result("speech", 160_000, 80_000, 60_000, 60_000))
+    cats["hum"].add(result("hum", 320_000, 3_200, 0, 0))
+    given = {"gate": {"date": "2026-12-07T19:00:00Z", "machine": MACHINE, "code": CODE}}
+    given["gate"]["figures"] = gate_figures(cats, GateSettings(), (3.0, 2.5, 2.0))
+    text = report.render(json.loads(json.dumps(given)))["gate"]  # as read back from the file
+    speech = next(line for line in text.splitlines() if line.startswith("| speech"))
+    # 200k of 320k samples forwarded; 159k of 160k reference speech samples
+    assert speech == "| speech | 2 | 20.0 | 62.5 | 99.38 | 2 | -40 / -40 | 500 / 500 |"
+    hum = next(line for line in text.splitlines() if line.startswith("| hum"))
+    assert hum.startswith("| hum | 1 | 20.0 | 1.0 | - |")
+    assert "2.50 CPU-s per audio-hour" in " ".join(text.split())
+    assert "bench/gate.py --results" in report.render({})["gate"]
 
 
 def test_apply_replaces_only_the_marked_bodies_and_is_idempotent() -> None:
