@@ -128,6 +128,7 @@ PAUSE_S = (2.0, 4.0)
 HDMI_GEOMETRY = (1920, 1080, 16)
 TARGETS = {"azure": ("de", "fr"), "soniox": ("de",), "sarvam": ("en",)}
 SERVICES = ("azure", "soniox", "sarvam", "local")
+AZURE_PHRASE_PAUSE_MS = 500  # the Azure emulator's segment_silence_ms (a phrase per pause)
 KEY_VARIABLES = {
     "azure": "AZURE_SPEECH_KEY",
     "soniox": "SONIOX_API_KEY",
@@ -714,7 +715,9 @@ def edgecap_command() -> list[str]:
 def emulator(service: str, directory: Path):  # type: ignore[no-untyped-def]
     emu: Emulator
     if service == "azure":
-        emu = AzureEmulator(directory, api_key=KEY)
+        # phrases end at the speaker's pauses, as the service segments them: an ungated
+        # peer's one long turn is not one phrase growing for the whole talk
+        emu = AzureEmulator(directory, api_key=KEY, segment_silence_ms=AZURE_PHRASE_PAUSE_MS)
     elif service == "sarvam":
         emu = SarvamEmulator(
             directory, api_key=KEY, max_speed=SARVAM_MAX_SPEED, burst=SARVAM_BURST_S

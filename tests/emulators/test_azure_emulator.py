@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import ssl
 import struct
 import threading
@@ -241,6 +242,58 @@ def test_two_recognition_turns_simple_format(emu: AzureEmulator) -> None:
     assert s.config == {"context": {"system": {"name": "test"}}}
 
 
+def quiet_pcm(ms: int, seed: int = 0) -> bytes:
+    """Room noise around -64 dBFS: a pause to the phrase segmentation, not digital silence."""
+    rng = random.Random(seed)
+    return struct.pack(f"<{ms * 16}h", *(rng.randint(-30, 30) for _ in range(ms * 16)))
+
+
+def test_with_segmentation_a_pause_ends_a_phrase_inside_the_turn(
+    make_emu: Callable[..., AzureEmulator],
+) -> None:
+    emu = make_emu(segment_silence_ms=500)
+    loud = [noise_pcm(1500, seed=1), noise_pcm(1500, seed=2), noise_pcm(600, seed=3)]
+    # a 700 ms pause ends the first phrase; 300 ms does not end the second
+    pcm = loud[0] + quiet_pcm(700) + loud[1] + quiet_pcm(300, seed=1) + loud[2]
+    ws = connect(emu)
+    ws.send(config())
+    got = send_turn(ws, A, pcm)
+    ws.send(telemetry(A))
+    units = {0: 0, 1: (1500 + 700) // 20, 2: (1500 + 700 + 1500 + 300) // 20}
+    words = [[(units[i] + k, w) for k, w in turn_words(part)] for i, part in enumerate(loud)]
+    first, second = words[0], words[1] + words[2]
+    assert first and words[1] and words[2]
+    phrases = [b for p, _, b in got if p == "speech.phrase"]
+    assert phrases == [
+        {
+            "RecognitionStatus": "Success",
+            "Offset": first[0][0] * 200_000,
+            "Duration": (75 - first[0][0]) * 200_000,  # up to where the pause began
+            "DisplayText": text_of([w for _, w in first]),
+        },
+        {
+            "RecognitionStatus": "Success",
+            "Offset": second[0][0] * 200_000,
+            "Duration": (len(pcm) // 640 - second[0][0]) * 200_000,
+            "DisplayText": text_of([w for _, w in second]),
+        },
+    ]
+    # the hypotheses after the first phrase carry only the second one's words
+    paths = [p for p, _, _ in got]
+    after = [b["Text"] for p, _, b in got[paths.index("speech.phrase") :] if "hypothesis" in p]
+    assert after == [text_of([w for _, w in second[: i + 1]]) for i in range(len(second))]
+    assert paths[-3:] == ["speech.endDetected", "speech.phrase", "turn.end"]
+    # a turn whose words all went out at a pause ends with no phrase (no NoMatch)
+    got = send_turn(ws, B, loud[0] + quiet_pcm(600))
+    ws.send(telemetry(B))
+    assert [p for p, _, _ in got].count("speech.phrase") == 1
+    assert got[-3][0] == "speech.phrase" and got[-2][0] == "speech.endDetected"
+    ws.close()
+    (s,) = emu.sessions
+    assert emu.wait_for(lambda: s.done, 3) and s.violations == []
+    assert len(s.turns[0].words) == len(first) + len(second)  # the quiet units held none
+
+
 def test_headers_with_a_space_after_the_colon_are_accepted(emu: AzureEmulator) -> None:
     """The JS SDK writes ``Name: value`` with lowercased names; both forms are USP."""
 
@@ -358,7 +411,8 @@ PCM = noise_pcm(100, seed=9)
         ([config(), audio(A, riff_header() + PCM[:3])], 1007, "whole s16le"),
         ([config(), audio(A, riff_header()), audio(A, bytes(9000))], 1007, "over 8192"),
         ([config(), context(A), context(B)], 1002, "previous one is open"),
-        ([config(), context(A), telemetry(A)], 1002, "got no turn.end"),
+        ([config(), telemetry(A)], 1002, "never started"),
+        ([config(), context(A), telemetry(A), telemetry(A)], 1002, "got no turn.end"),
     ],
 )
 def test_a_bad_message_closes_the_connection(
@@ -428,6 +482,30 @@ def test_no_telemetry_after_turn_end_closes_the_connection(
     assert until_closed(ws)[1] == 1002
     assert 0.25 < time.monotonic() - started < 2.0
     assert emu.sessions[0].violations == ["no telemetry after turn.end"]
+
+
+def test_one_telemetry_inside_a_long_turn_is_taken_but_is_not_its_acknowledgement(
+    make_emu: Callable[..., AzureEmulator],
+) -> None:
+    """SDK 1.53 sends its Metrics for the open turn about a minute into a long one."""
+    emu = make_emu(telemetry_timeout=0.3)
+    ws = connect(emu)
+    ws.send(config())
+    ws.send(context(A))
+    ws.send_binary(audio(A, riff_header()))
+    ws.send_binary(audio(A, PCM[:3200]))
+    ws.send(telemetry(A))  # mid-turn: no close
+    for i in range(3200, len(PCM), 3200):
+        ws.send_binary(audio(A, PCM[i : i + 3200]))
+    ws.send_binary(audio(A, b""))
+    got = []
+    while not got or got[-1][0] != "turn.end":
+        got.append(parse(ws.recv()))
+    (s,) = emu.sessions
+    assert s.turns[0].telemetry_mid_turn == 1 and s.turns[0].telemetry is None
+    # the turn's end still wants its own telemetry
+    assert until_closed(ws)[1] == 1002
+    assert s.violations == ["no telemetry after turn.end"]
 
 
 # -- limits and faults --------------------------------------------------------------------
