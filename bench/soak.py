@@ -1,7 +1,7 @@
 """The soak (not a test): hours of corpus speech through the real daemon under a fault schedule.
 
     .venv/bin/python bench/soak.py [--hours 2.0] [--services soniox,azure,sarvam]
-        [--results bench/results.json] [--json FILE]
+        [--shares soniox=0.4,azure=0.4,sarvam=0.2] [--results bench/results.json] [--json FILE]
     make soak
 
 For each service in turn, the real daemon (``edgecap run -c <generated ini>``, a process of
@@ -9,9 +9,10 @@ its own, as in bench/daemon.py) captions corpus talk (bench.corpus clips in a se
 order with 2-4 s quiet pauses: ``bench.daemon.build_wav``) against the strict emulator of
 the service (tests/emulators, in this process, TLS on 127.0.0.1) through the TCP fault
 proxy (tests/emulators/fault_proxy.py), while a fault schedule runs. ``--hours`` is the
-audio in total, split evenly between the services; each service gets at least what one
-round of the schedule needs (``round_floor_s``), so a short run (``--hours 0.05``) still
-injects every fault once.
+audio in total, split between the services by ``--shares`` (weights, ``DEFAULT_SHARES``:
+Sarvam, fed at 1.25× where the others take 4×, gets half as much, so that the default 2 h
+take about 50 minutes); each service gets at least what one round of the schedule needs
+(``round_floor_s``), so a short run (``--hours 0.05``) still injects every fault once.
 
 The audio: the daemon captures from ALSA (``[audio] source = alsa``, production's path) on
 a device of ALSA's ``file`` plugin whose ``infile`` is a FIFO this process writes, one
@@ -142,6 +143,9 @@ from tests.emulators.soniox import SonioxEmulator
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = ("soniox", "azure", "sarvam")
 PACE = {"soniox": 4.0, "azure": 4.0, "sarvam": 1.25}  # × real time, the feed
+# --hours split (weights): Sarvam's slower feed gets a smaller part (2 h: 48 + 48 + 24 min
+# of audio, about 12 + 12 + 19 minutes of wall time)
+DEFAULT_SHARES = {"soniox": 0.4, "azure": 0.4, "sarvam": 0.2}
 REPLAY = {"soniox": 10.0, "azure": 10.0, "sarvam": SARVAM_MAX_SPEED}  # [link] replay_speed
 DEVICE = "edgecap_soak_mic"
 BLOCK_BYTES = 3200  # 100 ms: one PortAudio period of the daemon, one read of the plugin
@@ -1514,9 +1518,36 @@ def report(results: list[dict[str, Any]]) -> None:
     print()
 
 
+def split_hours(total_s: float, services: list[str], spec: str) -> dict[str, float]:
+    """``total_s`` of audio split between ``services`` by the weights in ``spec``
+    ("soniox=0.4,azure=0.4,sarvam=0.2"); a service it does not name gets the mean of the
+    weights it does (all even when it names none)."""
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        name, _, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r} is not service=weight") from None
+        if name.strip() not in SERVICES or not weight > 0:
+            raise ValueError(f"{part!r}: a service of {', '.join(SERVICES)} and a weight > 0")
+        weights[name.strip()] = weight
+    named = [weights[s] for s in services if s in weights]
+    mean = sum(named) / len(named) if named else 1.0
+    chosen = {s: weights.get(s, mean) for s in services}
+    whole = sum(chosen.values())
+    return {s: total_s * w / whole for s, w in chosen.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=float, default=2.0, help="audio in all, split evenly")
+    parser.add_argument("--hours", type=float, default=2.0, help="audio in all, see --shares")
+    parser.add_argument(
+        "--shares",
+        default=",".join(f"{k}={v:g}" for k, v in DEFAULT_SHARES.items()),
+        help="how --hours is split: service=weight, comma-separated (the services run take "
+        "their weights' part; a service not named gets the mean weight)",
+    )
     parser.add_argument(
         "--services", default=",".join(SERVICES), help="comma-separated, in this order"
     )
@@ -1543,12 +1574,15 @@ def main() -> int:
     if not corpus_available():
         progress(f"the corpus is not at {CORPUS_DIR} (EDGECAP_CORPUS names it)")
         return 1
-    share = args.hours * 3600 / len(services)
+    try:
+        shares = split_hours(args.hours * 3600, services, args.shares)
+    except ValueError as exc:
+        parser.error(f"--shares: {exc}")
     results = []
     wall = time.monotonic()
     rng = random.Random(args.seed)
     for service in services:  # one at a time: the machine has two cores
-        audio_s = max(share, round_floor_s(service))
+        audio_s = max(shares[service], round_floor_s(service))
         results.append(run_service(service, audio_s, rng.randrange(2**31)))
         report(results[-1:])
         sys.stdout.flush()
@@ -1556,6 +1590,7 @@ def main() -> int:
         report(results)
     summary = {
         "hours_asked": args.hours,
+        "shares_s": shares,
         "audio_hours": sum(r["audio"]["fed_s"] for r in results) / 3600,
         "wall_s": time.monotonic() - wall,
         "passed": not any(r["failures"] for r in results),

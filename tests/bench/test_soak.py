@@ -7,7 +7,9 @@ import copy
 from collections import Counter
 from typing import Any
 
-from bench.soak import FAULTS, Final, Gap, duplicates, failures
+import pytest
+
+from bench.soak import FAULTS, Final, Gap, duplicates, failures, split_hours
 
 
 def clean() -> dict[str, Any]:
@@ -110,3 +112,19 @@ def test_the_verdict_does_not_change_its_input() -> None:
     before = copy.deepcopy(r)
     failures(r)
     assert r == before
+
+
+def test_hours_are_split_by_the_weights_of_the_services_run() -> None:
+    shares = split_hours(7200, ["soniox", "azure", "sarvam"], "soniox=0.4,azure=0.4,sarvam=0.2")
+    assert shares == pytest.approx({"soniox": 2880, "azure": 2880, "sarvam": 1440})
+    # a service left out: the others share it all; one not named gets the mean weight
+    assert split_hours(3600, ["azure", "sarvam"], "azure=0.4,sarvam=0.2") == pytest.approx(
+        {"azure": 2400, "sarvam": 1200}
+    )
+    assert split_hours(3000, ["soniox", "azure"], "soniox=0.5") == pytest.approx(
+        {"soniox": 1500, "azure": 1500}
+    )
+    assert split_hours(900, ["sarvam"], "") == {"sarvam": 900}
+    for bad in ("soniox", "soniox=x", "bogus=1", "azure=0"):
+        with pytest.raises(ValueError):
+            split_hours(3600, ["azure"], bad)
