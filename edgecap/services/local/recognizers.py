@@ -13,6 +13,10 @@ from edgecap.runtime.frames import SAMPLE_RATE
 
 Word = tuple[str, int, int]  # text, start ms, end ms (within the utterance)
 _VARIANT = re.compile(r"\(\d+\)$")  # pocketsphinx pronunciation variants: "the(2)"
+# The longest piece of audio one process_raw() call decodes: pocketsphinx holds the GIL for
+# the whole call, so this bounds how long the capture thread can be kept waiting (40 ms of
+# audio takes ~10 ms here, ~80 on a Pi Zero 2 W, inside the device's 200 ms buffer).
+FEED_SLICE_BYTES = 40 * SAMPLE_RATE // 1000 * 2
 
 
 class EngineError(Exception):
@@ -58,7 +62,12 @@ class PocketsphinxRecognizer:
             raise EngineError(
                 "pocketsphinx is not installed (pip install 'edgecap[offline]')"
             ) from None
-        options: dict = {"samprate": SAMPLE_RATE, "loglevel": "FATAL"}
+        # fwdflat off: its second pass runs in end_utt() over the whole utterance, holding
+        # the GIL (pocketsphinx never releases it) for seconds on a long one, which starves
+        # the capture thread past the device's buffer; without it the daemon's captions are
+        # as accurate on the corpus (bench/offline.py: WER 0.555 vs 0.570) and the final
+        # comes at once (p50 33 vs 176 ms after speech end)
+        options: dict = {"samprate": SAMPLE_RATE, "loglevel": "FATAL", "fwdflat": False}
         if model_path is not None:
             if not model_path.is_dir():
                 raise EngineError(f"no pocketsphinx model at {model_path}")
@@ -80,7 +89,10 @@ class PocketsphinxRecognizer:
 
     def feed(self, pcm: bytes) -> None:
         if self._decoding:
-            self._decoder.process_raw(pcm, False, False)
+            # in slices, so that the GIL is free between them for the capture thread
+            process, step = self._decoder.process_raw, FEED_SLICE_BYTES
+            for i in range(0, len(pcm), step):
+                process(pcm[i : i + step], False, False)
             return
         self._utterance += pcm
         if len(self._utterance) >= self._lookahead_bytes:

@@ -6,11 +6,17 @@ caption at speech end. Decoding is bounded: when the queue holds more than
 ``behind_limit`` of undecoded speech (a Pi too slow for the model) the status says
 "behind"; the queue's own bound then drops the oldest speech, counted and reported. At stop
 the backlog is decoded for at most ``stop_budget`` seconds; what is left is reported lost.
+
+It sleeps until there is something to do, as the link does: the queue's waker (called by
+every put and at close) and a stop or hand-over set one event, and the thread takes from
+the queue without waiting (``get(0)``) when woken — no timeout polling while the room is
+quiet.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -60,17 +66,30 @@ class LocalWorker(Worker):
         self.utterances = 0
         self.decode_seconds = 0.0  # thread CPU spent decoding
         self.final_ms: list[float] = []  # speech end → final caption, recent utterances
+        self._woken = threading.Event()  # a put, the close, a stop or a hand-over
+
+    def request_stop(self) -> None:
+        super().request_stop()
+        self._woken.set()
+
+    def hand_over(self) -> None:
+        super().hand_over()
+        self._woken.set()
 
     def run(self) -> None:
         self.status.set("engine", "ready", self.recognizer.name)
+        wake = self._woken.set
+        self.queue.set_waker(wake)
         try:
             while not self.handing_over.is_set():
                 if self.stopping and self._stop_deadline is None:
                     self._stop_deadline = time.monotonic() + self.stop_budget
+                self._woken.clear()  # before looking: a put from now on wakes us again
                 try:
-                    event = self.queue.get(timeout=0.25)
+                    event = self.queue.get(0)
                 except TimeoutError:
-                    self.beat()
+                    with self.waiting():
+                        self._woken.wait()
                     continue
                 self.beat()
                 if event is None:
@@ -79,6 +98,7 @@ class LocalWorker(Worker):
             if self._open is not None and self.handing_over.is_set():
                 self._end(self._open.utterance, self._open.sample, "stop")
         finally:
+            self.queue.unset_waker(wake)
             if self._skipped:
                 start = (self._skip_first or 0) / SAMPLE_RATE
                 self.sink.loss(seconds(self._skipped), start, None, "not decoded before stop")

@@ -31,11 +31,13 @@ def transcript(base: str) -> str:
     return next(e["transcript"] for e in entries if e["base"] == base)
 
 
-def direct_decode(path: Path) -> str:
-    """The whole file in one utterance, as pocketsphinx's own example decodes it."""
+def direct_decode(path: Path, *, fwdflat: bool = False) -> str:
+    """The whole file in one utterance, as pocketsphinx's own example decodes it, with the
+    daemon's search (one pass: no ``fwdflat``, see edgecap/services/local/recognizers.py);
+    ``fwdflat=True`` adds pocketsphinx's default second pass."""
     from pocketsphinx import Decoder
 
-    decoder = Decoder(samprate=16000, loglevel="FATAL")
+    decoder = Decoder(samprate=16000, loglevel="FATAL", fwdflat=fwdflat)
     decoder.start_utt()
     decoder.process_raw(read_pcm16(path), False, True)
     decoder.end_utt()
