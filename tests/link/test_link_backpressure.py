@@ -69,12 +69,17 @@ def test_speech_dropped_while_sending_is_paced_says_so(emu):
     assert wait_until(lambda: run.sink.losses, 5), "no loss reported once sending caught up"
     ((seconds, start, end, reason),) = run.sink.losses
     assert reason == DROPPED_PACED
-    assert seconds == pytest.approx(2.0) and run.link.buffer.dropped.seconds == 2.0
-    assert (start, end) == (pytest.approx(1.0), pytest.approx(3.0))  # the oldest two seconds
+    # The burst (1–4 s) overfills the 1 s buffer by 2 s, less what went out while it was
+    # being put (the link sends as it comes: more of it on a slow, busy machine).
+    assert 0 < seconds <= 2.0 and run.link.buffer.dropped.seconds == pytest.approx(seconds)
+    # the oldest unsent: up to the newest second the buffer keeps
+    assert end == pytest.approx(3.0) and end - start == pytest.approx(seconds)
     assert wait_until(run.settled, 5)
     run.stop()
-    assert run.link.lost.seconds == pytest.approx(2.0)
+    assert run.link.lost.seconds == pytest.approx(seconds)
     assert len(emu.sessions) == 1
+    # the rest reached the service, once: the first utterance and the burst less the loss
+    assert len(emu.sessions[0].audio) / 32_000 == pytest.approx(0.4 + 3.0 - seconds, abs=0.05)
 
 
 def test_a_file_run_with_a_refused_key_ends_by_itself_and_reports_everything(emu):
