@@ -175,7 +175,10 @@ def section_gate(results: Results) -> list[str]:
     def pair(q: dict[str, Any] | None) -> str:
         return "-" if not q else f"{fmt(q['p50'], '.0f')} / {fmt(q['p90'], '.0f')}"
 
-    for name, c in f["categories"].items():
+    order = ["speech", "hum", "music", "kitchen"]  # bench/gate.py's
+    ranked = sorted(f["categories"], key=lambda n: (order.index(n) if n in order else 9, n))
+    for name in ranked:
+        c = f["categories"][name]
         rows.append(
             f"| {name} | {c['clips']} | {fmt(c['audio_s'])} | {fmt(c['sent_pct'])} "
             f"| {fmt(c['gt_sent_pct'], '.2f')} | {c['utterances']} | {pair(c['onset_ms'])} "
@@ -269,7 +272,11 @@ def section_single(results: Results) -> list[str]:
             if dec
             else "-"
         )
-        quiet = phases.get("idle", {}).get("per_hour")
+        idle = phases.get("idle", {})
+        quiet = idle.get("per_hour")
+        local = (f.get("threads") or {}).get("ec-local")
+        if dec and local and idle.get("wall_s"):  # the quiet without the backlog's decoding
+            quiet = (idle["cpu_s"] - local["idle"]) / idle["wall_s"] * 3600
         mark = "" if f["exit_status"] == 0 and not f["log_errors"] else " (!)"
         rows.append(
             f"| {setup['service']}, {setup['mode']}{source}"

@@ -224,10 +224,14 @@ def test_single_runs_show_the_offline_engine_apart_from_the_rest_of_the_daemon()
         "daemon-soniox-recognition-hdmi": single_run("soniox", True, None),
     }
     given["daemon-soniox-recognition-hdmi"]["figures"]["log_errors"] = ["boom"]
+    # the quiet minute: 0.5 CPU-s, 0.2 of it the engine finishing its backlog
+    local = given["daemon-local-recognition"]["figures"]
+    local["phases"]["idle"] |= {"cpu_s": 0.5, "wall_s": 60.0}
+    local["threads"] = {"ec-local": {"idle": 0.2}}
     lines = report.render(given)["single"].splitlines()
     local = next(line for line in lines if line.startswith("| local"))
     # the daemon without its decoding, then the decoding in its own column
-    assert local.startswith("| local, recognition | socket | 60.0 | 75.0 | 40.0 | 900.0 (1300.0 ")
+    assert local.startswith("| local, recognition | socket | 60.0 | 75.0 | 18.0 | 900.0 (1300.0 ")
     hdmi = next(line for line in lines if line.startswith("| soniox"))
     assert hdmi.startswith("| soniox, recognition (!) | socket + HDMI 1080p16 | 70.0 | 90.0 |")
     assert "| - | 63.1 | 68 lines | 2 min talk + 1 min quiet | abc1234," in hdmi
