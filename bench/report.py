@@ -102,6 +102,11 @@ def daemon_rounds(results: Results, service: str) -> list[dict[str, Any]]:
     return [r for rs in f["runs"] for r in rs if r["client"] == "daemon" and r["measured"]]
 
 
+def stamp(entry: dict[str, Any]) -> str:
+    """A results entry's provenance: "abc1234, 2026-12-07 17:12 UTC"."""
+    return f"{entry['code'].get('commit') or '?'}, {when(entry.get('date'))}"
+
+
 def median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -143,7 +148,7 @@ def section_idle(results: Results) -> list[str]:
         rows.append(
             f"| {service} | {cells[0]} | {cells[1]} | {len(f['runs'])} "
             f"| {f['hold_minutes']:g} min | {fmt(ms(f.get('start_to_ready_s')), '.0f')} "
-            f"| {entry['code'].get('commit') or '?'}, {when(entry.get('date'))} |"
+            f"| {stamp(entry)} |"
         )
         machines.append(machine_text(entry.get("machine")))
     if not machines:
@@ -200,7 +205,7 @@ def section_gate(results: Results) -> list[str]:
         f"it). CPU, the gate alone in a tight loop: {fmt(cpu['blocks'], '.2f')} CPU-s per "
         f"audio-hour fed 100 ms blocks as the capture thread does "
         f"({fmt(cpu['webrtcvad'], '.2f')} of it the bare webrtcvad calls). "
-        f"{entry['code'].get('commit') or '?'}, {when(entry.get('date'))}; "
+        f"{stamp(entry)}; "
         f"{machine_text(entry.get('machine'))}.",
     ]
 
@@ -284,7 +289,7 @@ def section_single(results: Results) -> list[str]:
             f"| {fmt(whole)} | {fmt(talk)} | {fmt(quiet)} | {decoding} "
             f"| {fmt(f['memory']['peak_rss_mb'])} | {f['captions']['lines']} lines "
             f"| {audio['talk_s'] / 60:g} min talk + {audio['idle_s'] / 60:g} min quiet "
-            f"| {entry['code'].get('commit') or '?'}, {when(entry.get('date'))} |"
+            f"| {stamp(entry)} |"
         )
         machines.append(machine_text(entry.get("machine")))
     if not machines:
