@@ -137,7 +137,7 @@ class UplinkBuffer:
         """A session ended: everything it did not confirm is sent again on the next one
         (``replay`` False: it goes elsewhere — to the offline engine at stop). Audio it was
         sent and dropped from the full buffer unconfirmed is lost: counted for ``take_loss``."""
-        self._lose_dropped_sent()
+        self._lose_dropped_sent(self._unreported)
         while self.sent:
             item = self.sent.pop()
             if replay and item.session_pos >= 0 and isinstance(item.event, SpeechAudio):
@@ -154,10 +154,7 @@ class UplinkBuffer:
         self.held_samples -= loss.samples
         self.sent.clear()
         self.session_samples = 0
-        for _, start, samples in self._dropped_sent:
-            loss.add(start, samples)
-            self.dropped.add(start, samples)
-        self._dropped_sent.clear()
+        self._lose_dropped_sent(loss)
         return loss
 
     def take_pending(self) -> Loss:
@@ -261,12 +258,13 @@ class UplinkBuffer:
         return loss
 
     # --- bound --------------------------------------------------------------------
-    def _lose_dropped_sent(self) -> None:
+    def _lose_dropped_sent(self, into: Loss) -> None:
         """The session ended without confirming audio that was dropped from the full buffer
-        after it was sent: it cannot be sent again, so it is lost (reported as dropped)."""
+        after it was sent: it cannot be sent again, so it is lost — counted as dropped and
+        in ``into`` (the loss still to report, or the one handed back)."""
         for _, start, samples in self._dropped_sent:
             self.dropped.add(start, samples)
-            self._unreported.add(start, samples)
+            into.add(start, samples)
         self._dropped_sent.clear()
 
     def _drop_oldest_audio(self) -> None:

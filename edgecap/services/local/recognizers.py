@@ -63,10 +63,10 @@ class PocketsphinxRecognizer:
                 "pocketsphinx is not installed (pip install 'edgecap[offline]')"
             ) from None
         # fwdflat off: its second pass runs in end_utt() over the whole utterance, holding
-        # the GIL (pocketsphinx never releases it) for seconds on a long one, which starves
-        # the capture thread past the device's buffer; without it the daemon's captions are
-        # as accurate on the corpus (bench/offline.py: WER 0.555 vs 0.570) and the final
-        # comes at once (p50 33 vs 176 ms after speech end)
+        # the GIL (pocketsphinx never releases it) for seconds on a long one, longer than
+        # the capture device's buffer; without it the daemon's captions are as accurate on
+        # the corpus (bench/offline.py: WER 0.555 vs 0.570) and the final comes at once
+        # (p50 38 vs 176 ms after speech end)
         options: dict = {"samprate": SAMPLE_RATE, "loglevel": "FATAL", "fwdflat": False}
         if model_path is not None:
             if not model_path.is_dir():
