@@ -990,8 +990,14 @@ class LinkWorker(Worker):
 
     def _on_closed(self, item: Closed) -> None:
         # A service that never says "finished" ends a session by closing it, or not at all:
-        # once the link ended the stream, a close is the end it was waiting for.
-        quiet_end = self._finishing_since is not None and not self.codec.sends_finished
+        # once the link ended the stream and every turn end was answered, a close is the end
+        # it was waiting for. With an answer still owed, the audio before it was never
+        # confirmed: the close (a cut, the service going away) failed the session.
+        quiet_end = (
+            self._finishing_since is not None
+            and not self.codec.sends_finished
+            and not self._finalize_marks
+        )
         error = self.codec.closed(item.code, item.reason, self._finished or quiet_end)
         if (
             error is not None

@@ -32,7 +32,11 @@ needs itself:
   segment end: the audio sent when its ``END_SPEECH`` arrived, less the silence the VAD
   needs to declare an end (1 s, 0.5 s with ``high_vad_sensitivity``). The speech it
   covers ended at least that silence before the event, so nothing it said is sent again
-  after a cut; only silence (or a word begun in the network's delay) may be.
+  after a cut. What lies between its end and that point is taken as heard: silence —
+  unless audio was still on its way when the event came (the network's delay, a replay's
+  burst), and a word the service had not yet heard began in it; a cut right then loses
+  that word. Rare: edgecap's gate ends an utterance (and the flush the segment) after
+  0.6 s of quiet, before the service's VAD would.
 
 A long utterance gets a flush of its own on the way. Between ``START_SPEECH`` and the
 end of a segment the service says nothing, and the link takes a service that hears audio

@@ -416,6 +416,30 @@ def test_the_session_is_renewed_at_a_pause(emu):
     assert_whole_and_once(run, emu, forwarded)
 
 
+def test_a_cut_while_a_renewal_waits_for_its_flush_answer_replays_the_turn(emu, proxy):
+    """The link renews the session at a pause and waits for the last flush's answer; the
+    connection is cut before it comes. A close is the end a graceful finish waits for only
+    once every turn end was answered: this one was not, so the turn's audio was never
+    confirmed — it is replayed on the next session, not taken as heard."""
+    events = utterances([1500], seed=35)
+    forwarded = forwarded_pcm(events)
+    emu.plan(SessionPlan(silent_after_ms=0))  # the first session hears all, answers nothing
+    codec = sarvam_codec(proxy.port)
+    codec.session_max = 0.3
+    run = sarvam_run(emu, codec=codec, finish_timeout=5.0).start()
+    run.feed(events, realtime=SPEED)
+    assert wait_until(lambda: run.state() == "finishing", 5)
+    flushed = lambda: any("flush" in str(text) for _, _, text in emu.sessions[0].frames)  # noqa: E731
+    assert emu.wait_for(flushed, 2)  # (a silent session records frames, not messages)
+    proxy.cut()
+    assert wait_until(lambda: delivered(run, emu, forwarded), 10)
+    run.stop()
+    first, second, *_ = emu.sessions
+    assert first.segments == [] and len(second.audio) >= len(forwarded)
+    assert run.link.failures == 1 and run.link.buffer.replayed_samples > 0
+    assert_whole_and_once(run, emu, forwarded, checked_from=1)
+
+
 # -- 3. cuts and dead connections --------------------------------------------------------------
 
 
