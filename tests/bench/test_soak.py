@@ -4,12 +4,26 @@ there to catch, and a clean run passes. The soak itself runs with ``make soak``.
 from __future__ import annotations
 
 import copy
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.soak import FAULTS, Final, Gap, duplicates, failures, split_hours
+from bench.corpus import clip, corpus_available, quiet_noise
+from bench.soak import (
+    BLOCK_BYTES,
+    FAULTS,
+    Final,
+    Gap,
+    Mic,
+    duplicates,
+    failures,
+    gate_forwarded,
+    split_hours,
+)
+from tests.gate.conftest import CORPUS
 
 
 def clean() -> dict[str, Any]:
@@ -128,3 +142,46 @@ def test_hours_are_split_by_the_weights_of_the_services_run() -> None:
     for bad in ("soniox", "soniox=x", "bogus=1", "azure=0"):
         with pytest.raises(ValueError):
             split_hours(3600, ["azure"], bad)
+
+
+# --- what the speech check compares with ----------------------------------------------------------
+
+
+def test_the_reference_gate_starts_afresh_where_the_microphone_came_back() -> None:
+    """The daemon's gate starts afresh (a new webrtcvad) when the microphone returns; the
+    reference gate, told where, does the same: after that point it forwards exactly what a
+    gate that never heard the earlier audio forwards — which is not what it forwards
+    without being told (that difference was counted as speech lost unreported)."""
+    if not corpus_available(CORPUS):
+        pytest.skip(f"the corpus is not at {CORPUS}")
+    speech = clip("en_librispeech_quilter", CORPUS).pcm()
+    pcm = quiet_noise(16000, seed=1) + speech + quiet_noise(32000, seed=2) + speech
+    back = len(speech) // 2 // 1600 * 1600  # samples; inside the first clip's speech
+    whole, resumed = gate_forwarded(pcm), gate_forwarded(pcm, [back])
+    fresh = gate_forwarded(pcm[2 * back :])
+
+    def after(e: Any) -> list[int]:
+        return [h for h, b in zip(e.frames, e.block_of, strict=True) if b * BLOCK_BYTES >= 2 * back]
+
+    assert after(resumed) == fresh.frames and len(fresh.frames) > 100
+    assert after(whole) != fresh.frames
+
+
+def test_the_mic_knows_where_the_daemon_will_read_again(tmp_path: Path) -> None:
+    """Where the daemon's stream goes on after a pull: what was written into the FIFO less
+    what is still in it — counted over a real FIFO, read by a stand-in for the plugin."""
+    mic = Mic(tmp_path, quiet_noise(8 * BLOCK_BYTES // 2, seed=3), pace=50.0)
+    mic.start()
+    try:
+        reader = os.open(mic.infile, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert mic.done.wait(5)  # every block of the audio is in the FIFO
+            got = len(os.read(reader, 5000))
+            assert got == 5000
+            assert mic.read_position() == got // 2
+            got += len(os.read(reader, 3000))
+            assert mic.read_position() == got // 2
+        finally:
+            os.close(reader)
+    finally:
+        mic.stop()
