@@ -261,13 +261,13 @@ class Daemon:
     def _make_local(
         self, queue: SpeechQueue, board: CaptionBoard, name: str = "local"
     ) -> LocalWorker:
-        from edgecap.services.local.recognizers import make_recognizer
+        from edgecap.services.local.process import DecoderProcess
         from edgecap.services.local.worker import LocalWorker
 
         local = self.loaded.config.local
         return LocalWorker(
             queue,
-            make_recognizer(local.engine, local.model_path),
+            DecoderProcess(local.engine, local.model_path),  # its own process: see there
             board,
             self.status,
             on_activity=self._publish_activity,

@@ -258,6 +258,7 @@ class RecordingRecognizer:
     def __init__(self) -> None:
         self.utterances: list[bytes] = []
         self._current: bytearray | None = None
+        self.closed = False  # the worker closes its engine when it ends
 
     def start(self) -> None:
         assert self._current is None, "an utterance started inside another"
@@ -275,6 +276,9 @@ class RecordingRecognizer:
         pcm, self._current = bytes(self._current), None
         self.utterances.append(pcm)
         return [("offline", 0, len(pcm) // 32)] if pcm else []
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FallbackRun:

@@ -34,6 +34,8 @@ class Recognizer(Protocol):
 
     def finish(self) -> list[Word]: ...
 
+    def close(self) -> None: ...
+
 
 class PocketsphinxRecognizer:
     """pocketsphinx, streaming, with cepstral mean normalization done the way it works live.
@@ -123,6 +125,9 @@ class PocketsphinxRecognizer:
         self._running = _vector(self._decoder.get_cmn(False)) or self._running
         return words
 
+    def close(self) -> None:
+        """Nothing to release: the decoder goes with the object."""
+
     def _begin(self) -> None:
         """Open the utterance: the look-ahead's mean, then decoding from its first frame."""
         held = bytes(self._utterance)
@@ -180,6 +185,9 @@ class VoskRecognizer:
             (w["word"], round(w["start"] * 1000), round(w["end"] * 1000))
             for w in result.get("result", [])
         ]
+
+    def close(self) -> None:
+        """Nothing to release: the model goes with the object."""
 
 
 def make_recognizer(engine: str, model_path: Path | None) -> Recognizer:

@@ -11,6 +11,12 @@ It sleeps until there is something to do, as the link does: the queue's waker (c
 every put and at close) and a stop or hand-over set one event, and the thread takes from
 the queue without waiting (``get(0)``) when woken — no timeout polling while the room is
 quiet.
+
+The daemon's engine runs in a process of its own (``process.py``: pocketsphinx would
+otherwise hold the GIL away from the capture thread for up to seconds on a Pi). If that
+process dies, the utterance in progress is reported lost (what was fed of it), the status
+says ``engine: restarting``, a new process is started, and the rest of the utterance is
+decoded by it; the count is ``engine_restarts``. The worker closes its engine when it ends.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from edgecap.runtime.speech import Activity, SpeechAudio, SpeechEnd, SpeechStart
 from edgecap.runtime.speech_queue import SpeechQueue
 from edgecap.runtime.status import StatusBoard
 from edgecap.runtime.worker import Worker
+from edgecap.services.local.process import EngineCrashed
 from edgecap.services.local.recognizers import Recognizer
 
 log = logging.getLogger(__name__)
@@ -64,12 +71,27 @@ class LocalWorker(Worker):
         self._behind = False
         self.frames = 0
         self.utterances = 0
-        self.decode_seconds = 0.0  # thread CPU spent decoding
+        self._thread_decode = 0.0  # this thread's CPU in the engine's calls
+        cpu = getattr(recognizer, "cpu_seconds", None)  # an engine in a process of its own
+        self._engine_cpu = cpu
+        self._engine_cpu0 = cpu() if cpu is not None else 0.0  # its start, not decoding
+        self.engine_restarts = 0
+        self._fed = 0  # samples of the open utterance given to the engine
         self.final_ms: list[float] = []  # speech end → final caption, recent utterances
         self._woken = threading.Event()  # a put, the close, a stop or a hand-over
 
+    @property
+    def decode_seconds(self) -> float:
+        """CPU spent decoding: this thread's in the engine's calls, and the engine process's
+        (read now; its start-up, the model's loading, left out)."""
+        process = self._engine_cpu() - self._engine_cpu0 if self._engine_cpu is not None else 0.0
+        return self._thread_decode + process
+
     def request_stop(self) -> None:
         super().request_stop()
+        if hasattr(self.recognizer, "deadline"):
+            # an engine in a process of its own is not waited for past the stop's budget
+            self.recognizer.deadline = time.monotonic() + self.stop_budget
         self._woken.set()
 
     def hand_over(self) -> None:
@@ -96,9 +118,15 @@ class LocalWorker(Worker):
                     break
                 self._event(event)
             if self._open is not None and self.handing_over.is_set():
-                self._end(self._open.utterance, self._open.sample, "stop")
+                try:
+                    self._end(self._open.utterance, self._open.sample, "stop")
+                except EngineCrashed as exc:  # handing over: no new engine for this worker
+                    log.error("offline engine: %s", exc)
+                    lost, start = seconds(self._fed), seconds(self._open.sample)
+                    self.sink.loss(lost, start, None, "offline engine crashed")
         finally:
             self.queue.unset_waker(wake)
+            self.recognizer.close()
             if self._skipped:
                 start = (self._skip_first or 0) / SAMPLE_RATE
                 self.sink.loss(seconds(self._skipped), start, None, "not decoded before stop")
@@ -106,8 +134,63 @@ class LocalWorker(Worker):
             self.status.set("engine", "stopped", self.recognizer.name)
 
     def _event(self, event) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self._decode(event)
+        except EngineCrashed as exc:
+            self._crashed(event, exc)
+
+    def _crashed(self, event, exc: EngineCrashed) -> None:  # type: ignore[no-untyped-def]
+        """The engine's process died: what it had of the open utterance is lost (reported),
+        a new one takes the rest, from the audio at hand on. If it cannot be started again
+        (or dies at once again) the worker fails."""
+        lost = self._fed  # what the dead engine had of the open utterance
+        self._fed = 0
+        if self.stopping:
+            lost += event.frame.samples if isinstance(event, SpeechAudio) else 0
+            # Past the stop's budget (or dead while stopping): no new engine; the rest of
+            # the speech is skipped and reported as not decoded.
+            log.warning("offline engine at stop: %s", exc)
+            if lost and self._open is not None:
+                start = seconds(self._open.sample)
+                self.sink.loss(seconds(lost), start, None, "not decoded before stop")
+            self._stop_deadline = 0.0
+            if isinstance(event, SpeechEnd):
+                self._end_without_words(event)
+            return
+        self.engine_restarts += 1
+        self.status.put("engine_restarts", self.engine_restarts)
+        log.error("offline engine: %s; starting it again", exc)
+        self.status.set("engine", "restarting", str(exc))
+        if lost and self._open is not None:
+            start = seconds(self._open.sample)
+            self.sink.loss(seconds(lost), start, None, "offline engine crashed")
+        restart = getattr(self.recognizer, "restart", None)
+        if restart is None:
+            raise exc
+        restart()
+        self.status.set("engine", "ready", self.recognizer.name)
+        if isinstance(event, SpeechEnd):
+            self._end_without_words(event)
+        elif self._open is not None:
+            self.recognizer.start()  # the rest of the utterance, as one of its own
+            if isinstance(event, SpeechAudio):  # the audio at hand goes to the new engine
+                self.recognizer.feed(event.frame.pcm)
+                self._fed += event.frame.samples
+
+    def _end_without_words(self, event: SpeechEnd) -> None:
+        self.sink.update(TokenUpdate(endpoint=True), self._clock)  # its provisional line ends
+        start = self._open.sample if self._open else event.sample
+        self._open = None
+        self.utterances += 1
+        if self.on_activity:
+            self.on_activity(
+                Activity(event.utterance, seconds(start), seconds(event.sample), event.reason)
+            )
+
+    def _decode(self, event) -> None:  # type: ignore[no-untyped-def]
         if isinstance(event, SpeechStart):
             self._open = event
+            self._fed = 0
             self.recognizer.start()
             self._since_partial = 0
             self._last_partial = ""
@@ -122,11 +205,12 @@ class LocalWorker(Worker):
                 return
             t0 = time.thread_time()
             self.recognizer.feed(event.frame.pcm)
+            self._fed += event.frame.samples
             self._since_partial += event.frame.samples
             if self._since_partial >= self.partial_samples:
                 self._since_partial = 0
                 self._partial()
-            self.decode_seconds += time.thread_time() - t0
+            self._thread_decode += time.thread_time() - t0
             self._check_behind()
         elif isinstance(event, SpeechEnd):
             self._end(event.utterance, event.sample, event.reason)
@@ -141,7 +225,8 @@ class LocalWorker(Worker):
     def _end(self, utterance: int, sample: int, reason: str) -> None:
         t0, w0 = time.thread_time(), time.perf_counter()
         words = self.recognizer.finish()
-        self.decode_seconds += time.thread_time() - t0
+        self._fed = 0
+        self._thread_decode += time.thread_time() - t0
         tokens = tuple(Token(" " + w, True, "none", start, end) for w, start, end in words)
         self.sink.update(TokenUpdate(final=tokens, endpoint=True), self._clock)
         self.final_ms.append((time.perf_counter() - w0) * 1000)

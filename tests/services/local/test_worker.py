@@ -101,6 +101,9 @@ class SlowRecognizer:
     def finish(self):
         return [("word", 0, 100)]
 
+    def close(self):
+        pass
+
 
 @pytest.mark.slow
 def test_a_backlog_shows_as_behind_in_status():
