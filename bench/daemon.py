@@ -13,7 +13,8 @@ bench's audio paced in real time, against the strict emulator of the service
 its CA in [link] ca_file) through the TCP fault proxy in pass-through
 (tests/emulators/fault_proxy.py), which counts the bytes. ``--service local`` runs the
 offline engine instead (pocketsphinx, no emulator, no proxy, no bytes); its decoding (the
-"ec-local" thread) is reported apart from the rest of the daemon. Everything else is the
+"ec-local" thread and the engine's own process, whose CPU and memory count as the
+daemon's) is reported apart from the rest of the daemon. Everything else is the
 configuration's defaults (gate on, link on_demand, …). Outputs: the Unix socket, read by one
 client here that counts the captions, and nothing else (stdout off); ``--hdmi`` adds the
 HDMI output on a framebuffer file (1920×1080, 16 bpp: what a Pi's HDMI framebuffer is).
@@ -124,6 +125,7 @@ REPO = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
 SAMPLE_S = 0.25  # /proc sampling interval
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+ENGINE_TASK = "ec-engine (process)"  # the offline engine's process, as one row
 PAUSE_S = (2.0, 4.0)
 HDMI_GEOMETRY = (1920, 1080, 16)
 TARGETS = {"azure": ("de", "fr"), "soniox": ("de",), "sarvam": ("en",)}
@@ -372,13 +374,28 @@ def sample(pid: int, proxy: FaultProxy | None) -> Sample | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     threads = {}
+    children: list[int] = []
     for tid in tids:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             task = read_stat(Path(f"/proc/{pid}/task/{tid}/stat"))
             wakes = read_wakes(Path(f"/proc/{pid}/task/{tid}/status"))
             threads[int(tid)] = dataclasses.replace(task, wakes=wakes)
+            children += map(int, Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
     if proc.name == "" or not rss:  # a zombie: its memory is gone
         return None
+    # The offline engine's process (services/local/process.py): its CPU is the daemon's
+    # (the end's RUSAGE_CHILDREN counts it too, once reaped), one row named ENGINE_TASK,
+    # and its memory is the box's.
+    cpu = proc.cpu
+    for child in children:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            task = read_stat(Path(f"/proc/{child}/stat"))
+            wakes = read_wakes(Path(f"/proc/{child}/status"))
+            c_rss, c_hwm = read_memory(child)
+            threads[child] = dataclasses.replace(task, name=ENGINE_TASK, wakes=wakes)
+            cpu += task.cpu
+            rss, hwm = rss + c_rss, hwm + c_hwm
+    proc = dataclasses.replace(proc, cpu=cpu)
     if proxy is None:  # the offline engine: no network
         return Sample(t, proc.cpu, threads, rss, hwm, 0, 0, 0)
     return Sample(t, proc.cpu, threads, rss, hwm, proxy.bytes_up, proxy.bytes_down, proxy.live)
@@ -1173,6 +1190,8 @@ def audio_start(samples: list[Sample]) -> float:
 
 def group_name(name: str, main: bool) -> str:
     """Threads of the same kind, one row: the link's reader threads are numbered."""
+    if name == ENGINE_TASK:
+        return name
     if main:
         return f"{name} (main: supervisor)"
     if not name.startswith("ec-"):
@@ -1249,8 +1268,12 @@ def analyse(
         row["total"] = sum(row[p] for p in PHASES)
     audio_h = (audio.talk_s + audio.idle_s) / 3600
     decoding = None
-    if "ec-local" in threads:  # the offline engine's thread: decoding, apart from the rest
-        dec = threads["ec-local"]
+    if "ec-local" in threads:  # the offline engine's thread and process: decoding, apart
+        dec = dict(threads["ec-local"])
+        engine = threads.get(ENGINE_TASK)
+        if engine is not None:
+            for key in ("total", *PHASES):
+                dec[key] += engine[key]
         decoding = {
             "cpu_s": dec["total"],
             "talk_cpu_s": dec["talk"],

@@ -279,9 +279,11 @@ def section_single(results: Results) -> list[str]:
         )
         idle = phases.get("idle", {})
         quiet = idle.get("per_hour")
-        local = (f.get("threads") or {}).get("ec-local")
+        threads = f.get("threads") or {}
+        local = threads.get("ec-local")
         if dec and local and idle.get("wall_s"):  # the quiet without the backlog's decoding
-            quiet = (idle["cpu_s"] - local["idle"]) / idle["wall_s"] * 3600
+            engine = (threads.get("ec-engine (process)") or {}).get("idle", 0.0)
+            quiet = (idle["cpu_s"] - local["idle"] - engine) / idle["wall_s"] * 3600
         mark = "" if f["exit_status"] == 0 and not f["log_errors"] else " (!)"
         rows.append(
             f"| {setup['service']}, {setup['mode']}{source}"
@@ -299,7 +301,8 @@ def section_single(results: Results) -> list[str]:
         "",
         "One run each of `bench/daemon.py` (the whole daemon, the configuration's defaults, the "
         "ALSA source, real time; no peers beside it). With the offline engine (`local`) the "
-        "CPU columns are the daemon without its decoding (the ec-local thread), which has "
+        "CPU columns are the daemon without its decoding (the ec-local thread and the engine's "
+        "process), which has "
         "its own column; (!) marks a run that exited non-zero or logged an error. Machine: "
         + "; ".join(dict.fromkeys(machines))
         + ".",
