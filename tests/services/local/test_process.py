@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from edgecap.services.local.process import DecoderProcess, EngineCrashed
 from edgecap.services.local.recognizers import EngineError, PocketsphinxRecognizer
 from edgecap.services.local.worker import LocalWorker
 from tests.conftest import REPO, read_pcm16
-from tests.link.harness import RecordingSink
+from tests.link.harness import RecordingSink, wait_until
 from tests.services.local.test_worker import decode as decode_frames
 from tests.services.local.test_worker import gate_events
 
@@ -128,18 +127,18 @@ def test_the_worker_replaces_a_dead_engine_and_reports_what_it_lost():
     try:
         for e in utterance(1):
             queue.put(e)
-        assert wait_for(lambda: worker.utterances == 1)
+        assert wait_until(lambda: worker.utterances == 1, 30)
         os.kill(engine.pid or 0, signal.SIGKILL)
         wait_dead(engine)
         for e in utterance(2):
             queue.put(e)
-        assert wait_for(lambda: worker.utterances == 2)
+        assert wait_until(lambda: worker.utterances == 2, 30)
         assert engine.restarts == 1 and sink.losses == []
         half = len(audio) // 2
         third = utterance(3)
         for e in third[: 1 + half]:
             queue.put(e)
-        assert wait_for(lambda: worker.frames == 3 * len(audio) - (len(audio) - half))
+        assert wait_until(lambda: worker.frames == 3 * len(audio) - (len(audio) - half), 30)
         os.kill(engine.pid or 0, signal.SIGKILL)
         wait_dead(engine)
         for e in third[1 + half :]:
@@ -161,12 +160,3 @@ def test_the_worker_replaces_a_dead_engine_and_reports_what_it_lost():
     assert engine.restarts == 2 and worker.engine_restarts == 2
     assert status.snapshot().state_of("engine") == "stopped"
     assert engine.pid is None  # closed with the worker
-
-
-def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
