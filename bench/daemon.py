@@ -392,7 +392,11 @@ def sample(pid: int, proxy: FaultProxy | None) -> Sample | None:
             task = read_stat(Path(f"/proc/{child}/stat"))
             wakes = read_wakes(Path(f"/proc/{child}/status"))
             c_rss, c_hwm = read_memory(child)
-            threads[child] = dataclasses.replace(task, name=ENGINE_TASK, wakes=wakes)
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            # anything else is short-lived (ctypes' find_library runs ldconfig at start)
+            engine = b"edgecap.services.local.child" in cmdline
+            name = ENGINE_TASK if engine else f"{task.name} (child process)"
+            threads[child] = dataclasses.replace(task, name=name, wakes=wakes)
             cpu += task.cpu
             rss, hwm = rss + c_rss, hwm + c_hwm
     proc = dataclasses.replace(proc, cpu=cpu)
@@ -1190,7 +1194,7 @@ def audio_start(samples: list[Sample]) -> float:
 
 def group_name(name: str, main: bool) -> str:
     """Threads of the same kind, one row: the link's reader threads are numbered."""
-    if name == ENGINE_TASK:
+    if name == ENGINE_TASK or name.endswith("(child process)"):
         return name
     if main:
         return f"{name} (main: supervisor)"
