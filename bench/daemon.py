@@ -399,10 +399,9 @@ def sample(pid: int, proxy: FaultProxy | None) -> Sample | None:
             threads[child] = dataclasses.replace(task, name=name, wakes=wakes)
             cpu += task.cpu
             rss, hwm = rss + c_rss, hwm + c_hwm
-    proc = dataclasses.replace(proc, cpu=cpu)
     if proxy is None:  # the offline engine: no network
-        return Sample(t, proc.cpu, threads, rss, hwm, 0, 0, 0)
-    return Sample(t, proc.cpu, threads, rss, hwm, proxy.bytes_up, proxy.bytes_down, proxy.live)
+        return Sample(t, cpu, threads, rss, hwm, 0, 0, 0)
+    return Sample(t, cpu, threads, rss, hwm, proxy.bytes_up, proxy.bytes_down, proxy.live)
 
 
 def interpolate(points: list[tuple[float, float]], t: float) -> float:

@@ -282,6 +282,7 @@ def section_single(results: Results) -> list[str]:
         threads = f.get("threads") or {}
         local = threads.get("ec-local")
         if dec and local and idle.get("wall_s"):  # the quiet without the backlog's decoding
+            # bench/daemon.py's ENGINE_TASK (not imported: it brings the emulators along)
             engine = (threads.get("ec-engine (process)") or {}).get("idle", 0.0)
             quiet = (idle["cpu_s"] - local["idle"] - engine) / idle["wall_s"] * 3600
         mark = "" if f["exit_status"] == 0 and not f["log_errors"] else " (!)"

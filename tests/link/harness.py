@@ -258,7 +258,6 @@ class RecordingRecognizer:
     def __init__(self) -> None:
         self.utterances: list[bytes] = []
         self._current: bytearray | None = None
-        self.closed = False  # the worker closes its engine when it ends
 
     def start(self) -> None:
         assert self._current is None, "an utterance started inside another"
@@ -278,7 +277,7 @@ class RecordingRecognizer:
         return [("offline", 0, len(pcm) // 32)] if pcm else []
 
     def close(self) -> None:
-        self.closed = True
+        """Nothing to release."""
 
 
 class FallbackRun:

@@ -2,7 +2,7 @@
 
 Started by :class:`edgecap.services.local.process.DecoderProcess`, it builds the recognizer
 and then serves the daemon over its stdin and stdout, one request at a time (the framing
-is in ``process.py``). It exists because pocketsphinx holds the GIL for the whole of every
+is in ``framing.py``). It exists because pocketsphinx holds the GIL for the whole of every
 call — 0.25–0.5 s for the first search after an utterance's look-ahead, up to a second for
 ``end_utt`` on a long utterance here, eight times that on a Pi Zero 2 W — and a capture
 thread that cannot take the GIL for longer than the device's buffer (about 200 ms) loses
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import BinaryIO
 
 from edgecap.services.local.framing import (
     FEED,
@@ -45,7 +45,7 @@ def _die_with_parent() -> None:
         pass  # the closed pipe still ends us
 
 
-def serve(engine: str, model: Path | None, requests: BinaryIO, replies: BinaryIO) -> int:
+def serve(engine: str, model: Path | None, requests: int, replies: int) -> int:
     """Build the recognizer, say so (or why not), then answer requests until told to quit
     or the daemon's end of the pipe closes."""
     try:
@@ -80,12 +80,13 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, signal.SIG_IGN)
     _die_with_parent()
     if len(argv) not in (2, 3):
-        print("usage: python -m edgecap.services.local.child ENGINE [MODEL]", file=sys.stderr)
-        return 2
+        raise SystemExit("usage: python -m edgecap.services.local.child ENGINE [MODEL]")
     model = Path(argv[2]) if len(argv) == 3 and argv[2] else None
-    replies = sys.stdout.buffer
-    sys.stdout = sys.stderr  # anything a library prints must not enter the reply channel
-    return serve(argv[1], model, sys.stdin.buffer, replies)
+    # The replies get a descriptor of their own; fd 1 becomes stderr, so that nothing a
+    # library prints (Python or C) can enter the reply channel.
+    replies = os.dup(sys.stdout.fileno())
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return serve(argv[1], model, sys.stdin.fileno(), replies)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from edgecap.services.local.framing import (
     QUIT,
     START,
     ChannelClosed,
-    read_message_fd,
-    write_message_fd,
+    read_message,
+    write_message,
 )
 from edgecap.services.local.recognizers import EngineError, Word
 
@@ -122,7 +122,7 @@ class DecoderProcess:
         self._proc = None
         if proc.stdin is not None:
             with contextlib.suppress(OSError):  # already gone
-                write_message_fd(proc.stdin.fileno(), QUIT)
+                write_message(proc.stdin.fileno(), QUIT)
             with contextlib.suppress(OSError):
                 proc.stdin.close()
         try:
@@ -201,7 +201,7 @@ class DecoderProcess:
         if proc is None or proc.stdin is None:
             raise EngineCrashed("the offline engine's process is not running")
         try:
-            write_message_fd(proc.stdin.fileno(), kind, payload)
+            write_message(proc.stdin.fileno(), kind, payload)
         except (ValueError, OSError) as exc:
             raise EngineCrashed(self._ended(proc, f"could not be written to ({exc})")) from None
 
@@ -218,7 +218,7 @@ class DecoderProcess:
     def _read(self, proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
         assert proc.stdout is not None
         try:
-            message = read_message_fd(proc.stdout.fileno(), self.deadline)
+            message = read_message(proc.stdout.fileno(), self.deadline)
         except TimeoutError:
             proc.kill()
             self.close()

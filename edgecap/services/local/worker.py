@@ -122,8 +122,7 @@ class LocalWorker(Worker):
                     self._end(self._open.utterance, self._open.sample, "stop")
                 except EngineCrashed as exc:  # handing over: no new engine for this worker
                     log.error("offline engine: %s", exc)
-                    lost, start = seconds(self._fed), seconds(self._open.sample)
-                    self.sink.loss(lost, start, None, "offline engine crashed")
+                    self._lose_open(self._fed, "offline engine crashed")
         finally:
             self.queue.unset_waker(wake)
             self.recognizer.close()
@@ -150,42 +149,33 @@ class LocalWorker(Worker):
             # Past the stop's budget (or dead while stopping): no new engine; the rest of
             # the speech is skipped and reported as not decoded.
             log.warning("offline engine at stop: %s", exc)
-            if lost and self._open is not None:
-                start = seconds(self._open.sample)
-                self.sink.loss(seconds(lost), start, None, "not decoded before stop")
+            self._lose_open(lost, "not decoded before stop")
             self._stop_deadline = 0.0
             if isinstance(event, SpeechEnd):
-                self._end_without_words(event)
+                self._close_utterance(event.utterance, event.sample, event.reason, ())
             return
         self.engine_restarts += 1
         self.status.put("engine_restarts", self.engine_restarts)
         log.error("offline engine: %s; starting it again", exc)
         self.status.set("engine", "restarting", str(exc))
-        if lost and self._open is not None:
-            start = seconds(self._open.sample)
-            self.sink.loss(seconds(lost), start, None, "offline engine crashed")
+        self._lose_open(lost, "offline engine crashed")
         restart = getattr(self.recognizer, "restart", None)
         if restart is None:
             raise exc
         restart()
         self.status.set("engine", "ready", self.recognizer.name)
         if isinstance(event, SpeechEnd):
-            self._end_without_words(event)
+            self._close_utterance(event.utterance, event.sample, event.reason, ())
         elif self._open is not None:
             self.recognizer.start()  # the rest of the utterance, as one of its own
             if isinstance(event, SpeechAudio):  # the audio at hand goes to the new engine
                 self.recognizer.feed(event.frame.pcm)
                 self._fed += event.frame.samples
 
-    def _end_without_words(self, event: SpeechEnd) -> None:
-        self.sink.update(TokenUpdate(endpoint=True), self._clock)  # its provisional line ends
-        start = self._open.sample if self._open else event.sample
-        self._open = None
-        self.utterances += 1
-        if self.on_activity:
-            self.on_activity(
-                Activity(event.utterance, seconds(start), seconds(event.sample), event.reason)
-            )
+    def _lose_open(self, samples: int, reason: str) -> None:
+        """``samples`` of the open utterance will never be captioned: report them."""
+        if samples and self._open is not None:
+            self.sink.loss(seconds(samples), seconds(self._open.sample), None, reason)
 
     def _decode(self, event) -> None:  # type: ignore[no-untyped-def]
         if isinstance(event, SpeechStart):
@@ -228,9 +218,15 @@ class LocalWorker(Worker):
         self._fed = 0
         self._thread_decode += time.thread_time() - t0
         tokens = tuple(Token(" " + w, True, "none", start, end) for w, start, end in words)
-        self.sink.update(TokenUpdate(final=tokens, endpoint=True), self._clock)
+        self._close_utterance(utterance, sample, reason, tokens)
         self.final_ms.append((time.perf_counter() - w0) * 1000)
         del self.final_ms[:-1000]
+
+    def _close_utterance(
+        self, utterance: int, sample: int, reason: str, tokens: tuple[Token, ...]
+    ) -> None:
+        """Its final words (none: its provisional line just ends), then the activity."""
+        self.sink.update(TokenUpdate(final=tokens, endpoint=True), self._clock)
         self.utterances += 1
         start = self._open.sample if self._open else sample
         self._open = None

@@ -18,12 +18,11 @@ from edgecap.runtime.status import StatusBoard
 from edgecap.services.local.process import DecoderProcess, EngineCrashed
 from edgecap.services.local.recognizers import EngineError, PocketsphinxRecognizer
 from edgecap.services.local.worker import LocalWorker
-from tests.conftest import REPO, read_pcm16
+from tests.conftest import read_pcm16
 from tests.link.harness import RecordingSink, wait_until
+from tests.services.local.test_worker import DEMO, gate_events
 from tests.services.local.test_worker import decode as decode_frames
-from tests.services.local.test_worker import gate_events
 
-DEMO = REPO / "edgecap" / "data" / "demo_ljspeech_LJ050-0131.wav"
 BLOCK = 3200  # 100 ms, as the daemon's blocks come
 
 
