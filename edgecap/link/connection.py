@@ -293,6 +293,11 @@ class Connection:
         """From another thread: end an :meth:`open` in progress now (or the next one)."""
         self._dialer.interrupt()
 
+    @property
+    def interrupted(self) -> bool:
+        """:meth:`interrupt` was called (an open it ended failed for that, not the service)."""
+        return self._dialer.interrupted
+
     def _release_ctl(self) -> None:
         self._dialer.release()
 

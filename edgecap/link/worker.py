@@ -718,7 +718,10 @@ class LinkWorker(Worker):
             self._session_failed(self._refused(exc.status, token is not None, fresh))
             return
         except ConnectFailed as exc:
-            self._session_failed(exc.error)
+            if conn.interrupted and self.stopping:
+                self._abandoned("connection")
+            else:
+                self._session_failed(exc.error)
             return
         except SendFailed as exc:
             conn.close(1.0)
@@ -777,6 +780,9 @@ class LinkWorker(Worker):
                 log.info("got a new %s token", self.codec.name)
             return token, fresh
         except TokenFailed as exc:
+            if dialer.interrupted and self.stopping:
+                self._abandoned("token fetch")
+                return None
             self.token_failures += 1
             self.status.put("link_token_failures", self.token_failures)
             self._session_failed(exc.error)
@@ -800,6 +806,17 @@ class LinkWorker(Worker):
             "token_refused",
             f"the service refused the token (HTTP {status}); trying a fresh one",
             Retry.NOW,  # at once (not ONCE: that compares with an error of long ago)
+        )
+
+    def _abandoned(self, what: str) -> None:
+        """The stop interrupted a connection attempt: not the service's failure (neither
+        counted nor retried); the buffer is settled as for any session ended by a stop."""
+        self._teardown()
+        log.info(
+            "%s %s abandoned for the stop",
+            self.codec.name,
+            what,
+            **fields(state="stopping", service=self.codec.name),
         )
 
     def _session_failed(self, error: ServiceError) -> None:

@@ -216,6 +216,8 @@ def test_a_stop_interrupts_a_token_fetch_that_hangs(tmp_path):
         run.stop(timeout=2.0)
         assert time.monotonic() - started < 1.0
         assert azure.connections == 0
+    # a fetch our own stop ended is not the token service's failure, nor the link's
+    assert run.link.token_failures == 0 and run.link.failures == 0
 
 
 def test_auth_none_a_keyless_container_gets_no_key_and_no_auth_header(tmp_path):

@@ -102,6 +102,9 @@ def test_a_stop_during_a_connect_into_a_black_hole_is_at_once(emu, kind):
         assert time.monotonic() - began < 0.5
         assert run.link.attempts == 1 and run.link.sessions == 0
         assert hole.accepted == (1 if kind == "silent" else 0)
+    # the attempt our own stop ended is not the service's failure
+    assert run.link.failures == 0
+    assert run.status.snapshot().counters.get("link_failures", 0) == 0
     ((seconds, start, end, reason),) = run.sink.losses
     assert (seconds, reason) == (pytest.approx(1.0), UNSENT_AT_STOP)
     assert (start, end) == (pytest.approx(1.0), pytest.approx(2.0))
