@@ -237,7 +237,8 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=2000, help="for the CPU figure")
     parser.add_argument("--results", type=Path, help="merge the figures in (key: outputs)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="edgecap-bench-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="edgecap-bench-")  # removed at exit
+    tmp = Path(tmp_dir.name)
     n_lat = 120
 
     c0 = time.process_time()

@@ -23,11 +23,15 @@ SUMMARY = re.compile(
 )
 
 
+# the sockets' directories, under one removed when the test process ends
+_SOCKET_DIRS = tempfile.TemporaryDirectory(prefix="edgecap-test-")
+
+
 def edgecap(*args: str, **kw) -> subprocess.Popen:
     """`edgecap ARGS` as a process; `run` gets a socket of its own (tests run in parallel
     and must not meet at /run/edgecap/captions.sock)."""
     if args and args[0] == "run" and not kw.pop("own_socket", False):
-        sock = Path(tempfile.mkdtemp(prefix="edgecap-test-")) / "captions.sock"
+        sock = Path(tempfile.mkdtemp(dir=_SOCKET_DIRS.name)) / "captions.sock"
         args = ("run", "--set", f"socket.path={sock}", *args[1:])
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(kw.pop("env", {}))
