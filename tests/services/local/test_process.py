@@ -36,6 +36,13 @@ def decode(recognizer, pcm: bytes) -> list[tuple[str, int, int]]:  # type: ignor
     return recognizer.finish()
 
 
+def kill_engine(engine: DecoderProcess) -> None:
+    """SIGKILL the engine's process (never pid 0: that would be this whole process group)."""
+    pid = engine.pid
+    assert pid is not None and pid > 0
+    os.kill(pid, signal.SIGKILL)
+
+
 def wait_dead(engine: DecoderProcess, timeout: float = 5.0) -> None:
     proc = engine._proc
     assert proc is not None
@@ -127,7 +134,7 @@ def test_the_worker_replaces_a_dead_engine_and_reports_what_it_lost():
         for e in utterance(1):
             queue.put(e)
         assert wait_until(lambda: worker.utterances == 1, 30)
-        os.kill(engine.pid or 0, signal.SIGKILL)
+        kill_engine(engine)
         wait_dead(engine)
         for e in utterance(2):
             queue.put(e)
@@ -138,7 +145,7 @@ def test_the_worker_replaces_a_dead_engine_and_reports_what_it_lost():
         for e in third[: 1 + half]:
             queue.put(e)
         assert wait_until(lambda: worker.frames == 3 * len(audio) - (len(audio) - half), 30)
-        os.kill(engine.pid or 0, signal.SIGKILL)
+        kill_engine(engine)
         wait_dead(engine)
         for e in third[1 + half :]:
             queue.put(e)
