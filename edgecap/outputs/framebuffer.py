@@ -2,10 +2,15 @@
 
 fbdev exposes the screen as a file of ``height`` rows of ``stride`` bytes. edgecap supports
 the two formats a Raspberry Pi's HDMI framebuffer uses: 16 bits per pixel (RGB565, little
-endian) and 32 (XRGB8888 little endian, i.e. bytes B, G, R, X). Packing is done in numpy
-(Pillow has no RGB565 packer). Writes are ``os.pwrite`` of whole rows, one call per run of
-adjacent rows, and only of the rows the caller says changed: the screen is never rewritten
-whole for a partial update, which is what makes a framebuffer flicker.
+endian) and 32 (XRGB8888 little endian, i.e. bytes B, G, R, X). Pillow has no RGB565
+packer, and numpy alone would cost the daemon some 12 MB of memory, so packing is done with
+Pillow's per-band tables (``Image.point``) and band merges: each byte of a packed pixel is
+one band, and a 16-bit pixel's two bytes are the bands of an "LA" image, whose raw bytes are
+exactly the little-endian pixels (:func:`pack_image`, :func:`pack_coverage`; numpy stays
+for :func:`unpack`, which tests and screenshots use). Writes are ``os.pwrite`` of whole
+rows, one call per run of adjacent rows, and only of the rows the caller says changed: the
+screen is never rewritten whole for a partial update, which is what makes a framebuffer
+flicker.
 
 Nothing here needs a real device: tests point ``device`` at a regular file of the exact size
 and ``sysfs`` at a directory tree of the same files the kernel has.
@@ -20,10 +25,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from PIL import Image, ImageChops
 
 from edgecap.outputs.base import OutputUnavailable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SYSFS = Path("/sys/class/graphics")
 FBIOBLANK = 0x4611  # <linux/fb.h>
@@ -142,33 +151,107 @@ def list_framebuffers(sysfs_root: Path = SYSFS) -> list[FramebufferInfo]:
     return found
 
 
-def pack(rgb: np.ndarray, bpp: int) -> np.ndarray:
-    """An (h, w, 3) uint8 RGB array → (h, w * bpp/8) uint8 in the framebuffer's format:
-    RGB565 little endian, or bytes B, G, R, X (X = 255, in case a driver reads it as alpha)."""
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Rows of packed pixels, back to back: ``height`` rows of ``row_bytes`` bytes."""
+
+    data: bytes | memoryview
+    height: int
+    row_bytes: int
+
+    @classmethod
+    def empty(cls) -> Packed:
+        return cls(b"", 0, 0)
+
+    def columns(self, a: int, b: int) -> Packed:
+        """Bytes ``a``..``b`` of every row."""
+        rb, data = self.row_bytes, memoryview(self.data)
+        return Packed(
+            b"".join(data[y * rb + a : y * rb + b] for y in range(self.height)), self.height, b - a
+        )
+
+    def beside(self, right: Packed) -> Packed:
+        """These rows with ``right``'s appended, row by row (the same height)."""
+        if right.height != self.height:
+            raise ValueError(f"{self.height} rows beside {right.height}")
+        a, b = self.row_bytes, right.row_bytes
+        left_rows, right_rows = memoryview(self.data), memoryview(right.data)
+        out = bytearray((a + b) * self.height)
+        for y in range(self.height):
+            at = y * (a + b)
+            out[at : at + a] = left_rows[y * a : (y + 1) * a]
+            out[at + a : at + a + b] = right_rows[y * b : (y + 1) * b]
+        return Packed(bytes(out), self.height, a + b)
+
+
+def pixel_bytes(rgb: tuple[int, int, int], bpp: int) -> tuple[int, ...]:
+    """One colour as the bytes of one pixel: RGB565 little endian, or B, G, R, X (X = 255,
+    in case a driver reads it as alpha)."""
+    r, g, b = rgb
     if bpp == 16:
-        r = rgb[..., 0].astype(np.uint16)
-        g = rgb[..., 1].astype(np.uint16)
-        b = rgb[..., 2].astype(np.uint16)
         px = ((r >> 3) << 11) | ((g >> 2) << 5) | (b >> 3)
-        return px.astype("<u2").view(np.uint8).reshape(rgb.shape[0], -1)
+        return (px & 0xFF, px >> 8)
     if bpp == 32:
-        out = np.empty((rgb.shape[0], rgb.shape[1], 4), dtype=np.uint8)
-        out[..., 0] = rgb[..., 2]
-        out[..., 1] = rgb[..., 1]
-        out[..., 2] = rgb[..., 0]
-        out[..., 3] = 255
-        return out.reshape(rgb.shape[0], -1)
+        return (b, g, r, 255)
     raise ValueError(f"unsupported bits per pixel: {bpp}")
 
 
-def pack_color(rgb: tuple[int, int, int], bpp: int) -> np.ndarray:
-    """One colour as the bytes of one pixel."""
-    return pack(np.array([[rgb]], dtype=np.uint8), bpp)[0]
+def pack_color(rgb: tuple[int, int, int], bpp: int) -> bytes:
+    """One colour as the bytes of one pixel (see :func:`pixel_bytes`)."""
+    return bytes(pixel_bytes(rgb, bpp))
+
+
+# A packed pixel's bytes as Pillow bands: RGB565's two (low, high), XRGB8888's four.
+_MODES = {16: "LA", 32: "RGBA"}
+
+
+def _merged(bands: list[Image.Image], bpp: int, width: int, height: int) -> Packed:
+    return Packed(Image.merge(_MODES[bpp], bands).tobytes(), height, width * bpp // 8)
+
+
+def pack_image(img: Image.Image, bpp: int) -> Packed:
+    """An image (any mode; converted to RGB) → its rows in the framebuffer's format."""
+    if bpp not in _MODES:
+        raise ValueError(f"unsupported bits per pixel: {bpp}")
+    r, g, b = img.convert("RGB").split()
+    if bpp == 16:
+        # low byte: GGGBBBBB (g's bits 4..2, b's 7..3); high: RRRRRGGG (r's 7..3, g's 7..5).
+        # The two halves of each byte have no bit in common, so adding them is an OR.
+        low = ImageChops.add(g.point(lambda v: ((v >> 2) & 7) << 5), b.point(lambda v: v >> 3))
+        high = ImageChops.add(r.point(lambda v: v & 0xF8), g.point(lambda v: v >> 5))
+        bands = [low, high]
+    else:
+        bands = [b, g, r, Image.new("L", img.size, 255)]
+    return _merged(bands, bpp, img.width, img.height)
+
+
+def coverage_tables(
+    fill: tuple[int, int, int], background: tuple[int, int, int], bpp: int
+) -> tuple[list[int], ...]:
+    """For each byte of a packed pixel, its value at each coverage 0..255 of ``fill`` over
+    ``background``: round((bg × (255 − a) + fill × a) / 255) per channel, as Pillow blends
+    text drawn in RGB, then packed."""
+    blended = []
+    for a in range(256):
+        mixed = []
+        for f, bg in zip(fill, background, strict=True):
+            t = bg * (255 - a) + f * a + 128
+            mixed.append(((t >> 8) + t) >> 8)
+        blended.append(pixel_bytes((mixed[0], mixed[1], mixed[2]), bpp))
+    return tuple([px[i] for px in blended] for i in range(len(blended[0])))
+
+
+def pack_coverage(cover: Image.Image, tables: tuple[list[int], ...], bpp: int) -> Packed:
+    """A coverage mask ("L") → packed rows of the colour the tables blend
+    (:func:`coverage_tables`)."""
+    return _merged([cover.point(t) for t in tables], bpp, cover.width, cover.height)
 
 
 def unpack(data: bytes, info: FramebufferInfo) -> np.ndarray:
     """Framebuffer bytes (a whole frame) → (h, w, 3) uint8 RGB, for tests and screenshots.
     RGB565 is widened by bit replication, so white stays 255."""
+    import numpy as np
+
     rows = np.frombuffer(data, dtype=np.uint8)[: info.size]
     rows = rows.reshape(info.height, info.stride)[:, : info.row_bytes]
     if info.bpp == 16:
@@ -213,18 +296,18 @@ class Framebuffer:
                 f"cannot open framebuffer {self.info.device}: {exc.strerror}"
             ) from None
 
-    def write_rows(self, y: int, packed: np.ndarray) -> None:
-        """Write ``packed`` (rows of ``row_bytes``, as from ``pack``) at screen row ``y``
-        with one pwrite. When the stride has padding, the padding bytes are written as
-        zeros along with the rows (they are never displayed), which keeps it one call."""
+    def write_rows(self, y: int, packed: Packed) -> None:
+        """Write ``packed`` (rows of ``row_bytes``) at screen row ``y`` with one pwrite.
+        When the stride has padding, the padding bytes are written as zeros along with the
+        rows (they are never displayed), which keeps it one call."""
         info = self.info
-        if y < 0 or y + packed.shape[0] > info.height or packed.shape[1] != info.row_bytes:
-            raise ValueError(f"rows {y}..{y + packed.shape[0]} do not fit {info.device}")
+        if y < 0 or y + packed.height > info.height or packed.row_bytes != info.row_bytes:
+            raise ValueError(f"rows {y}..{y + packed.height} do not fit {info.device}")
+        data = packed.data
         if info.stride != info.row_bytes:
-            padded = np.zeros((packed.shape[0], info.stride), dtype=np.uint8)
-            padded[:, : info.row_bytes] = packed
-            packed = padded
-        self._pwrite(memoryview(np.ascontiguousarray(packed)).cast("B"), y * info.stride)
+            pad, rb = bytes(info.stride - info.row_bytes), info.row_bytes
+            data = b"".join(bytes(data[i * rb : (i + 1) * rb]) + pad for i in range(packed.height))
+        self._pwrite(memoryview(data).cast("B"), y * info.stride)
 
     def _pwrite(self, data: memoryview, offset: int) -> None:
         if self._fd is None:

@@ -71,7 +71,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from edgecap.captions.events import AudioLoss, CaptionLine
@@ -80,8 +79,11 @@ from edgecap.outputs.fonts import FontChain
 from edgecap.outputs.framebuffer import (
     Framebuffer,
     FramebufferInfo,
-    pack,
+    Packed,
+    coverage_tables,
     pack_color,
+    pack_coverage,
+    pack_image,
     read_geometry,
 )
 from edgecap.outputs.rollup import CaptionLines, Row, choose_translations, line_rows, wrap
@@ -114,7 +116,7 @@ class Strip:
 
     top: int
     left: int
-    pixels: np.ndarray
+    pixels: Packed
     text: str = ""
     x: int = 0
     cover: Image.Image | None = None
@@ -123,11 +125,11 @@ class Strip:
     @property
     def rows(self) -> tuple[int, int]:
         """The slot's rows the text covers (top, end); (0, 0) when it has no ink."""
-        h = self.pixels.shape[0]
+        h = self.pixels.height
         return (self.top, self.top + h) if h else (0, 0)
 
 
-NO_INK = Strip(0, 0, np.zeros((0, 0), dtype=np.uint8))
+NO_INK = Strip(0, 0, Packed.empty())
 
 
 def screen_margin(width: int, height: int) -> int:
@@ -202,7 +204,7 @@ class HdmiOutput:
         self.languages = tuple(translations)
         self.offline_mark = offline_mark
         self.join_url = join_url
-        self._qr: np.ndarray | None = None  # the join QR code, packed, with its place
+        self._qr: Packed | None = None  # the join QR code, packed, with its place
         self._qr_at = (0, 0)  # (top within the band, left in bytes)
         self.font_names = tuple(fonts)
         self.font_size = font_size
@@ -240,7 +242,8 @@ class HdmiOutput:
         self._unknown = False  # a write failed: the next frame is written whole
         self._strips: dict[StripKey, Strip] = {}  # the strips on screen
         self._laid_out: dict[int, tuple[CaptionLine, list[Row]]] = {}  # seq → its rows
-        self._luts: dict[RGB, np.ndarray] = {}  # colour → packed pixel per coverage 0..255
+        # colour → for each byte of a packed pixel, its value per coverage 0..255
+        self._luts: dict[RGB, tuple[list[int], ...]] = {}
         self._fonts_key: tuple[tuple[str, ...], int] | None = None
         # counters, for tests and bench/outputs.py
         self.renders = 0
@@ -448,10 +451,12 @@ class HdmiOutput:
         self.baseline = round(size * BASELINE)
         small_size = self.small.size if self.small else size
         self.status_baseline = round(line_h / 2 + small_size * 0.38)  # centred in its slot
-        self._bg_row = np.tile(pack_color(self.background, info.bpp), info.width)
-        # rows are composed here before they are written: a slot's worth at a time
-        self._scratch = np.empty((line_h, info.row_bytes), dtype=np.uint8)
-        self._pixel = np.dtype("<u2" if info.bpp == 16 else "<u4")  # one packed pixel
+        # rows are composed here before they are written: a slot's worth at a time, on
+        # the background's rows
+        self._bg_rows = pack_color(self.background, info.bpp) * (info.width * line_h)
+        self._scratch = bytearray(self._bg_rows)
+        self._row_bytes = info.row_bytes
+        self._bpp = info.bpp
         self._width, self._height = info.width, info.height
         self._slots = [None] * (rows + 1)
         self._qr_on = False
@@ -473,7 +478,7 @@ class HdmiOutput:
         left = info.width - self.margin - img.width
         if img.width < 21 + 8:
             return  # a screen too small for one pixel a module: the captions keep it all
-        self._qr = pack(np.asarray(img), info.bpp)
+        self._qr = pack_image(img, info.bpp)
         # at the bottom of the roll-up band, beside the newest line; at the top in fullscreen
         top = self.status_y + (area - img.height if self.layout_mode == "rollup" else 0)
         self._qr_at = (top, left * info.bpp // 8)
@@ -651,39 +656,31 @@ class HdmiOutput:
         """A strip from the coverage of its ink box (at ``x``, ``top`` in the slot). With
         ``base``: its first ``keep`` columns are the same as ``base``'s, which are taken as
         they are when the box begins at the same place in the same colour."""
-        lut = self._lut(fill)
-        coverage = np.asarray(cover)
-        size = self._pixel.itemsize
-        keep = min(keep, coverage.shape[1])
+        tables = self._lut(fill)
+        size = self._bpp // 8
+        keep = min(keep, cover.width)
         if (
             base is not None
             and keep > 0
             and (base.x, base.top, base.fill) == (x, top, fill)
-            and base.pixels.shape[0] == coverage.shape[0]
-            and base.pixels.shape[1] >= keep * size
+            and base.pixels.height == cover.height
+            and base.pixels.row_bytes >= keep * size
         ):
-            pixels = np.empty((coverage.shape[0], coverage.shape[1] * size), dtype=np.uint8)
-            pixels[:, : keep * size] = base.pixels[:, : keep * size]
-            pixels[:, keep * size :] = np.take(lut, coverage[:, keep:]).view(np.uint8)
+            added = cover.crop((keep, 0, cover.width, cover.height))
+            pixels = base.pixels.columns(0, keep * size).beside(
+                pack_coverage(added, tables, self._bpp)
+            )
         else:
-            pixels = np.take(lut, coverage).view(np.uint8)
+            pixels = pack_coverage(cover, tables, self._bpp)
         return Strip(top, x * size, pixels, text, x, cover, fill)
 
-    def _lut(self, fill: RGB) -> np.ndarray:
-        """The packed pixel for each coverage 0..255 of ``fill`` over the background:
-        round((bg × (255 − a) + fill × a) / 255) per channel, as Pillow blends text drawn
-        in RGB, then packed for the framebuffer."""
-        lut = self._luts.get(fill)
-        if lut is None:
-            a = np.arange(256, dtype=np.uint32)[:, None]
-            fg = np.array(fill, dtype=np.uint32)
-            bg = np.array(self.background, dtype=np.uint32)
-            t = bg * (255 - a) + fg * a + 128
-            rgb = (((t >> 8) + t) >> 8).astype(np.uint8)
-            bpp = self._pixel.itemsize * 8
-            lut = pack(rgb[None], bpp).view(self._pixel).reshape(256)
-            self._luts[fill] = lut
-        return lut
+    def _lut(self, fill: RGB) -> tuple[list[int], ...]:
+        """Per byte of a packed pixel, its value for each coverage 0..255 of ``fill`` over
+        the background (:func:`~edgecap.outputs.framebuffer.coverage_tables`)."""
+        tables = self._luts.get(fill)
+        if tables is None:
+            tables = self._luts[fill] = coverage_tables(fill, self.background, self._bpp)
+        return tables
 
     def _ellipsize(self, chain: FontChain, text: str) -> str:
         while text and chain.width(text + "…") > self.text_width:
@@ -706,7 +703,7 @@ class HdmiOutput:
         spans: list[tuple[int, int]] = []
         if qr_on != self._qr_on and self._qr is not None:
             top = self.band_top + self._qr_at[0]
-            spans.append((top, top + self._qr.shape[0]))
+            spans.append((top, top + self._qr.height))
         for slot, (old, new) in enumerate(zip(self._slots, wanted, strict=True)):
             if old == new:
                 continue
@@ -748,28 +745,36 @@ class HdmiOutput:
 
     def _write_rows(self, fb: Framebuffer, a: int, b: int) -> None:
         """Screen rows ``a``..``b`` composed and written, one pwrite per scratch's worth."""
-        step = self._scratch.shape[0]
+        step = self.line_height
         for y in range(a, b, step):
             fb.write_rows(y, self._compose(y, min(b, y + step)))
 
-    def _compose(self, a: int, b: int) -> np.ndarray:
+    def _compose(self, a: int, b: int) -> Packed:
         """Screen rows ``a``..``b`` (at most the scratch's height) as they should be:
         background, each slot's text, then the QR code over them."""
-        out = self._scratch[: b - a]
-        out[:] = self._bg_row
+        rb = self._row_bytes
+        n = (b - a) * rb
+        out = memoryview(self._scratch)[:n]
+        out[:] = memoryview(self._bg_rows)[:n]
         for slot, key in enumerate(self._slots):
             if key is not None:
                 strip = self._strips[key]
-                self._paste(out, a, b, self._slot_top(slot) + strip.top, strip.left, strip.pixels)
+                top = self._slot_top(slot) + strip.top
+                self._paste(out, rb, a, b, top, strip.left, strip.pixels)
         if self._qr_on and self._qr is not None:
             top, left = self._qr_at
-            self._paste(out, a, b, self.band_top + top, left, self._qr)
-        return out
+            self._paste(out, rb, a, b, self.band_top + top, left, self._qr)
+        return Packed(out, b - a, rb)  # valid until the next compose
 
     @staticmethod
-    def _paste(out: np.ndarray, a: int, b: int, y: int, x: int, pixels: np.ndarray) -> None:
-        """Put ``pixels`` (packed rows) at screen row ``y``, byte ``x`` into ``out``, which
-        holds screen rows ``a``..``b``; only the rows that fall inside."""
-        lo, hi = max(a, y), min(b, y + pixels.shape[0])
-        if lo < hi:
-            out[lo - a : hi - a, x : x + pixels.shape[1]] = pixels[lo - y : hi - y]
+    def _paste(
+        out: memoryview, row_bytes: int, a: int, b: int, y: int, x: int, pixels: Packed
+    ) -> None:
+        """Put ``pixels`` at screen row ``y``, byte ``x`` into ``out``, which holds screen
+        rows ``a``..``b`` of ``row_bytes`` each; only the rows that fall inside."""
+        lo, hi = max(a, y), min(b, y + pixels.height)
+        width, data = pixels.row_bytes, memoryview(pixels.data)
+        for row in range(lo, hi):
+            at = (row - a) * row_bytes + x
+            src = (row - y) * width
+            out[at : at + width] = data[src : src + width]

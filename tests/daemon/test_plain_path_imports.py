@@ -137,6 +137,45 @@ print(sorted(m for m in sys.modules if m.split(".")[0] == "numpy"))
     assert run_python(code).strip() == "[]"
 
 
+def test_the_hdmi_screen_draws_captions_and_its_qr_code_without_numpy(tmp_path: Path):
+    """The HDMI output packs pixels with Pillow alone (issue 14: ≤ 60 MiB with 1080p HDMI;
+    numpy would be 12 of them): a daemon wired with the screen, and the screen opened and
+    drawing a caption beside the join QR code, in a fresh interpreter."""
+    sysfs = tmp_path / "sys" / "fb0"
+    sysfs.mkdir(parents=True)
+    for name, value in (
+        ("virtual_size", "1920,1080"),
+        ("bits_per_pixel", "16"),
+        ("stride", "3840"),
+    ):
+        (sysfs / name).write_text(value + "\n")
+    fb = tmp_path / "fb0"
+    fb.write_bytes(b"\xff" * 3840 * 1080)
+    code = f"""
+import sys
+from pathlib import Path
+from edgecap.captions.events import CaptionLine
+from edgecap.config.loader import load
+from edgecap.daemon.supervisor import Daemon
+from edgecap.outputs.hdmi import HdmiOutput
+loaded = load(overrides=["daemon.service=soniox", "stdout.enabled=no", "audio.source=alsa",
+                         "socket.path={tmp_path / "s.sock"}", "audio.device={MIC}",
+                         "hdmi.enabled=yes", "hdmi.device={fb}", "hdmi.sysfs={tmp_path / "sys"}"],
+              etc_dir=Path({str(tmp_path)!r}), env={{"SONIOX_API_KEY": "k"}})
+Daemon(loaded)
+out = HdmiOutput(Path({str(fb)!r}), Path({str(tmp_path / "sys")!r}),
+                 join_url="http://192.168.1.20:8080/")
+out.open()
+out.handle(CaptionLine(1, "Good evening and welcome", None, "en", None, None, True, True))
+out.idle(10**9)
+data = Path({str(fb)!r}).read_bytes()
+print(sorted(m for m in sys.modules if m.split(".")[0] == "numpy"), out.strips_drawn,
+      len(set(data)) > 2, data.count(b"\\xff") < len(data))
+"""
+    numpy_loaded, drawn, inked, cleared = run_python(code).rsplit(None, 3)
+    assert numpy_loaded == "[]" and int(drawn) >= 1 and inked == cleared == "True"
+
+
 def test_a_16k_mono_microphone_wav_and_pipe_are_read_without_numpy(tmp_path: Path):
     speech = read_pcm16(corpus_clip("en_librispeech_quilter.16k.wav"))
     raw = tmp_path / "speech.raw"

@@ -10,19 +10,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from edgecap.outputs import framebuffer as fbmod
 from edgecap.outputs.base import OutputUnavailable
 from edgecap.outputs.framebuffer import (
     Framebuffer,
     FramebufferInfo,
+    Packed,
+    coverage_tables,
     list_framebuffers,
-    pack,
+    pack_color,
+    pack_coverage,
+    pack_image,
     read_geometry,
     screenshot,
     sysfs_node,
     unpack,
 )
+
+
+def reference_pack(rgb: np.ndarray, bpp: int) -> np.ndarray:
+    """The framebuffer's formats computed the plain way, in numpy, from their definitions:
+    an (h, w, 3) RGB array → (h, w × bpp/8) bytes, RGB565 little endian or B, G, R, X."""
+    if bpp == 16:
+        r, g, b = (rgb[..., i].astype(np.uint16) for i in range(3))
+        px = ((r >> 3) << 11) | ((g >> 2) << 5) | (b >> 3)
+        return px.astype("<u2").view(np.uint8).reshape(rgb.shape[0], -1)
+    out = np.empty((rgb.shape[0], rgb.shape[1], 4), dtype=np.uint8)
+    out[..., 0], out[..., 1], out[..., 2], out[..., 3] = rgb[..., 2], rgb[..., 1], rgb[..., 0], 255
+    return out.reshape(rgb.shape[0], -1)
+
+
+def packed(rgb: np.ndarray, bpp: int) -> Packed:
+    rows = reference_pack(rgb, bpp)
+    return Packed(rows.tobytes(), rows.shape[0], rows.shape[1])
 
 
 def fake_sysfs(
@@ -110,14 +132,57 @@ def test_list_framebuffers(tmp_path):
 
 def test_pack_rgb565_little_endian_and_bgrx():
     px = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]]], dtype=np.uint8)
-    assert pack(px, 16).tobytes() == bytes.fromhex("00f8e0071f00ffff")
-    assert pack(px, 32).tobytes() == bytes.fromhex("0000ffff00ff00ffff0000ffffffffff")
+    img = Image.fromarray(px, "RGB")
+    assert pack_image(img, 16).data == bytes.fromhex("00f8e0071f00ffff")
+    assert pack_image(img, 32).data == bytes.fromhex("0000ffff00ff00ffff0000ffffffffff")
+    assert pack_color((255, 0, 0), 16) == bytes.fromhex("00f8")
+    assert pack_color((0, 0, 255), 32) == bytes.fromhex("ff0000ff")
     rng = np.random.default_rng(1)
-    img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
     for bpp, tol in ((32, 0), (16, 8)):
         info = FramebufferInfo(Path("x"), 7, 5, bpp, 7 * bpp // 8)
-        back = unpack(pack(img, bpp).tobytes(), info)
-        assert np.abs(back.astype(int) - img).max() <= tol
+        rows = pack_image(Image.fromarray(rgb, "RGB"), bpp)
+        assert (rows.height, rows.row_bytes) == (5, 7 * bpp // 8)
+        # Pillow's band tables give every bit as the definition does
+        assert rows.data == reference_pack(rgb, bpp).tobytes()
+        back = unpack(bytes(rows.data), info)
+        assert np.abs(back.astype(int) - rgb).max() <= tol
+    with pytest.raises(ValueError, match="bits per pixel"):
+        pack_image(img, 24)
+
+
+def test_every_rgb565_value_packs_as_defined():
+    """All 2^16 low-bit patterns: each channel's every value lands in its own bits."""
+    values = np.arange(256, dtype=np.uint8)
+    rgb = np.stack(np.meshgrid(values, values[::3], values[::5], indexing="ij"), axis=-1)
+    rgb = rgb.reshape(-1, 256, 3)
+    assert pack_image(Image.fromarray(rgb, "RGB"), 16).data == reference_pack(rgb, 16).tobytes()
+
+
+def test_coverage_packs_as_pillow_blends_text_then_packs():
+    """A coverage mask through the colour's tables: the same bytes as blending the colour
+    over the background in RGB (Pillow's rounding) and packing that."""
+    fill, bg = (255, 191, 0), (10, 20, 30)
+    cover = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    a = cover.astype(np.uint32)[..., None]
+    t = np.array(bg, np.uint32) * (255 - a) + np.array(fill, np.uint32) * a + 128
+    blended = (((t >> 8) + t) >> 8).astype(np.uint8)
+    # Pillow drawing the colour through an "L" mask is the blend the tables follow
+    drawn = Image.new("RGB", (16, 16), bg)
+    drawn.paste(Image.new("RGB", (16, 16), fill), (0, 0), Image.fromarray(cover, "L"))
+    assert (np.asarray(drawn) == blended).all()
+    for bpp in (16, 32):
+        rows = pack_coverage(Image.fromarray(cover, "L"), coverage_tables(fill, bg, bpp), bpp)
+        assert rows.data == reference_pack(blended, bpp).tobytes()
+
+
+def test_packed_rows_split_and_joined_by_columns():
+    rows = Packed(bytes(range(12)), 3, 4)  # rows 0..3, 4..7, 8..11
+    left, right = rows.columns(0, 1), rows.columns(1, 4)
+    assert left == Packed(bytes([0, 4, 8]), 3, 1)
+    assert left.beside(right) == rows
+    with pytest.raises(ValueError):
+        left.beside(Packed(b"ab", 2, 1))
 
 
 def test_rows_written_at_their_offset_with_stride_padding(tmp_path, monkeypatch):
@@ -135,7 +200,7 @@ def test_rows_written_at_their_offset_with_stride_padding(tmp_path, monkeypatch)
     )
     fb = Framebuffer(info)
     fb.open()
-    rows = pack(np.full((2, 10, 3), 200, dtype=np.uint8), 32)
+    rows = packed(np.full((2, 10, 3), 200, dtype=np.uint8), 32)
     fb.write_rows(3, rows)
     fb.close()
     assert calls == [(3 * 48, 2 * 48)]  # one call for both rows, padding included
@@ -153,7 +218,7 @@ def test_missing_device_and_write_errors_are_unavailable(tmp_path, monkeypatch):
     # a real device that refuses writes: /dev/full (ENOSPC)
     full = Framebuffer(FramebufferInfo(Path("/dev/full"), 4, 2, 16, 8))
     full.open()
-    row = np.zeros((1, 8), dtype=np.uint8)
+    row = Packed(bytes(8), 1, 8)
     with pytest.raises(OutputUnavailable, match="cannot write /dev/full"):
         full.write_rows(0, row)
     full.close()
