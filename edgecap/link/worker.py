@@ -717,15 +717,17 @@ class LinkWorker(Worker):
         except Refused as exc:
             self._session_failed(self._refused(exc.status, token is not None, fresh))
             return
-        except ConnectFailed as exc:
+        except (ConnectFailed, SendFailed) as exc:
+            if isinstance(exc, SendFailed):
+                conn.close(1.0)
             if conn.interrupted and self.stopping:
+                # the stop's interrupt ended the attempt (the connect, or the start
+                # message's send on the socket it shut down): not the service's failure
                 self._abandoned("connection")
-            else:
+            elif isinstance(exc, ConnectFailed):
                 self._session_failed(exc.error)
-            return
-        except SendFailed as exc:
-            conn.close(1.0)
-            self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
+            else:
+                self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
             return
         finally:
             self._opening = None

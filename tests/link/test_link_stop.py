@@ -8,6 +8,7 @@ speech queue was either confirmed by the service or reported lost — nothing va
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -108,6 +109,33 @@ def test_a_stop_during_a_connect_into_a_black_hole_is_at_once(emu, kind):
     ((seconds, start, end, reason),) = run.sink.losses
     assert (seconds, reason) == (pytest.approx(1.0), UNSENT_AT_STOP)
     assert (start, end) == (pytest.approx(1.0), pytest.approx(2.0))
+    assert_accounted(run)
+
+
+def test_a_stop_that_lands_as_the_session_starts_is_not_a_failure(emu):
+    """The stop's interrupt can shut the socket just as the upgrade completes, so that the
+    start message's send is what fails: that attempt is abandoned for the stop, like one
+    cut in its connect (a CI run once counted it as the service's failure)."""
+    run = LinkRun(emu)
+    start = run.codec.start
+
+    def start_as_the_stop_lands():  # on the link thread, the upgrade just done
+        run.link.request_stop()
+        conn = run.link._opening
+        assert conn is not None and conn.interrupted
+        conn._ws.sock.shutdown(socket.SHUT_RDWR)  # where the interrupt's shutdown lands
+        return start()
+
+    run.codec.start = start_as_the_stop_lands  # type: ignore[method-assign]
+    run.start()
+    run.feed(utterances([600]))
+    assert wait_until(lambda: run.link.stopping, 5)
+    run.stop()
+    assert emu.connections == 1 and run.link.sessions == 0
+    assert run.link.failures == 0
+    assert run.status.snapshot().counters.get("link_failures", 0) == 0
+    ((seconds, _, _, reason),) = run.sink.losses
+    assert (seconds, reason) == (pytest.approx(0.6), UNSENT_AT_STOP)
     assert_accounted(run)
 
 
