@@ -151,12 +151,15 @@ def test_pack_rgb565_little_endian_and_bgrx():
         pack_image(img, 24)
 
 
-def test_every_rgb565_value_packs_as_defined():
-    """All 2^16 low-bit patterns: each channel's every value lands in its own bits."""
-    values = np.arange(256, dtype=np.uint8)
-    rgb = np.stack(np.meshgrid(values, values[::3], values[::5], indexing="ij"), axis=-1)
-    rgb = rgb.reshape(-1, 256, 3)
-    assert pack_image(Image.fromarray(rgb, "RGB"), 16).data == reference_pack(rgb, 16).tobytes()
+def test_every_channel_value_packs_as_defined():
+    """Every green and blue value against every other (256 × 256 pixels), red spread over
+    all its values: each channel's bits land where RGB565 and BGRX put them."""
+    g, b = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    r = (g * 7 + b * 13) % 256
+    rgb = np.stack([r, g, b], axis=-1).astype(np.uint8)
+    for bpp in (16, 32):
+        rows = pack_image(Image.fromarray(rgb, "RGB"), bpp)
+        assert rows.data == reference_pack(rgb, bpp).tobytes()
 
 
 def test_coverage_packs_as_pillow_blends_text_then_packs():
