@@ -717,16 +717,13 @@ class LinkWorker(Worker):
         except Refused as exc:
             self._session_failed(self._refused(exc.status, token is not None, fresh))
             return
-        except (ConnectFailed, SendFailed) as exc:
-            if isinstance(exc, SendFailed):
-                conn.close(1.0)
-            if conn.interrupted and self.stopping:
-                # the stop's interrupt ended the attempt (the connect, or the start
-                # message's send on the socket it shut down): not the service's failure
-                self._abandoned("connection")
-            elif isinstance(exc, ConnectFailed):
+        except ConnectFailed as exc:
+            if not self._cut_by_stop(conn, "connection"):
                 self._session_failed(exc.error)
-            else:
+            return
+        except SendFailed as exc:  # the start message (on a socket the stop may have shut)
+            conn.close(1.0)
+            if not self._cut_by_stop(conn, "connection"):
                 self._session_failed(ServiceError(None, "connection_lost", str(exc), Retry.BACKOFF))
             return
         finally:
@@ -782,12 +779,10 @@ class LinkWorker(Worker):
                 log.info("got a new %s token", self.codec.name)
             return token, fresh
         except TokenFailed as exc:
-            if dialer.interrupted and self.stopping:
-                self._abandoned("token fetch")
-                return None
-            self.token_failures += 1
-            self.status.put("link_token_failures", self.token_failures)
-            self._session_failed(exc.error)
+            if not self._cut_by_stop(dialer, "token fetch"):
+                self.token_failures += 1
+                self.status.put("link_token_failures", self.token_failures)
+                self._session_failed(exc.error)
             return None
         finally:
             self._opening = None
@@ -810,9 +805,12 @@ class LinkWorker(Worker):
             Retry.NOW,  # at once (not ONCE: that compares with an error of long ago)
         )
 
-    def _abandoned(self, what: str) -> None:
-        """The stop interrupted a connection attempt: not the service's failure (neither
-        counted nor retried); the buffer is settled as for any session ended by a stop."""
+    def _cut_by_stop(self, opener: Dialer | Connection, what: str) -> bool:
+        """Whether the stop's interrupt is what ended this failed attempt. If so it is
+        abandoned — not the service's failure, neither counted nor retried — and the buffer
+        is settled as for any session ended by a stop."""
+        if not (opener.interrupted and self.stopping):
+            return False
         self._teardown()
         log.info(
             "%s %s abandoned for the stop",
@@ -820,6 +818,7 @@ class LinkWorker(Worker):
             what,
             **fields(state="stopping", service=self.codec.name),
         )
+        return True
 
     def _session_failed(self, error: ServiceError) -> None:
         """The session ended badly (or never began): tear down, decide when to retry."""
